@@ -1,0 +1,28 @@
+"""shmlog: MMEngine's logging model shared by every process on a node.
+
+Outside a session everything works in one process, as in MMEngine.  After
+``shmlog.init()`` every process on the node (ranks, DataLoader workers, other
+children) shares MessageHub scalars and runtime info through POSIX shared
+memory.
+"""
+
+from ._version import __version__
+from .api.logger import MMLogger, print_log
+from .api.manager import ManagerMixin
+from .api.message_hub import MessageHub
+from .api.session import Session, current_session, init
+from .readers.history_buffer import HistoryBuffer
+from .readers.log_processor import LogProcessor
+
+__all__ = [
+    "HistoryBuffer",
+    "LogProcessor",
+    "MMLogger",
+    "ManagerMixin",
+    "MessageHub",
+    "Session",
+    "__version__",
+    "current_session",
+    "init",
+    "print_log",
+]

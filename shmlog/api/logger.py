@@ -1,0 +1,194 @@
+"""MMLogger and print_log, with MMEngine's names, arguments and output.
+
+MMLogger lives outside ``logging``'s logger tree: it is reached by instance
+name through ManagerMixin, owns its handlers and never propagates, so a
+third-party ``basicConfig`` or root handler neither hides nor duplicates its
+lines.  Formatting and file layout live in :mod:`shmlog.sinks` so that they
+can be reused where records are written on another process's behalf.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from ..sinks.files import (
+    build_file_handler,
+    check_file_handler_cfg,
+    check_file_mode,
+    master_log_file,
+)
+from ..sinks.formatter import (
+    TERMINAL_DATEFMT,
+    DuplicateWarningFilter,
+    MMFormatter,
+    TerminalHandler,
+    parse_level,
+)
+from .dist import get_rank, get_world_size
+from .manager import ManagerMixin
+
+__all__ = ["MMLogger", "print_log"]
+
+
+class MMLogger(logging.Logger, ManagerMixin):
+    """A logger reached by instance name, printing MMEngine's log lines.
+
+    Use :meth:`get_instance` (not ``logging.getLogger``) to create or fetch
+    one.  The terminal handler writes to ``sys.stdout``; on ranks other than
+    0 it shows ERROR and above only.  With ``log_file`` a file handler is
+    added; see :mod:`shmlog.sinks.files` for which rank writes which file.
+
+    Args:
+        name: instance name for :meth:`get_instance`.
+        logger_name: the ``name`` shown in each line (``logging.Logger.name``).
+        log_file: path of the log file; ``work/run.log`` writes
+            ``work/run/run.log`` (and ``work/run/run_rank<N>.log`` per rank
+            when every rank writes its own file).
+        log_level: threshold of the handlers, a number or a level name.
+            DEBUG also makes every rank write its own file.
+        file_mode: mode of the default FileHandler ('w' truncates, 'a'
+            appends).
+        distributed: every rank writes its own file, not only rank 0.
+        file_handler_cfg: ``dict(type=<name in logging.handlers>, **kwargs)``
+            to use e.g. a RotatingFileHandler instead of a FileHandler.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        logger_name: str = "mmengine",
+        log_file: str | os.PathLike[str] | None = None,
+        log_level: int | str = "INFO",
+        file_mode: str = "w",
+        distributed: bool = False,
+        file_handler_cfg: dict[str, Any] | None = None,
+    ) -> None:
+        # Check everything before building anything: a bad argument must not
+        # leave a directory, an open file or a half-made instance behind.
+        if not isinstance(logger_name, str):
+            raise TypeError(
+                f"logger_name: expected a str, got {type(logger_name).__name__} "
+                f"{logger_name!r}"
+            )
+        level = parse_level(log_level, "log_level")
+        check_file_mode(file_mode)
+        check_file_handler_cfg(file_handler_cfg)
+        if not isinstance(distributed, (bool, int)):
+            raise TypeError(
+                f"distributed: expected a bool, got {type(distributed).__name__} "
+                f"{distributed!r}"
+            )
+        master = None if log_file is None else master_log_file(log_file)
+        logging.Logger.__init__(self, logger_name)
+        ManagerMixin.__init__(self, name)
+        self.propagate = False
+
+        rank = get_rank()
+        world_size = get_world_size()
+        self._rank = rank
+
+        stream_handler = TerminalHandler(sys.stdout)
+        stream_handler.setFormatter(MMFormatter(color=True, datefmt=TERMINAL_DATEFMT))
+        stream_handler.setLevel(self._terminal_level(level))
+        stream_handler.addFilter(DuplicateWarningFilter())
+        self.handlers.append(stream_handler)
+        self._own_handlers: list[logging.Handler] = [stream_handler]
+
+        self._log_file: str | None = None
+        if log_file is not None:
+            file_handler = build_file_handler(
+                log_file, rank, world_size, bool(distributed), file_mode,
+                file_handler_cfg, level,
+            )
+            if file_handler is not None:
+                self.handlers.append(file_handler)
+                self._own_handlers.append(file_handler)
+                self._log_file = file_handler.baseFilename
+            else:
+                self._log_file = os.path.abspath(master)
+
+    @property
+    def log_file(self) -> str | None:
+        """The file this process writes (rank 0's file on ranks that write none)."""
+        return self._log_file
+
+    @classmethod
+    def get_current_instance(cls) -> MMLogger:
+        """The most recently created logger; creates 'mmengine' when there is none."""
+        if not cls._instance_dict:
+            cls.get_instance("mmengine")
+        return super().get_current_instance()
+
+    def callHandlers(self, record: logging.LogRecord) -> None:
+        """Hand ``record`` to this logger's own handlers only.
+
+        No parent loggers and no ``logging.lastResort``: with no handler
+        nothing is printed.
+        """
+        for handler in self.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+    def setLevel(self, level: int | str) -> None:
+        """Set the level of this logger and of the handlers it made.
+
+        Handlers added later with ``addHandler`` keep their own level, and the
+        terminal of a rank other than 0 stays at ERROR or above.  Every
+        MMLogger's ``isEnabledFor`` cache is cleared: these loggers are not
+        in ``logging``'s manager, whose own clearing never reaches them.
+        """
+        number = parse_level(level, "level")
+        self.level = number
+        for handler in self._own_handlers:
+            if isinstance(handler, TerminalHandler):
+                handler.setLevel(self._terminal_level(number))
+            else:
+                handler.setLevel(number)
+        for logger in list(MMLogger._instance_dict.values()):
+            logger._cache.clear()
+        self._cache.clear()
+
+    def _terminal_level(self, level: int) -> int:
+        return level if self._rank == 0 else max(level, logging.ERROR)
+
+
+def print_log(
+    msg: Any,
+    logger: logging.Logger | str | None = None,
+    level: int | str = logging.INFO,
+) -> None:
+    """Print ``msg`` through a logger chosen by ``logger``.
+
+    ``logger`` is one of: None (``print``), 'silent' (nothing), 'current'
+    (the latest MMLogger), the instance name of an existing MMLogger, or a
+    ``logging.Logger``.  ``level`` applies to the logger cases.  ERROR lines
+    point at the caller of print_log, not at print_log itself.
+    """
+    if logger is None:
+        print(msg)
+        return
+    if isinstance(logger, logging.Logger):
+        target: logging.Logger = logger
+    elif isinstance(logger, str):
+        if logger == "silent":
+            return
+        if logger == "current":
+            target = MMLogger.get_current_instance()
+        else:
+            found = MMLogger._instance_dict.get(logger)
+            if found is None:
+                raise ValueError(
+                    f"MMLogger: {logger!r} has not been created; create it with "
+                    f"MMLogger.get_instance({logger!r}) or pass logger=None, 'silent', "
+                    f"'current' or a logging.Logger"
+                )
+            target = found  # type: ignore[assignment]
+    else:
+        raise TypeError(
+            f"print_log logger: expected None, 'silent', 'current', an MMLogger "
+            f"instance name (str) or a logging.Logger, got {type(logger).__name__}"
+        )
+    target.log(parse_level(level, "level"), msg, stacklevel=2)

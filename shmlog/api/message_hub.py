@@ -1,0 +1,309 @@
+"""MessageHub: named hubs of scalar histories and runtime info.
+
+Outside a session a hub keeps everything in this process, as MMEngine does.
+Inside a session (``shmlog.init``) the same calls go to shared memory:
+``update_scalar`` appends to this process's own ring for the key, and
+``get_scalar`` returns a HistoryBuffer that merges every process's ring.
+Which of the two applies is decided per call, so a hub created before
+``shmlog.init`` (at import time, say) starts sharing once the session exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from .._values import to_count, to_float
+from ..readers.history_buffer import HistoryBuffer
+from . import backend as _backend
+from .manager import ManagerMixin
+
+
+class MessageHub(ManagerMixin):
+    """Scalars (as HistoryBuffers) and runtime info shared across modules.
+
+    Args:
+        name: the instance name (see :meth:`get_instance`).
+        log_scalars: initial HistoryBuffers by key.
+        runtime_info: initial runtime info by key.
+        resumed_keys: whether each key is saved by :meth:`state_dict`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        log_scalars: dict[str, HistoryBuffer] | None = None,
+        runtime_info: dict[str, Any] | None = None,
+        resumed_keys: dict[str, bool] | None = None,
+    ) -> None:
+        super().__init__(name)
+        self._log_scalars: OrderedDict[str, HistoryBuffer] = _as_ordered("log_scalars", log_scalars)
+        for key, value in self._log_scalars.items():
+            if not isinstance(value, HistoryBuffer):
+                raise TypeError(
+                    f"log_scalars[{key!r}]: expected a HistoryBuffer, got "
+                    f"{type(value).__name__}"
+                )
+            value._name = key
+        self._runtime_info: OrderedDict[str, Any] = _as_ordered("runtime_info", runtime_info)
+        self._resumed_keys: OrderedDict[str, bool] = _as_ordered("resumed_keys", resumed_keys)
+        self._bound_token: object | None = None
+        self._bound_local: Any = None
+        shared = _backend.shared_hub(name)
+        if shared is not None:
+            for key, buffer in self._log_scalars.items():
+                shared.load_scalar(key, buffer)
+            for key, value in self._runtime_info.items():
+                shared.update_info(key, value)
+
+    @classmethod
+    def get_current_instance(cls) -> MessageHub:
+        """The most recently created hub; creates 'mmengine' when there is none."""
+        if not cls._instance_dict:
+            cls.get_instance("mmengine")
+        return super().get_current_instance()
+
+    # -- scalars -------------------------------------------------------------
+
+    def update_scalar(self, key: str, value: Any, count: Any = 1, resumed: bool = True) -> None:
+        """Append ``value`` (weighted by ``count``) to the history of ``key``."""
+        # The hot path inside a session: a float with the default count, for a
+        # key this thread already writes.  Everything else takes the full path.
+        if (
+            type(value) is float
+            and count.__class__ is int
+            and count == 1
+            and self._bound_token is _backend.token
+            and self._bound_token is not None
+            and self._resumed_keys.get(key) is resumed
+        ):
+            try:
+                self._bound_local.writers[key].append(value, 1.0)
+                return
+            except (AttributeError, KeyError):
+                pass
+        self._update_scalar(key, value, count, resumed)
+
+    def _update_scalar(self, key: str, value: Any, count: Any, resumed: bool) -> None:
+        # Validate before recording ``resumed``: a refused value leaves no trace.
+        number = to_float(value, key)
+        weight = to_count(count, key)
+        if self._resumed_keys.get(key) is not resumed:
+            self._set_resumed_keys(key, resumed)
+        shared = _backend.shared_hub(self._instance_name)
+        if shared is not None:
+            shared.update_scalar(key, number, weight)
+            # Cache the binding for the hot path; the token is read after the
+            # lookup, which may itself have attached this process.
+            self._bound_local = shared._local
+            self._bound_token = _backend.token
+            return
+        buffer = self._log_scalars.get(key)
+        if buffer is None:
+            buffer = HistoryBuffer()
+            buffer._name = key
+            self._log_scalars[key] = buffer
+        buffer._storage.append(number, weight)
+
+    def update_scalars(self, log_dict: dict[str, Any], resumed: bool = True) -> None:
+        """Update several scalars; each value is a number or ``dict(value=..., count=...)``."""
+        if not isinstance(log_dict, dict):
+            raise TypeError(
+                f"update_scalars: expected a dict of key -> value, got {type(log_dict).__name__}"
+            )
+        # Validate everything first so a bad entry leaves no partial update.
+        parsed = []
+        for key, item in log_dict.items():
+            if isinstance(item, dict):
+                if "value" not in item:
+                    raise KeyError(
+                        f"update_scalars[{key!r}]: a dict value needs a 'value' entry, got "
+                        f"keys {sorted(item)}"
+                    )
+                value, count = item["value"], item.get("count", 1)
+            else:
+                value, count = item, 1
+            parsed.append((key, to_float(value, key), to_count(count, key)))
+            self._check_resumed(key, resumed)
+        for key, value, count in parsed:
+            self.update_scalar(key, value, count, resumed)
+
+    def get_scalar(self, key: str) -> HistoryBuffer:
+        """The HistoryBuffer of ``key``; KeyError when nothing was logged under it."""
+        shared = _backend.shared_hub(self._instance_name)
+        buffer = shared.get_scalar(key) if shared is not None else self._log_scalars.get(key)
+        if buffer is None:
+            raise KeyError(
+                f"{key!r} is not a scalar of MessageHub {self._instance_name!r}; "
+                f"known keys: {sorted(self.log_scalars)}"
+            )
+        return buffer
+
+    @property
+    def log_scalars(self) -> OrderedDict[str, HistoryBuffer]:
+        """Every scalar of this hub (in a session: of every process)."""
+        shared = _backend.shared_hub(self._instance_name)
+        if shared is not None:
+            return shared.log_scalars()
+        return self._log_scalars
+
+    # -- runtime info ----------------------------------------------------------
+
+    def update_info(self, key: str, value: Any, resumed: bool = True) -> None:
+        """Set runtime info ``key`` to ``value`` (the last write wins)."""
+        self._set_resumed_keys(key, resumed)
+        shared = _backend.shared_hub(self._instance_name)
+        if shared is not None:
+            shared.update_info(key, value)
+        else:
+            self._runtime_info[key] = value
+
+    def update_info_dict(self, info_dict: dict[str, Any], resumed: bool = True) -> None:
+        """Set several runtime info entries."""
+        if not isinstance(info_dict, dict):
+            raise TypeError(
+                f"update_info_dict: expected a dict, got {type(info_dict).__name__}"
+            )
+        for key, value in info_dict.items():
+            self.update_info(key, value, resumed=resumed)
+
+    def get_info(self, key: str, default: Any = None) -> Any:
+        """Runtime info ``key``, or ``default`` when it was never set."""
+        shared = _backend.shared_hub(self._instance_name)
+        if shared is not None:
+            return shared.get_info(key, default)
+        return self._runtime_info.get(key, default)
+
+    def pop_info(self, key: str, default: Any = None) -> Any:
+        """Remove runtime info ``key`` and return its value (or ``default``)."""
+        shared = _backend.shared_hub(self._instance_name)
+        if shared is not None:
+            return shared.pop_info(key, default)
+        return self._runtime_info.pop(key, default)
+
+    @property
+    def runtime_info(self) -> OrderedDict[str, Any]:
+        """Every runtime info entry of this hub."""
+        shared = _backend.shared_hub(self._instance_name)
+        if shared is not None:
+            return shared.runtime_info()
+        return self._runtime_info
+
+    # -- resuming ----------------------------------------------------------------
+
+    def _check_resumed(self, key: str, resumed: bool) -> None:
+        if not isinstance(resumed, bool):
+            raise TypeError(f"{key!r} resumed: expected a bool, got {resumed!r}")
+        previous = self._resumed_keys.get(key, resumed)
+        if previous is not resumed:
+            raise ValueError(
+                f"{key!r} was logged with resumed={previous}; it cannot be logged with "
+                f"resumed={resumed} later"
+            )
+
+    def _set_resumed_keys(self, key: str, resumed: bool) -> None:
+        self._check_resumed(key, resumed)
+        self._resumed_keys.setdefault(key, resumed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Copies of the scalars and info whose key is resumed, for checkpoints."""
+        scalars: OrderedDict[str, HistoryBuffer] = OrderedDict()
+        for key, buffer in self.log_scalars.items():
+            if self._resumed_keys.get(key, False):
+                scalars[key] = copy.deepcopy(buffer)
+        info: OrderedDict[str, Any] = OrderedDict()
+        for key, value in self.runtime_info.items():
+            if self._resumed_keys.get(key, False):
+                try:
+                    info[key] = copy.deepcopy(value)
+                except Exception:  # noqa: BLE001 (deepcopy may raise anything)
+                    _warn(f"runtime info {key!r} cannot be deep-copied; saving a reference")
+                    info[key] = value
+        return {
+            "log_scalars": scalars,
+            "runtime_info": info,
+            "resumed_keys": OrderedDict(self._resumed_keys),
+        }
+
+    def load_state_dict(self, state_dict: MessageHub | dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (or copy another hub whole)."""
+        if isinstance(state_dict, MessageHub):
+            source = state_dict
+            state_dict = {
+                "log_scalars": source.log_scalars,
+                "runtime_info": source.runtime_info,
+                "resumed_keys": source._resumed_keys,
+            }
+        if not isinstance(state_dict, dict):
+            raise TypeError(
+                f"load_state_dict: expected a dict from state_dict() or a MessageHub, got "
+                f"{type(state_dict).__name__}"
+            )
+        missing = [k for k in ("log_scalars", "runtime_info", "resumed_keys") if k not in state_dict]
+        if missing:
+            raise KeyError(f"load_state_dict: the state dict lacks {missing}")
+        shared = _backend.shared_hub(self._instance_name)
+        for key, buffer in state_dict["log_scalars"].items():
+            if not isinstance(buffer, HistoryBuffer):
+                _warn(f"log_scalars[{key!r}] is a {type(buffer).__name__}, not a "
+                      f"HistoryBuffer; it is not restored")
+                continue
+            restored = copy.deepcopy(buffer)
+            restored._name = key
+            if shared is not None:
+                shared.load_scalar(key, restored)
+            else:
+                self._log_scalars[key] = restored
+        for key, value in state_dict["runtime_info"].items():
+            try:
+                value = copy.deepcopy(value)
+            except Exception:  # noqa: BLE001 (deepcopy may raise anything)
+                _warn(f"runtime info {key!r} cannot be deep-copied; restoring a reference")
+            if shared is not None:
+                shared.update_info(key, value)
+            else:
+                self._runtime_info[key] = value
+        known = set(self.log_scalars) | set(self.runtime_info)
+        for key, resumed in state_dict["resumed_keys"].items():
+            if key not in known:
+                _warn(f"resumed key {key!r} has no scalar or info in the state dict; skipped")
+                continue
+            if not resumed:
+                _warn(f"{key!r} is restored although resumed=False; it will not be saved "
+                      f"by the next state_dict()")
+            self._resumed_keys[key] = resumed
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "name": self._instance_name,
+            "log_scalars": OrderedDict(self.log_scalars),
+            "runtime_info": OrderedDict(self.runtime_info),
+            "resumed_keys": OrderedDict(self._resumed_keys),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._instance_name = state["name"]
+        self._log_scalars = OrderedDict(
+            (k, copy.deepcopy(v)) for k, v in state["log_scalars"].items()
+        )
+        self._runtime_info = state["runtime_info"]
+        self._resumed_keys = state["resumed_keys"]
+        self._bound_token = None
+        self._bound_local = None
+
+
+def _as_ordered(name: str, value: dict[str, Any] | None) -> OrderedDict[str, Any]:
+    if value is None:
+        return OrderedDict()
+    if isinstance(value, dict):
+        return OrderedDict(value)
+    raise TypeError(f"MessageHub {name}: expected a dict or None, got {type(value).__name__}")
+
+
+def _warn(message: str) -> None:
+    # Imported here: the logger module imports the hub's package.
+    from .logger import print_log
+
+    print_log(message, logger="current", level=logging.WARNING)

@@ -1,0 +1,250 @@
+"""HistoryBuffer: MMEngine's per-scalar history, over pluggable storage.
+
+The public surface is MMEngine's (constructor, ``update``, ``data``,
+``min``/``max``/``mean``/``current``, ``statistics``, ``register_statistics``)
+so that code written for MMEngine runs unchanged.  What differs is underneath:
+
+* storage is a ring (see :mod:`shmlog.readers.storage`), so ``update`` does not
+  slow down as the history grows;
+* global statistics come from running totals, so they stay exact over the whole
+  run even after the ring dropped its oldest records;
+* the same class reads a scalar that several processes write into shared
+  memory: the storage then merges every writer's records in time order.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._values import check_window, to_count, to_float
+from .storage import HistoryStorage, LocalRing, Totals
+
+DEFAULT_MAX_LENGTH = 1_000_000
+
+# Keys already warned about a window that reaches past the retained records.
+_WARNED_KEYS: set[str] = set()
+
+
+class HistoryBuffer:
+    """The history of one scalar, with windowed and global statistics.
+
+    Args:
+        log_history: initial values, oldest first.
+        count_history: the count of each initial value (same length).
+        max_length: how many records are retained; older ones are dropped,
+            but the global statistics still include them.
+    """
+
+    _statistics_methods: ClassVar[dict[str, Callable[..., Any]]] = {}
+
+    def __init__(
+        self,
+        log_history: Any = (),
+        count_history: Any = (),
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> None:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+            raise TypeError(f"max_length: expected an int >= 1, got {max_length!r}")
+        if max_length < 1:
+            raise ValueError(f"max_length: expected an int >= 1, got {max_length}")
+        values = np.array(
+            [to_float(v, what="log_history value") for v in log_history], dtype=np.float64
+        )
+        counts = np.array([to_count(c) for c in count_history], dtype=np.float64)
+        if len(values) != len(counts):
+            raise ValueError(
+                f"log_history and count_history must have the same length, got "
+                f"{len(values)} and {len(counts)}"
+            )
+        if len(values) > max_length:
+            warnings.warn(
+                f"The length of history buffer({len(values)}) exceeds the "
+                f"max_length({max_length}), the first few elements will be ignored.",
+                stacklevel=2,
+            )
+            values, counts = values[-max_length:], counts[-max_length:]
+        self._storage: HistoryStorage = LocalRing.from_history(values, counts, int(max_length))
+        self._name: str | None = None
+
+    @classmethod
+    def _over(cls, storage: HistoryStorage, name: str | None = None) -> HistoryBuffer:
+        """A buffer reading and writing ``storage`` (no copy)."""
+        buffer = cls.__new__(cls)
+        buffer._storage = storage
+        buffer._name = name
+        return buffer
+
+    # -- writing -----------------------------------------------------------
+
+    def update(self, log_val: Any, count: Any = 1) -> None:
+        """Append one value with its count (used as the mean's denominator)."""
+        value = to_float(log_val, self._name)
+        weight = to_count(count, self._name)
+        self._storage.append(value, weight)
+
+    # -- reading -----------------------------------------------------------
+
+    @property
+    def max_length(self) -> int:
+        return self._storage.max_length
+
+    @property
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the retained (values, counts), oldest first."""
+        values, counts = self._storage.tail(None)
+        return np.array(values), np.array(counts)
+
+    @property
+    def _log_history(self) -> np.ndarray:
+        # Read-only, ordered view for statistics registered MMEngine-style
+        # (``self._log_history[-window:]``).
+        return self._storage.tail(None)[0]
+
+    @property
+    def _count_history(self) -> np.ndarray:
+        return self._storage.tail(None)[1]
+
+    def totals(self) -> Totals:
+        """Running totals over every update, including dropped records."""
+        return self._storage.totals()
+
+    def __len__(self) -> int:
+        return self._storage.retained()
+
+    def per_writer(self) -> dict[str, HistoryBuffer]:
+        """One buffer per writing process, keyed by a readable label.
+
+        A buffer that lives in one process has a single writer: itself.
+        """
+        split = getattr(self._storage, "per_writer", None)
+        if split is None:
+            return {"local": self}
+        return {label: HistoryBuffer._over(storage, self._name) for label, storage in split().items()}
+
+    # -- statistics ----------------------------------------------------------
+
+    @classmethod
+    def register_statistics(cls, method: Callable[..., Any]) -> Callable[..., Any]:
+        """Register ``method`` (named by its ``__name__``) for :meth:`statistics`."""
+        name = method.__name__
+        if name in cls._statistics_methods:
+            raise ValueError(
+                f"a statistics method named {name!r} is already registered in "
+                f"HistoryBuffer"
+            )
+        cls._statistics_methods[name] = method
+        return method
+
+    def statistics(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the registered statistic ``method_name`` with the given arguments."""
+        method = self._statistics_methods.get(method_name)
+        if method is None:
+            raise KeyError(
+                f"{method_name!r} is not a registered HistoryBuffer statistic; "
+                f"registered: {sorted(self._statistics_methods)}"
+            )
+        return method(self, *args, **kwargs)
+
+    def _window(self, window_size: Any, what: str) -> tuple[Totals | None, np.ndarray, np.ndarray]:
+        """Resolve a window to either the running totals or the records to use."""
+        window = check_window(window_size, self._name)
+        totals = self._storage.totals()
+        if totals.updates == 0:
+            label = f"{self._name!r}" if self._name else "HistoryBuffer"
+            raise ValueError(f"{label}: {what}() needs at least one update, the history is empty")
+        if window is None or window >= totals.updates:
+            return totals, _EMPTY, _EMPTY
+        retained = self._storage.retained()
+        if window > retained:
+            self._warn_short_window(window, retained, totals.updates)
+        values, counts = self._storage.tail(window)
+        return None, values, counts
+
+    def _warn_short_window(self, window: int, retained: int, updates: int) -> None:
+        if self._name is None:
+            # Unnamed buffers remember on themselves: an id() can be reused.
+            if getattr(self, "_warned_short_window", False):
+                return
+            self._warned_short_window = True
+            key = "HistoryBuffer"
+        else:
+            if self._name in _WARNED_KEYS:
+                return
+            _WARNED_KEYS.add(self._name)
+            key = self._name
+        warnings.warn(
+            f"{key!r}: window_size {window} is longer than the {retained} records retained "
+            f"(of {updates} updates); computing over the retained records. Raise "
+            f"max_length to keep more.",
+            stacklevel=4,
+        )
+
+    def mean(self, window_size: int | None = None) -> np.float64:
+        """Sum of values over sum of counts, for the last ``window_size`` updates."""
+        totals, values, counts = self._window(window_size, "mean")
+        if totals is not None:
+            return np.float64(totals.value_sum) / np.float64(totals.count_sum)
+        return values.sum() / counts.sum()
+
+    def max(self, window_size: int | None = None) -> np.float64:
+        """Largest value among the last ``window_size`` updates."""
+        totals, values, _ = self._window(window_size, "max")
+        if totals is not None:
+            return np.float64(totals.maximum)
+        return values.max()
+
+    def min(self, window_size: int | None = None) -> np.float64:
+        """Smallest value among the last ``window_size`` updates."""
+        totals, values, _ = self._window(window_size, "min")
+        if totals is not None:
+            return np.float64(totals.minimum)
+        return values.min()
+
+    def current(self) -> np.float64:
+        """The latest value."""
+        values, _ = self._storage.tail(1)
+        if len(values) == 0:
+            label = f"{self._name!r}" if self._name else "HistoryBuffer"
+            raise ValueError(f"{label}: current() needs at least one update, the history is empty")
+        return values[-1]
+
+    # -- copying -------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        values, counts = self._storage.tail(None)
+        return {
+            "values": np.array(values),
+            "counts": np.array(counts),
+            "totals": tuple(self._storage.totals()),
+            "max_length": self._storage.max_length,
+            "name": self._name,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._storage = LocalRing.from_history(
+            state["values"], state["counts"], state["max_length"], Totals(*state["totals"])
+        )
+        self._name = state["name"]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HistoryBuffer:
+        copy = HistoryBuffer.__new__(HistoryBuffer)
+        copy.__setstate__(self.__getstate__())
+        return copy
+
+    def __repr__(self) -> str:
+        totals = self._storage.totals()
+        name = f" {self._name!r}" if self._name else ""
+        return (
+            f"<HistoryBuffer{name} retained={self._storage.retained()} "
+            f"updates={totals.updates} max_length={self._storage.max_length}>"
+        )
+
+
+_EMPTY = np.empty(0, dtype=np.float64)
+
+for _builtin in (HistoryBuffer.min, HistoryBuffer.max, HistoryBuffer.current, HistoryBuffer.mean):
+    HistoryBuffer._statistics_methods[_builtin.__name__] = _builtin

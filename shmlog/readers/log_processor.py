@@ -1,0 +1,522 @@
+"""LogProcessor: turn a MessageHub's scalars into MMEngine 0.10's log lines.
+
+Log parsers, dashboards and people read MMEngine's exact line format, so this
+module reproduces it (``Epoch(train)  [2][ 5/20]  lr: ...``) together with the
+``tag`` dict that goes to visualisation backends.  The formatting itself takes
+plain numbers (:meth:`LogProcessor.format_iter`, :meth:`LogProcessor.format_epoch`)
+so that a process holding no runner, such as one reading shared memory, can
+produce the same lines.  It does no I/O and only touches statistics windows
+and running totals, so its cost does not grow with the length of a history.
+"""
+
+from __future__ import annotations
+
+import datetime
+import numbers
+import re
+import sys
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .history_buffer import HistoryBuffer
+
+MODES = ("train", "val", "test")
+DEFAULT_MEAN_PATTERN = r".*(loss|time|data_time|grad_norm).*"
+
+# Keys every custom_cfg entry understands; anything else goes to the method.
+_DATA_SRC, _METHOD, _LOG_NAME, _WINDOW = "data_src", "method_name", "log_name", "window_size"
+_KNOWN_KEYS = (_DATA_SRC, _METHOD, _LOG_NAME, _WINDOW)
+_SPECIAL_WINDOWS = ("epoch", "global")
+_NO_WINDOW = object()  # the entry has no window_size key: the method gets none
+_MISSING = object()
+
+
+class _Statistic(NamedTuple):
+    """One validated ``custom_cfg`` entry."""
+
+    data_src: str
+    log_name: str
+    method_name: str
+    window: Any  # _NO_WINDOW, None, an int >= 1, 'epoch' or 'global'
+    kwargs: dict[str, Any]
+
+
+class LogProcessor:
+    """Formats the scalars of one mode (train/val/test) as MMEngine 0.10 does.
+
+    Args:
+        window_size: how many recent updates the default mean covers.
+        by_epoch: ``Epoch(...)`` lines (epoch-based training) or ``Iter(...)``.
+        custom_cfg: extra or replacement statistics, a list of dicts with
+            ``data_src`` (the key without its ``train/``/``val/``/``test/``
+            prefix), ``method_name`` (a HistoryBuffer statistic), optionally
+            ``log_name`` (a new entry; without it ``data_src`` is replaced) and
+            ``window_size`` (an int, ``'epoch'`` for the updates of the
+            current epoch, ``'global'`` for the last ``iter + 1`` updates);
+            any other key is passed to the method.
+        num_digits: digits after the decimal point of the values shown.
+        log_with_hierarchy: whether ``tag`` keys keep their mode prefix
+            (``train/loss`` instead of ``loss``).  The line never shows it
+            after an iteration.
+        mean_pattern: regular expression; keys (without prefix) it matches
+            show the mean over ``window_size`` updates, the others their
+            latest value.
+
+    Invalid arguments raise TypeError or ValueError naming the entry, the
+    value and what is accepted.
+
+    Two pairs of methods produce ``(tag, log_str)``:
+
+    * :meth:`get_log_after_iter` / :meth:`get_log_after_epoch` take a runner
+      (any object with ``message_hub``, ``iter``, ``epoch``, ``max_iters``,
+      ``max_epochs`` and ``train_loop``/``val_loop``/``test_loop`` whose
+      ``dataloader`` has a length), as MMEngine's do;
+    * :meth:`format_iter` / :meth:`format_epoch` take the same state as
+      numbers and need no runner.  The runner methods delegate to them.
+    """
+
+    def __init__(
+        self,
+        window_size: int = 10,
+        by_epoch: bool = True,
+        custom_cfg: Sequence[Mapping[str, Any]] | None = None,
+        num_digits: int = 4,
+        log_with_hierarchy: bool = False,
+        mean_pattern: str | re.Pattern[str] = DEFAULT_MEAN_PATTERN,
+    ) -> None:
+        self.window_size = _positive_int("window_size", window_size)
+        self.by_epoch = _flag("by_epoch", by_epoch)
+        self.num_digits = _non_negative_int("num_digits", num_digits)
+        self.log_with_hierarchy = _flag("log_with_hierarchy", log_with_hierarchy)
+        self.mean_pattern = _compile("mean_pattern", mean_pattern)
+        self._custom_cfg, self._statistics = _parse_custom_cfg(custom_cfg, self.by_epoch)
+
+    @property
+    def custom_cfg(self) -> list[dict[str, Any]]:
+        """A copy of the custom statistics configuration."""
+        return [dict(entry) for entry in self._custom_cfg]
+
+    def __repr__(self) -> str:
+        return (
+            f"LogProcessor(window_size={self.window_size}, by_epoch={self.by_epoch}, "
+            f"custom_cfg={self._custom_cfg!r}, num_digits={self.num_digits}, "
+            f"log_with_hierarchy={self.log_with_hierarchy}, "
+            f"mean_pattern={self.mean_pattern.pattern!r})"
+        )
+
+    # -- runner API (MMEngine's) ------------------------------------------------
+
+    def get_log_after_iter(self, runner: Any, batch_idx: int, mode: str) -> tuple[dict, str]:
+        """``(tag, log_str)`` after iteration ``batch_idx`` of the ``mode`` loop."""
+        _check_mode(mode, MODES, "get_log_after_iter")
+        needs_len = self.by_epoch or mode != "train"
+        return self.format_iter(
+            runner.message_hub,
+            mode,
+            batch_idx,
+            dataloader_len=self._get_dataloader_size(runner, mode) if needs_len else None,
+            **_runner_progress(runner),
+        )
+
+    def get_log_after_epoch(
+        self, runner: Any, batch_idx: int, mode: str, with_non_scalar: bool = False
+    ) -> tuple[dict, str]:
+        """``(tag, log_str)`` after a whole validation or test epoch."""
+        _check_mode(mode, ("val", "test"), "get_log_after_epoch")
+        return self.format_epoch(
+            runner.message_hub,
+            mode,
+            batch_idx,
+            dataloader_len=self._get_dataloader_size(runner, mode),
+            with_non_scalar=with_non_scalar,
+            **_runner_progress(runner),
+        )
+
+    def _get_dataloader_size(self, runner: Any, mode: str) -> int:
+        """Length of the dataloader of the ``mode`` loop of ``runner``."""
+        loop = getattr(runner, f"{mode}_loop", None)
+        if loop is None:
+            raise ValueError(f"the runner has no {mode}_loop; a {mode!r} line needs its length")
+        return len(loop.dataloader)
+
+    # -- runner-free API ------------------------------------------------------------
+
+    def format_iter(
+        self,
+        message_hub: Any,
+        mode: str,
+        batch_idx: int,
+        *,
+        iter: int = 0,
+        epoch: int = 0,
+        dataloader_len: int | None = None,
+        max_iters: int | None = None,
+        max_epochs: int | None = None,
+        memory: int | None = None,
+    ) -> tuple[dict, str]:
+        """``(tag, log_str)`` after iteration ``batch_idx`` of the ``mode`` loop.
+
+        Args:
+            message_hub: a MessageHub (anything with ``log_scalars`` and
+                ``get_info``).
+            mode: ``'train'``, ``'val'`` or ``'test'``.
+            batch_idx: index of the batch just done in the current loop.
+            iter: training iterations completed (``runner.iter``).
+            epoch: training epochs completed (``runner.epoch``).
+            dataloader_len: batches in the current loop; needed except for
+                ``Iter(train)`` lines.
+            max_iters, max_epochs: the training length.  Leaving both None
+                means there is no training loop (a test-only run): ``tag``
+                then has ``iter`` 0 and validation is epoch 0.
+            memory: when given, shown as ``memory: N`` and put in ``tag``
+                (the line MMEngine writes on CUDA machines).
+        """
+        _check_mode(mode, MODES, "format_iter")
+        batch_idx = _non_negative_int("batch_idx", batch_idx)
+        iter = _non_negative_int("iter", iter)
+        scalars = _scalars_of(message_hub.log_scalars, mode)
+        values = self._collect(scalars, self._statistics, batch_idx, iter)
+        tag = self._shown(values, mode)
+        training = max_iters is not None or max_epochs is not None
+        digits = self.num_digits
+
+        learning_rates = []
+        for name in [name for name in values if name.endswith("lr")]:
+            learning_rates.append(f"{name}: {values.pop(name):.{digits}e}")
+
+        if self.by_epoch:
+            size = _required("dataloader_len", dataloader_len)
+            position = f"[{str(batch_idx + 1).rjust(len(str(size)))}/{size}]"
+            if mode == "test":
+                line = f"Epoch(test) {position}  "
+            else:
+                shown_epoch = _shown_epoch(mode, epoch, training)
+                epoch_str = f"[{shown_epoch}]"
+                if training and max_epochs is not None:
+                    epoch_str = epoch_str.rjust(len(str(max_epochs)) + 3)
+                tag["epoch"] = shown_epoch
+                line = f"Epoch({mode}){epoch_str}{position}  "
+        elif mode == "train":
+            total = _required("max_iters", max_iters)
+            line = f"Iter(train) [{str(iter + 1).rjust(len(str(total)))}/{total}]  "
+        else:
+            size = _required("dataloader_len", dataloader_len)
+            line = f"Iter({mode}) [{str(batch_idx + 1).rjust(len(str(size)))}/{size}]  "
+        tag["iter"] = iter + 1 if training else 0
+        line += " ".join(learning_rates) + "  "
+
+        # Timing is shown next to the eta only when an iteration timer runs.
+        if "time" in values and "data_time" in values:
+            eta = message_hub.get_info("eta", _MISSING)
+            if eta is not _MISSING:
+                line += (
+                    f"eta: {datetime.timedelta(seconds=int(eta))}  "
+                    f"time: {values.pop('time'):.{digits}f}  "
+                    f"data_time: {values.pop('data_time'):.{digits}f}  "
+                )
+        if memory is not None:
+            line += f"memory: {memory}  "
+            tag["memory"] = memory
+
+        if mode == "train":
+            line += "  ".join(f"{name}: {self._number(v)}" for name, v in values.items())
+        elif mode == "val":
+            # As in MMEngine, a validation iteration only lists names that
+            # themselves start with 'val/loss'; the epoch line has the values.
+            line += "  ".join(
+                f"{name}: {self._number(v)}"
+                for name, v in values.items()
+                if name.startswith("val/loss")
+            )
+        return tag, line
+
+    def format_epoch(
+        self,
+        message_hub: Any,
+        mode: str,
+        batch_idx: int,
+        *,
+        dataloader_len: int,
+        iter: int = 0,
+        epoch: int = 0,
+        max_iters: int | None = None,
+        max_epochs: int | None = None,
+        with_non_scalar: bool = False,
+    ) -> tuple[dict, str]:
+        """``(tag, log_str)`` after a whole validation or test epoch.
+
+        Arguments as in :meth:`format_iter` (``message_hub`` also needs
+        ``runtime_info``); ``mode`` is ``'val'`` or ``'test'``.  ``time`` and
+        ``data_time`` are averaged over the epoch (``batch_idx + 1`` updates)
+        unless ``custom_cfg`` says otherwise, and come last.  Runtime info
+        under the mode's prefix (non-scalar metrics) is shown in the line; it
+        is put in ``tag`` only when ``with_non_scalar`` is true.
+        """
+        _check_mode(mode, ("val", "test"), "format_epoch")
+        batch_idx = _non_negative_int("batch_idx", batch_idx)
+        iter = _non_negative_int("iter", iter)
+        size = _required("dataloader_len", dataloader_len)
+        training = max_iters is not None or max_epochs is not None
+
+        if not self.by_epoch:
+            line = f"Iter({mode}) [{size}/{size}]  "
+        elif mode == "val":
+            line = f"Epoch(val) [{_shown_epoch(mode, epoch, training)}][{size}/{size}]  "
+        else:
+            line = f"Epoch(test) [{size}/{size}]  "
+
+        statistics = list(self._statistics)
+        replaced = {_strip(stat.data_src, mode) for stat in statistics}
+        for name in ("time", "data_time"):
+            if name not in replaced:
+                statistics.append(_Statistic(name, name, "mean", "epoch", {}))
+        scalars = _scalars_of(message_hub.log_scalars, mode)
+        values = self._shown(self._collect(scalars, statistics, batch_idx, iter), mode)
+        non_scalars = self._non_scalars(message_hub.runtime_info, mode)
+
+        timing_keys = ("time", "data_time", f"{mode}/time", f"{mode}/data_time")
+        tag: OrderedDict[str, Any] = OrderedDict()
+        timing: OrderedDict[str, Any] = OrderedDict()
+        for name, value in values.items():
+            (timing if name in timing_keys else tag)[name] = value
+        shown = [*tag.items(), *non_scalars.items(), *timing.items()]
+        line += "  " + "  ".join(f"{name}: {self._epoch_value(v)}" for name, v in shown)
+
+        if with_non_scalar:
+            tag.update(non_scalars)
+        tag.update(timing)
+        return tag, line
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _collect(
+        self,
+        scalars: Mapping[str, HistoryBuffer],
+        statistics: Sequence[_Statistic],
+        batch_idx: int,
+        iter: int,
+    ) -> OrderedDict[str, Any]:
+        """Default statistic of every scalar, then the custom ones, by name."""
+        values: OrderedDict[str, Any] = OrderedDict()
+        for name, buffer in scalars.items():
+            if self.mean_pattern.search(name) is not None:
+                values[name] = buffer.mean(self.window_size)
+            else:
+                values[name] = buffer.current()
+        for stat in statistics:
+            buffer = scalars.get(stat.data_src)
+            if buffer is None:
+                continue
+            kwargs = dict(stat.kwargs)
+            if stat.window is not _NO_WINDOW:
+                if stat.window == "epoch":
+                    kwargs[_WINDOW] = batch_idx + 1
+                elif stat.window == "global":
+                    kwargs[_WINDOW] = iter + 1
+                else:
+                    kwargs[_WINDOW] = stat.window
+            # Replacing an existing name keeps its place; a new one goes last.
+            values[stat.log_name] = buffer.statistics(stat.method_name, **kwargs)
+        return values
+
+    def _shown(self, values: Mapping[str, Any], mode: str) -> OrderedDict[str, Any]:
+        if not self.log_with_hierarchy:
+            return OrderedDict(values)
+        return OrderedDict((f"{mode}/{name}", value) for name, value in values.items())
+
+    def _non_scalars(self, runtime_info: Mapping[str, Any], mode: str) -> OrderedDict[str, Any]:
+        prefix = f"{mode}/"
+        found: OrderedDict[str, Any] = OrderedDict()
+        for key, value in runtime_info.items():
+            if key.startswith(prefix):
+                found[key if self.log_with_hierarchy else key[len(prefix):]] = value
+        return found
+
+    def _number(self, value: Any) -> str:
+        if isinstance(value, float):  # numpy.float64 included
+            return f"{value:.{self.num_digits}f}"
+        return f"{value}"
+
+    def _epoch_value(self, value: Any) -> str:
+        if isinstance(value, np.ndarray) or _is_tensor(value):
+            return f"\n{value}\n"  # on lines of their own
+        return self._number(value)
+
+
+# -- runner access ----------------------------------------------------------------
+
+
+def _runner_progress(runner: Any) -> dict[str, Any]:
+    """The loop position of ``runner`` as :meth:`LogProcessor.format_iter` takes it."""
+    progress: dict[str, Any] = {"iter": runner.iter, "epoch": runner.epoch}
+    train_loop = getattr(runner, "train_loop", None)
+    # An MMEngine runner keeps an unbuilt loop as a config dict.
+    if train_loop is not None and not isinstance(train_loop, dict):
+        progress["max_iters"] = runner.max_iters
+        progress["max_epochs"] = runner.max_epochs
+    return progress
+
+
+def _is_tensor(value: Any) -> bool:
+    # A tensor can only exist if torch was imported by someone else.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+# -- formatting helpers -------------------------------------------------------------
+
+
+def _scalars_of(
+    log_scalars: Mapping[str, HistoryBuffer], mode: str
+) -> OrderedDict[str, HistoryBuffer]:
+    """The buffers whose key starts with ``mode/``, keyed without that prefix."""
+    prefix = f"{mode}/"
+    return OrderedDict(
+        (key[len(prefix):], buffer)
+        for key, buffer in log_scalars.items()
+        if key.startswith(prefix)
+    )
+
+
+def _shown_epoch(mode: str, epoch: int, training: bool) -> int:
+    # During training ``epoch`` counts finished epochs; validation runs after
+    # the counter moved on, so it shows ``epoch`` itself.
+    if mode == "train":
+        return epoch + 1
+    return epoch if training else 0
+
+
+def _strip(key: str, mode: str) -> str:
+    prefix = f"{mode}/"
+    return key.removeprefix(prefix)
+
+
+def _check_mode(mode: Any, allowed: Sequence[str], where: str) -> None:
+    if mode not in allowed:
+        raise ValueError(f"{where} mode: expected one of {list(allowed)}, got {mode!r}")
+
+
+def _required(name: str, value: int | None) -> int:
+    if value is None:
+        raise ValueError(f"{name} is needed for this line, got None")
+    return _non_negative_int(name, value)
+
+
+# -- argument validation --------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{name}: expected an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+    return int(value)
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{name}: expected an int >= 0, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _compile(name: str, pattern: Any) -> re.Pattern[str]:
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    if not isinstance(pattern, str):
+        raise TypeError(
+            f"{name}: expected a regular expression string, got {type(pattern).__name__} "
+            f"{pattern!r}"
+        )
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"{name}: {pattern!r} is not a valid regular expression ({error})"
+        ) from None
+
+
+def _parse_custom_cfg(
+    custom_cfg: Any, by_epoch: bool
+) -> tuple[list[dict[str, Any]], tuple[_Statistic, ...]]:
+    """Validate ``custom_cfg``; return a private copy and the parsed entries."""
+    if custom_cfg is None:
+        return [], ()
+    if isinstance(custom_cfg, (str, bytes, Mapping)) or not isinstance(custom_cfg, Sequence):
+        raise TypeError(
+            f"custom_cfg: expected a list of dicts or None, got {type(custom_cfg).__name__} "
+            f"{custom_cfg!r}"
+        )
+    copies: list[dict[str, Any]] = []
+    statistics: list[_Statistic] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(custom_cfg):
+        where = f"custom_cfg[{index}]"
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{where}: expected a dict, got {type(entry).__name__} {entry!r}")
+        entry = dict(entry)
+        for key in (_DATA_SRC, _METHOD):
+            if key not in entry:
+                raise ValueError(f"{where}: the entry needs a {key!r} key, got {entry!r}")
+        for key in (_DATA_SRC, _METHOD, _LOG_NAME):
+            if key in entry and (not isinstance(entry[key], str) or not entry[key]):
+                raise TypeError(
+                    f"{where}[{key!r}]: expected a non-empty str, got "
+                    f"{type(entry[key]).__name__} {entry[key]!r}"
+                )
+        data_src = entry[_DATA_SRC]
+        log_name = entry.get(_LOG_NAME, data_src)
+        window = _parse_window(where, entry.get(_WINDOW, _NO_WINDOW), by_epoch)
+        if log_name in seen:
+            raise ValueError(
+                f"{where}: log_name {log_name!r} (for data_src {data_src!r}) is already "
+                f"produced by custom_cfg[{seen[log_name]}]; each log_name may appear once, "
+                f"and an entry without log_name replaces its data_src, which may happen "
+                f"only once. Give the entry a distinct log_name."
+            )
+        seen[log_name] = index
+        kwargs = {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
+        copies.append(entry)
+        statistics.append(_Statistic(data_src, log_name, entry[_METHOD], window, kwargs))
+    return copies, tuple(statistics)
+
+
+def _parse_window(where: str, window: Any, by_epoch: bool) -> Any:
+    if window is _NO_WINDOW or window is None:
+        return window
+    if isinstance(window, str):
+        if window not in _SPECIAL_WINDOWS:
+            raise ValueError(
+                f"{where}['window_size']: expected an int >= 1, 'epoch' or 'global', "
+                f"got {window!r}"
+            )
+        if window == "epoch" and not by_epoch:
+            raise ValueError(
+                f"{where}['window_size']: 'epoch' needs by_epoch=True (this LogProcessor "
+                f"has by_epoch=False); use an int or 'global'"
+            )
+        return window
+    if not _is_int(window):
+        raise TypeError(
+            f"{where}['window_size']: expected an int >= 1, 'epoch' or 'global', got "
+            f"{type(window).__name__} {window!r}"
+        )
+    if window < 1:
+        raise ValueError(
+            f"{where}['window_size']: expected an int >= 1, 'epoch' or 'global', got {window!r}"
+        )
+    return int(window)

@@ -1,0 +1,230 @@
+"""The control segment: who is in a session, who writes, and how it is sized.
+
+One control segment per session, named ``shmlog-<uid>-<session>@ctl``.  Its
+kind-specific header fields (after the common 64-byte header of
+``shmlog.shm.segment``, in the bytes 36..64) and tables::
+
+    36      state            u32  0 being created, 1 ready, 2 closed
+    40      creator pid      u32
+    44      ring segments    u32  published count of ``@r<i>`` segments
+    48      info segments    u32  published count of ``@i<i>`` segments
+    52      created          u64  wall-clock ns, for ``shmlog ls``
+    256     config length    u32, then that many bytes of JSON (options of
+                             ``shmlog.init``: capacities, segment size)
+    4352    members          256 x (pid u64, start time u64)
+    8448    writers          1024 x 64 bytes:
+                               pid u64, start time u64, rank i32, worker i32,
+                               label 40 bytes UTF-8 (NUL padded)
+
+Members are the processes that called ``shmlog.init``; the session lives while
+one of them does.  Writers are all processes that appended to a ring.  A pid
+is matched with the process start time (``/proc/<pid>/stat``), so a recycled
+pid never passes for a live member.
+
+Everything here is changed only under the session lock: ``flock`` on the
+control segment's own descriptor, which the kernel drops when its holder
+dies, so a killed process never leaves the others waiting.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import struct
+import threading
+from typing import Any, NamedTuple
+
+from .segment import HEADER_SIZE, Segment
+
+STATE_CREATING, STATE_READY, STATE_CLOSED = 0, 1, 2
+
+_CTL = struct.Struct("<IIIIQ")  # at 36: state, creator, rings, infos, created
+_CTL_AT = 36
+CONFIG_AT, CONFIG_MAX = 256, 4096
+MEMBERS_AT, MEMBER_SLOTS = 4352, 256
+_MEMBER = struct.Struct("<QQ")
+WRITERS_AT, WRITER_SLOTS = MEMBERS_AT + MEMBER_SLOTS * _MEMBER.size, 1024
+_WRITER = struct.Struct("<QQii40s")
+CONTROL_BYTES = WRITERS_AT + WRITER_SLOTS * _WRITER.size
+
+assert _CTL_AT + _CTL.size <= HEADER_SIZE
+assert _WRITER.size == 64
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces.
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # zombie or dead: not running any more
+        return None
+    return int(fields[19])
+
+
+def is_alive(pid: int, start: int) -> bool:
+    return pid > 0 and process_start(pid) == start
+
+
+class ControlState(NamedTuple):
+    state: int
+    creator: int
+    ring_segments: int
+    info_segments: int
+    created_ns: int
+
+
+class Writer(NamedTuple):
+    slot: int
+    pid: int
+    start: int
+    rank: int
+    worker: int
+    label: str
+
+
+class Control:
+    """Typed access to a mapped control segment."""
+
+    def __init__(self, segment: Segment) -> None:
+        self.segment = segment
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    # -- the session lock --------------------------------------------------
+
+    def __enter__(self) -> None:
+        # flock alone does not exclude threads of one process (they share the
+        # open file description), hence the thread lock around it.
+        self._thread_lock.acquire()
+        if self._depth == 0:
+            try:
+                fcntl.flock(self.segment.fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread_lock.release()
+                raise
+        self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self.segment.fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: the parent's lock state means nothing here."""
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+
+    # -- header --------------------------------------------------------------
+
+    def read_state(self) -> ControlState:
+        return ControlState(*_CTL.unpack_from(self.segment.buf, _CTL_AT))
+
+    def write_state(self, **changes: int) -> None:
+        current = self.read_state()._replace(**changes)
+        _CTL.pack_into(self.segment.buf, _CTL_AT, *current)
+
+    def read_config(self) -> dict[str, Any]:
+        buf = self.segment.buf
+        length = int.from_bytes(buf[CONFIG_AT : CONFIG_AT + 4], "little")
+        if length == 0:
+            return {}
+        return json.loads(bytes(buf[CONFIG_AT + 4 : CONFIG_AT + 4 + length]))
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        raw = json.dumps(config, sort_keys=True).encode()
+        if len(raw) > CONFIG_MAX - 4:
+            raise ValueError(
+                f"session options take {len(raw)} bytes as JSON; at most {CONFIG_MAX - 4} fit "
+                f"(per-key capacities included)"
+            )
+        buf = self.segment.buf
+        buf[CONFIG_AT + 4 : CONFIG_AT + 4 + len(raw)] = raw
+        buf[CONFIG_AT : CONFIG_AT + 4] = len(raw).to_bytes(4, "little")
+
+    # -- members -------------------------------------------------------------
+
+    def members(self) -> list[tuple[int, int, int]]:
+        """(slot, pid, start) of every occupied member slot."""
+        buf = self.segment.buf
+        found = []
+        for slot in range(MEMBER_SLOTS):
+            pid, start = _MEMBER.unpack_from(buf, MEMBERS_AT + slot * _MEMBER.size)
+            if pid:
+                found.append((slot, pid, start))
+        return found
+
+    def live_members(self) -> list[tuple[int, int, int]]:
+        return [m for m in self.members() if is_alive(m[1], m[2])]
+
+    def prune_members(self) -> int:
+        """Free the slots of dead members; returns how many are alive."""
+        alive = 0
+        for slot, pid, start in self.members():
+            if is_alive(pid, start):
+                alive += 1
+            else:
+                self._set_member(slot, 0, 0)
+        return alive
+
+    def add_member(self, pid: int, start: int) -> int:
+        self.prune_members()
+        for slot in range(MEMBER_SLOTS):
+            if _MEMBER.unpack_from(self.segment.buf, MEMBERS_AT + slot * _MEMBER.size)[0] == 0:
+                self._set_member(slot, pid, start)
+                return slot
+        raise RuntimeError(
+            f"session member table is full ({MEMBER_SLOTS} live processes called shmlog.init)"
+        )
+
+    def remove_member(self, pid: int, start: int) -> None:
+        for slot, p, s in self.members():
+            if (p, s) == (pid, start):
+                self._set_member(slot, 0, 0)
+
+    def _set_member(self, slot: int, pid: int, start: int) -> None:
+        _MEMBER.pack_into(self.segment.buf, MEMBERS_AT + slot * _MEMBER.size, pid, start)
+
+    # -- writers ---------------------------------------------------------------
+
+    def writer(self, slot: int) -> Writer:
+        pid, start, rank, worker, raw = _WRITER.unpack_from(
+            self.segment.buf, WRITERS_AT + slot * _WRITER.size
+        )
+        return Writer(slot, pid, start, rank, worker, raw.rstrip(b"\0").decode("utf-8", "replace"))
+
+    def writers(self) -> list[Writer]:
+        return [w for w in map(self.writer, range(WRITER_SLOTS)) if w.pid]
+
+    def claim_writer(self, pid: int, start: int, rank: int, worker: int, label: str) -> tuple[int, bool]:
+        """Take a writer slot for this process; returns (slot, adopted).
+
+        A dead writer with the same label is preferred: its rings pass to the
+        new process, so a DataLoader worker restarted every epoch keeps one
+        history (and one set of rings) instead of leaving a new one per epoch.
+        """
+        free = None
+        dead = None
+        for w in map(self.writer, range(WRITER_SLOTS)):
+            if w.pid == 0:
+                if free is None:
+                    free = w.slot
+                continue
+            if w.label == label and not is_alive(w.pid, w.start):
+                dead = w.slot
+                break
+        slot = dead if dead is not None else free
+        if slot is None:
+            raise RuntimeError(
+                f"session writer table is full ({WRITER_SLOTS} processes with distinct labels "
+                f"have written to it)"
+            )
+        encoded = label.encode("utf-8")[:40]
+        _WRITER.pack_into(
+            self.segment.buf, WRITERS_AT + slot * _WRITER.size, pid, start, rank, worker, encoded
+        )
+        return slot, dead is not None

@@ -1,0 +1,321 @@
+"""Single-writer rings of (value, count, time) records, published without locks.
+
+One ring belongs to one (writer process, key).  Only its writer stores into
+it, so appending needs no lock, no system call and no allocation; any number
+of readers copy records out concurrently and never block the writer.
+
+Layout of a ring at a 64-byte aligned offset ``R`` of a rings segment
+(little-endian, natural alignment)::
+
+    R+0     seq       u64  updates published so far; the word that publishes
+    R+8     capacity  u64  records retained; the ring has capacity + 1 slots
+    R+16    writer    u32  writer slot in the control segment's writer table
+    R+20    key_len   u32  bytes of the key below
+    R+24    size      u64  bytes taken by this ring, header included
+    R+32    (reserved up to R+64)
+    R+64    totals A  4 x f64: value sum, count sum, min, max (valid when seq is even)
+    R+96    totals B  4 x f64, same fields (valid when seq is odd)
+    R+128   key       256 bytes of UTF-8
+    R+384   records   slots x 24 bytes: value f64, count f64, time i64
+
+A record's time is ``time.monotonic_ns()`` (CLOCK_MONOTONIC, one clock for
+every process on the node), which is what merges writers in time order.
+
+Publishing update number ``n`` (0-based, ``seq == n`` before it):
+
+1. write the record into slot ``n % slots``;
+2. write the new totals into block ``(n + 1) & 1``;
+3. store ``seq = n + 1``.
+
+Nothing a reader can see changes before step 3: the slot written in step 1
+is the one spare slot (``slots = capacity + 1``) and the block written in step
+2 is the one ``seq`` does not point at.  A writer killed at any point leaves
+the last published state intact, and whoever takes the ring over continues
+from it.
+
+Readers copy totals between two loads of ``seq`` and retry when it moved.
+Records need no retry in practice: a copied record is kept only when the
+``seq`` read after the copy proves the writer has not reached its slot
+again (record ``i`` is overwritten by update ``i + slots``).
+
+Memory ordering: the protocol needs the writer's stores to become visible in
+program order and the reader's loads not to be reordered with each other.
+x86-64 guarantees both (TSO), and each 8-byte store or load that CPython's
+memoryview and numpy issue for an aligned field is a single instruction, so
+no value is ever seen half-written.  Elsewhere (aarch64, ppc64le) that order
+is not guaranteed; see ``shmlog.shm.fence``, which adds the barriers there.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from .fence import fence
+
+_fence = fence
+
+HEADER_BYTES = 384
+RECORD_BYTES = 24
+KEY_MAX_BYTES = 256
+ALIGN = 64
+
+_SEQ, _CAPACITY, _WRITER_KEYLEN, _SIZE = 0, 8, 16, 24
+_TOTALS = 64
+_KEY = 128
+
+_U32 = np.dtype("<u4")
+
+
+def ring_bytes(capacity: int) -> int:
+    """Bytes a ring of ``capacity`` retained records takes, rounded to 64."""
+    raw = HEADER_BYTES + (capacity + 1) * RECORD_BYTES
+    return (raw + ALIGN - 1) // ALIGN * ALIGN
+
+
+def encode_key(key: str) -> bytes:
+    raw = key.encode("utf-8")
+    if len(raw) > KEY_MAX_BYTES:
+        raise ValueError(
+            f"key {key!r} is {len(raw)} bytes in UTF-8; shared keys are limited to "
+            f"{KEY_MAX_BYTES} bytes (hub name included)"
+        )
+    return raw
+
+
+def format_ring(buf: memoryview, offset: int, capacity: int, writer: int, key: bytes) -> int:
+    """Write an empty ring's header at ``offset``; returns its size in bytes.
+
+    Called under the session lock before the ring is published, so no reader
+    can see it half-initialised.
+    """
+    size = ring_bytes(capacity)
+    q = buf[offset : offset + HEADER_BYTES].cast("q")
+    d = buf[offset : offset + HEADER_BYTES].cast("d")
+    q[_SEQ // 8] = 0
+    q[_CAPACITY // 8] = capacity
+    u = buf[offset + _WRITER_KEYLEN : offset + _WRITER_KEYLEN + 8].cast("I")
+    u[0] = writer
+    u[1] = len(key)
+    u.release()
+    q[_SIZE // 8] = size
+    for block in (0, 1):
+        base = (_TOTALS + 32 * block) // 8
+        d[base] = 0.0
+        d[base + 1] = 0.0
+        d[base + 2] = math.inf
+        d[base + 3] = -math.inf
+    q.release()
+    d.release()
+    buf[offset + _KEY : offset + _KEY + len(key)] = key
+    return size
+
+
+class RingHeader(NamedTuple):
+    capacity: int
+    writer: int
+    key: str
+    size: int
+
+
+def read_header(buf: memoryview, offset: int) -> RingHeader:
+    """The fixed part of a published ring's header."""
+    raw = bytes(buf[offset : offset + HEADER_BYTES])
+    capacity = int.from_bytes(raw[_CAPACITY : _CAPACITY + 8], "little")
+    writer = int.from_bytes(raw[16:20], "little")
+    key_len = int.from_bytes(raw[20:24], "little")
+    size = int.from_bytes(raw[_SIZE : _SIZE + 8], "little")
+    key = raw[_KEY : _KEY + key_len].decode("utf-8")
+    return RingHeader(capacity, writer, key, size)
+
+
+class RingWriter:
+    """The writing end of one ring; only ever used by the ring's own writer.
+
+    Totals are kept in Python attributes as well as in shared memory so that
+    an append reads nothing back from the segment.
+    """
+
+    __slots__ = ("_csum", "_d", "_end", "_first", "_max", "_min", "_n", "_next", "_q",
+                 "_rec", "_seq", "_slots", "_sum", "_tot", "_tot_even", "_tot_odd", "capacity")
+
+    def __init__(self, d: memoryview, q: memoryview, offset: int) -> None:
+        # d and q are the whole segment cast to float64 and int64.
+        word = offset // 8
+        self._d = d
+        self._q = q
+        self._seq = word
+        self.capacity = q[word + 1]
+        self._slots = self.capacity + 1
+        self._tot = word + _TOTALS // 8
+        self._tot_even, self._tot_odd = self._tot, self._tot + 4
+        self._rec = word + HEADER_BYTES // 8
+        self._first = self._rec
+        self._end = self._rec + 3 * self._slots
+        # Continue from the last published state: a fresh ring, or one taken
+        # over from a writer that exited or was killed.
+        n = q[word]
+        base = self._tot + 4 * (n & 1)
+        self._n = n
+        self._next = self._rec + 3 * (n % self._slots)
+        self._sum = d[base]
+        self._csum = d[base + 1]
+        self._min = d[base + 2]
+        self._max = d[base + 3]
+
+    def append(self, value: float, count: float, _now=time.monotonic_ns) -> None:
+        # Every store below lands in the spare slot or the unpublished totals
+        # block; only the last one (seq) makes the update visible.
+        n = self._n + 1
+        d = self._d
+        rec = self._next
+        d[rec] = value
+        d[rec + 1] = count
+        self._q[rec + 2] = _now()
+        rec += 3
+        self._next = self._first if rec == self._end else rec
+        t = self._tot_odd if n & 1 else self._tot_even
+        self._sum = d[t] = self._sum + value
+        self._csum = d[t + 1] = self._csum + count
+        if value < self._min or value != value:  # noqa: PLR0124 (NaN test without a call)
+            self._min = value
+        d[t + 2] = self._min
+        if value > self._max or value != value:  # noqa: PLR0124
+            self._max = value
+        d[t + 3] = self._max
+        if _fence is not None:
+            _fence()
+        self._q[self._seq] = self._n = n
+
+    def seed(self, values: np.ndarray, counts: np.ndarray, totals: tuple) -> None:
+        """Load a restored history (checkpoint resume) into an empty ring.
+
+        ``totals`` (updates, value sum, count sum, min, max) may cover more
+        updates than ``values`` holds; the ring keeps its last ``capacity``.
+        """
+        if self._n:
+            raise ValueError("only an empty ring can be seeded from a saved history")
+        updates, total, weight, low, high = totals
+        keep = min(len(values), self.capacity)
+        values, counts = values[len(values) - keep :], counts[len(counts) - keep :]
+        start = updates - keep
+        now = time.monotonic_ns() - keep
+        d, q = self._d, self._q
+        for i in range(keep):
+            rec = self._rec + 3 * ((start + i) % self._slots)
+            d[rec] = float(values[i])
+            d[rec + 1] = float(counts[i])
+            q[rec + 2] = now + i
+        t = self._tot + 4 * (updates & 1)
+        d[t], d[t + 1], d[t + 2], d[t + 3] = total, weight, low, high
+        if fence is not None:
+            fence()
+        q[self._seq] = updates
+        self._n, self._sum, self._csum, self._min, self._max = updates, total, weight, low, high
+        self._next = self._rec + 3 * (updates % self._slots)
+
+
+class RingSnapshot(NamedTuple):
+    """A consistent copy of the end of one ring at one published ``seq``."""
+
+    updates: int
+    value_sum: float
+    count_sum: float
+    minimum: float
+    maximum: float
+    values: np.ndarray
+    counts: np.ndarray
+    times: np.ndarray
+
+
+_EMPTY_F = np.empty(0, dtype=np.float64)
+_EMPTY_I = np.empty(0, dtype=np.int64)
+
+
+class RingReader:
+    """Copies consistent snapshots out of one ring, from any process."""
+
+    __slots__ = ("_d", "_q", "_recs", "_seq", "_slots", "_times", "_tot", "capacity",
+                 "key", "offset", "writer")
+
+    def __init__(self, buf: memoryview, d: memoryview, q: memoryview, offset: int) -> None:
+        header = read_header(buf, offset)
+        self.offset = offset
+        self.capacity = header.capacity
+        self.writer = header.writer
+        self.key = header.key
+        self._slots = header.capacity + 1
+        self._d = d
+        self._q = q
+        word = offset // 8
+        self._seq = word
+        self._tot = word + _TOTALS // 8
+        records = np.frombuffer(
+            buf, dtype=np.float64, count=3 * self._slots, offset=offset + HEADER_BYTES
+        ).reshape(self._slots, 3)
+        self._recs = records
+        self._times = records.view(np.int64)[:, 2]
+
+    def updates(self) -> int:
+        return self._q[self._seq]
+
+    def totals(self) -> tuple[int, float, float, float, float]:
+        """(updates, value sum, count sum, min, max) at one published seq."""
+        q, d = self._q, self._d
+        while True:
+            n = q[self._seq]
+            if fence is not None:
+                fence()
+            base = self._tot + 4 * (n & 1)
+            result = (n, d[base], d[base + 1], d[base + 2], d[base + 3])
+            if fence is not None:
+                fence()
+            if q[self._seq] == n:
+                return result
+
+    def snapshot(self, last: int | None) -> RingSnapshot:
+        """Totals plus (up to) the ``last`` newest records; None means all retained."""
+        while True:
+            n, total, weight, low, high = self.totals()
+            keep = min(n, self.capacity) if last is None else min(n, self.capacity, last)
+            if keep == 0:
+                return RingSnapshot(n, total, weight, low, high, _EMPTY_F, _EMPTY_F, _EMPTY_I)
+            start = (n - keep) % self._slots
+            stop = start + keep
+            if stop <= self._slots:
+                block = self._recs[start:stop].copy()
+            else:
+                block = np.concatenate((self._recs[start:], self._recs[: stop - self._slots]))
+            if fence is not None:
+                fence()
+            now = self._q[self._seq]
+            # Update i overwrites record i - slots; records the writer may have
+            # reached while we copied are dropped, and if that costs us any we
+            # copy again (only a writer lapping the whole ring can cause it).
+            lost = (now - self.capacity) - (n - keep)
+            if lost <= 0:
+                return RingSnapshot(
+                    n, total, weight, low, high,
+                    block[:, 0], block[:, 1], block[:, 2].view(np.int64),
+                )
+
+    def oldest_time(self, n: int) -> int:
+        """Time of the oldest record retained when ``seq == n`` (n > 0)."""
+        first = max(0, n - self.capacity)
+        return int(self._times[first % self._slots])
+
+    def count_since(self, n: int, cutoff: int) -> int:
+        """How many of the retained records at ``seq == n`` have time >= cutoff."""
+        first = max(0, n - self.capacity)
+        times, slots = self._times, self._slots
+        lo, hi = first, n  # times are increasing along the ring's updates
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if times[mid % slots] < cutoff:
+                lo = mid + 1
+            else:
+                hi = mid
+        return n - lo

@@ -1,0 +1,198 @@
+"""Named POSIX shared-memory segments: create, attach, check, unlink.
+
+Every shmlog segment starts with the same 64-byte header so that attaching
+can refuse anything that is not a segment of this version, of this user:
+
+    offset  size  field
+    0       8     magic  b"SHMLOGv1"
+    8       4     layout version (u32)
+    12      4     kind (u32): 1 control, 2 scalar rings, 3 runtime info
+    16      8     size in bytes (u64)
+    24      8     session generation (u64): the incarnation of the session
+                  that created it; a segment of an earlier incarnation that
+                  happens to carry the same name is refused
+    32      4     uid of the creator (u32)
+    36      28    kind-specific (see the module that owns the kind)
+
+Pages are reserved with posix_fallocate at creation: tmpfs allocates lazily,
+so without it a full /dev/shm would kill a writer with SIGBUS on first touch
+instead of failing here with ENOSPC and a readable message.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import struct
+
+import posix_ipc
+
+MAGIC = b"SHMLOGv1"
+LAYOUT_VERSION = 1
+HEADER = struct.Struct("<8sIIQQI")  # magic, version, kind, size, generation, uid
+HEADER_SIZE = 64
+
+KIND_CONTROL = 1
+KIND_RINGS = 2
+KIND_INFO = 3
+
+SHM_DIR = "/dev/shm"
+
+
+class SegmentError(RuntimeError):
+    """A segment could not be created or is not one shmlog can use."""
+
+
+class ShmFullError(SegmentError, MemoryError):
+    """/dev/shm has no room for a new segment."""
+
+
+class SegmentNotReady(SegmentError):
+    """The segment exists but its creator has not written its header yet."""
+
+
+def _shm_path(name: str) -> str:
+    return os.path.join(SHM_DIR, name.lstrip("/"))
+
+
+def available_bytes() -> int | None:
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+class Segment:
+    """One mapped segment; ``buf`` is a writable memoryview over all of it."""
+
+    __slots__ = ("buf", "fd", "generation", "kind", "mm", "name", "size")
+
+    def __init__(self, name: str, fd: int, mm: mmap.mmap, kind: int, generation: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.mm = mm
+        self.size = len(mm)
+        self.kind = kind
+        self.generation = generation
+        self.buf = memoryview(mm)
+
+    @classmethod
+    def create(cls, name: str, size: int, kind: int, generation: int) -> Segment:
+        """Create ``name`` exclusively, reserve its pages and write the header.
+
+        Raises ``posix_ipc.ExistentialError`` when the name is taken and
+        :class:`ShmFullError` when /dev/shm cannot hold ``size`` bytes.
+        """
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600)
+        fd = shm.fd
+        try:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.ENOMEM):
+                    free = available_bytes()
+                    where = f"{free} bytes are available" if free is not None else "free space unknown"
+                    raise ShmFullError(
+                        f"{SHM_DIR} is too small for shmlog segment {name}: it needs {size} "
+                        f"bytes and {where}. Enlarge /dev/shm (for Docker: --shm-size) or "
+                        f"lower the session's ring capacity."
+                    ) from None
+                raise
+            mm = mmap.mmap(fd, size)
+            HEADER.pack_into(mm, 0, MAGIC, LAYOUT_VERSION, kind, size, generation, os.getuid())
+        except BaseException:
+            _unlink_quietly(name)
+            os.close(fd)
+            raise
+        return cls(name, fd, mm, kind, generation)
+
+    @classmethod
+    def attach(cls, name: str, kind: int, generation: int | None = None) -> Segment:
+        """Map an existing segment after checking it is ours and of this layout."""
+        shm = posix_ipc.SharedMemory(name)  # ExistentialError when absent
+        fd = shm.fd
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.getuid():
+                raise SegmentError(
+                    f"shared memory {name} belongs to uid {info.st_uid}, not to this "
+                    f"process's uid {os.getuid()}; shmlog only attaches its own user's segments"
+                )
+            if stat.S_IMODE(info.st_mode) & 0o077:
+                raise SegmentError(
+                    f"shared memory {name} has mode {stat.S_IMODE(info.st_mode):o}; shmlog "
+                    f"segments are created 600, so this one was not made by shmlog"
+                )
+            if info.st_size < HEADER_SIZE:
+                raise SegmentError(
+                    f"shared memory {name} is {info.st_size} bytes, too small to be a shmlog "
+                    f"segment"
+                )
+            mm = mmap.mmap(fd, info.st_size)
+            magic, version, seg_kind, size, seg_generation, _uid = HEADER.unpack_from(mm, 0)
+            problem = None
+            if magic == bytes(len(MAGIC)):
+                mm.close()
+                raise SegmentNotReady(f"shared memory {name} is still being created")
+            if magic != MAGIC:
+                problem = f"its header starts {magic!r}, not {MAGIC!r}"
+            elif version != LAYOUT_VERSION:
+                problem = f"it has layout version {version}, this shmlog reads {LAYOUT_VERSION}"
+            elif seg_kind != kind:
+                problem = f"it is of kind {seg_kind}, expected {kind}"
+            elif size != info.st_size:
+                problem = f"its header says {size} bytes but it is {info.st_size}"
+            elif generation is not None and seg_generation != generation:
+                problem = "it belongs to an earlier session of the same name"
+            if problem:
+                mm.close()
+                raise SegmentError(f"shared memory {name} is not a usable shmlog segment: {problem}")
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(name, fd, mm, kind, seg_generation)
+
+    def close(self) -> None:
+        """Unmap; views still exported elsewhere keep the mapping alive until freed."""
+        if self.fd < 0:
+            return
+        try:
+            self.buf.release()
+        except BufferError:
+            pass
+        try:
+            self.mm.close()
+        except BufferError:
+            # A numpy array still looks into the mapping; the memory stays
+            # valid and is freed with the last view.
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+def unlink(name: str) -> bool:
+    """Remove ``name`` from the namespace; False when it was already gone."""
+    try:
+        posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.ExistentialError:
+        return False
+    return True
+
+
+def _unlink_quietly(name: str) -> None:
+    try:
+        posix_ipc.unlink_shared_memory(name)
+    except posix_ipc.Error:
+        pass
+
+
+def list_names(prefix: str) -> list[str]:
+    """Segment names in /dev/shm that start with ``prefix`` (no leading slash)."""
+    try:
+        entries = os.listdir(SHM_DIR)
+    except OSError:
+        return []
+    return sorted("/" + entry for entry in entries if entry.startswith(prefix))

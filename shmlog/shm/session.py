@@ -1,0 +1,568 @@
+"""A session: the set of shared segments that one training run's processes share.
+
+Segments of session ``S`` of user ``U`` are named ``/shmlog-U-S@<part>``:
+``@ctl`` (members, writers, options: ``shmlog.shm.control``), ``@r0``,
+``@r1``... (scalar rings: ``shmlog.shm.ring``) and ``@i0``... (runtime info:
+``shmlog.shm.info``).  Ring and info segments are added as they fill up, so
+there is no fixed limit on keys or writers' rings.
+
+This layer moves bytes and numbers.  It knows keys only as strings and
+processes only as (pid, rank, worker, label); what a key means, and how a
+hub name is folded into it, is decided above it.
+
+Fork: a child inherits the mappings (MAP_SHARED) and every Python object,
+including the parent's writer identity.  An ``os.register_at_fork`` hook
+drops the child's copy of that identity and of the ring writers before the
+child runs any code, so it claims its own writer slot and its own rings on
+its first update and never appends to its parent's rings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import posix_ipc
+
+from . import arena, info
+from .control import (
+    CONTROL_BYTES,
+    STATE_CLOSED,
+    STATE_CREATING,
+    STATE_READY,
+    Control,
+    Writer,
+    is_alive,
+    process_start,
+)
+from .ring import (
+    RingReader,
+    RingWriter,
+    encode_key,
+    format_ring,
+    read_header,
+    ring_bytes,
+)
+from .segment import (
+    KIND_CONTROL,
+    KIND_INFO,
+    KIND_RINGS,
+    Segment,
+    SegmentError,
+    SegmentNotReady,
+    list_names,
+    unlink,
+)
+
+DEFAULT_CAPACITY = 4096
+DEFAULT_SEGMENT_BYTES = 1 << 20
+DEFAULT_INFO_SEGMENT_BYTES = 256 << 10
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_OPEN_TIMEOUT = 10.0
+
+
+class SessionError(RuntimeError):
+    """A session could not be opened, or was used after it closed."""
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"session name {name!r}: expected 1-64 characters of letters, digits, '_', '.' "
+            f"or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def prefix(name: str, uid: int | None = None) -> str:
+    """The name prefix (no leading slash) shared by a session's segments."""
+    return f"shmlog-{os.getuid() if uid is None else uid}-{name}@"
+
+
+def check_capacity(capacity: Any, what: str) -> int:
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"{what}: expected an int >= 1, got {capacity!r}")
+    if capacity > 1 << 26:
+        raise ValueError(f"{what}: {capacity} records is more than the 67108864 a ring can hold")
+    return capacity
+
+
+_open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+
+class Session:
+    """One process's handle on a session."""
+
+    def __init__(self, name: str, control: Control, member: tuple[int, int] | None) -> None:
+        self.name = name
+        self.control = control
+        self.generation = control.segment.generation
+        self._member = member
+        self._pid = os.getpid()
+        self._prefix = "/" + prefix(name)
+        self._lock = threading.RLock()
+        self.closed = False
+        self.identity: Callable[[], tuple[int, int, str]] = _default_identity
+        self._reset_process_state()
+        _open_sessions.add(self)
+
+    def _reset_process_state(self) -> None:
+        self._ring_segments: list[Segment] = []
+        self._ring_views: list[tuple[memoryview, memoryview]] = []
+        self._ring_walk: list[tuple[int, int]] = []
+        self._readers: dict[str, list[RingReader]] = {}
+        # Writer identity is per thread: a ring has exactly one writer, and two
+        # threads appending to one ring would interleave their stores.
+        self._local = threading.local()
+        self._info_segments: list[Segment] = []
+        self._info_walk: list[tuple[int, int]] = []
+        self._info_index: dict[str, tuple[int, int]] = {}
+        # Per-process caches of other layers (a hub's key -> RingWriter) that
+        # must be emptied in a forked child.
+        self._fork_caches: list[dict] = getattr(self, "_fork_caches", [])
+        for cache in self._fork_caches:
+            cache.clear()
+
+    def register_fork_cache(self, cache: dict) -> None:
+        """Empty ``cache`` in a forked child, and when the session closes."""
+        with self._lock:
+            self._fork_caches.append(cache)
+
+    # -- opening and closing ---------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        *,
+        member: bool,
+        create: bool,
+        options: dict[str, Any] | None = None,
+    ) -> Session:
+        """Create or join ``name``.
+
+        ``member`` processes keep the session alive; ``create`` allows
+        creating it (and replacing a stale one whose members all died).
+        """
+        check_name(name)
+        ctl_name = "/" + prefix(name) + "ctl"
+        deadline = time.monotonic() + _OPEN_TIMEOUT
+        while True:
+            if time.monotonic() > deadline:
+                raise SessionError(f"timed out opening shmlog session {name!r}")
+            segment, created = _create_or_attach(ctl_name, create, name)
+            if segment is None:
+                time.sleep(0.001)
+                continue
+            control = Control(segment)
+            me = (os.getpid(), process_start(os.getpid()) or 0)
+            with control:
+                state = control.read_state()
+                if created:
+                    control.write_config(options or {})
+                    control.write_state(
+                        state=STATE_READY, creator=me[0], created_ns=time.time_ns()
+                    )
+                elif state.state == STATE_CREATING or state.state == STATE_CLOSED:
+                    retry = True
+                elif control.prune_members() == 0:
+                    if not create:
+                        segment.close()
+                        raise SessionError(
+                            f"shmlog session {name!r} is stale: every process that joined it "
+                            f"has exited. Run 'shmlog clean' or call shmlog.init({name!r})."
+                        )
+                    _destroy(control, name)
+                    retry = True
+                else:
+                    retry = False
+                if created or not retry:
+                    if member:
+                        control.add_member(*me)
+                    session = cls(name, control, me if member else None)
+                    return session
+            segment.close()
+            if state.state == STATE_CREATING:
+                time.sleep(0.001)
+
+    def close(self) -> None:
+        """Leave the session; the last member to leave removes its segments."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            _open_sessions.discard(self)
+            if self._pid == os.getpid() and self._member is not None:
+                try:
+                    with self.control:
+                        self.control.remove_member(*self._member)
+                        if self.control.prune_members() == 0:
+                            _destroy(self.control, self.name)
+                except (OSError, ValueError):
+                    pass
+            self._unmap()
+
+    def _unmap(self) -> None:
+        for cache in self._fork_caches:
+            cache.clear()
+        self._readers = {}
+        for d, q in self._ring_views:
+            for view in (d, q):
+                try:
+                    view.release()
+                except BufferError:
+                    pass
+        for segment in (*self._ring_segments, *self._info_segments, self.control.segment):
+            segment.close()
+        self._ring_views = []
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionError(f"shmlog session {self.name!r} is closed")
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's process-specific state (see the module docstring)."""
+        self._lock = threading.RLock()
+        self._member = None
+        self._pid = os.getpid()
+        try:
+            # A fresh descriptor: flock on the inherited one would share the
+            # parent's lock instead of competing with it.
+            fresh = Segment.attach(self.control.segment.name, KIND_CONTROL, self.generation)
+        except (posix_ipc.Error, SegmentError, OSError):
+            self.closed = True
+            for cache in self._fork_caches:
+                cache.clear()
+            return
+        old = self.control.segment
+        self.control = Control(fresh)
+        os.close(old.fd)
+        old.fd = -1
+        # Mappings stay valid in the child; only the writer identity is reset.
+        self._local = threading.local()
+        for cache in self._fork_caches:
+            cache.clear()
+
+    # -- options -----------------------------------------------------------------
+
+    def options(self) -> dict[str, Any]:
+        return self.control.read_config()
+
+    def update_options(self, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into the session's options (JSON data) and return them."""
+        with self.control:
+            config = self.control.read_config()
+            config.update(changes)
+            self.control.write_config(config)
+            return config
+
+    # -- writing scalars -----------------------------------------------------------
+
+    def writer_slot(self) -> int:
+        """This thread's writer slot, claimed on first use."""
+        if self._pid != os.getpid():
+            self.after_fork_in_child()
+        slot = getattr(self._local, "slot", None)
+        if slot is None:
+            self._check_open()
+            rank, worker, label = self.identity()
+            if threading.current_thread() is not threading.main_thread():
+                label = f"{label}/thread{threading.get_native_id()}"
+            pid = os.getpid()
+            with self.control:
+                slot, _adopted = self.control.claim_writer(
+                    pid, process_start(pid) or 0, rank, worker, label
+                )
+            self._local.slot = slot
+        return slot
+
+    def ring_writer(self, key: str, capacity: int) -> RingWriter:
+        """This process's ring for ``key``, created (or taken over) on first use.
+
+        ``capacity`` applies only when the ring is created here.
+        """
+        with self._lock:
+            slot = self.writer_slot()
+            raw_key = encode_key(key)
+            with self.control:
+                self._refresh_rings()
+                for reader in self._readers.get(key, ()):
+                    if reader.writer == slot:
+                        index = self._segment_of(reader)
+                        d, q = self._ring_views[index]
+                        writer = RingWriter(d, q, reader.offset)
+                        break
+                else:
+                    writer = self._new_ring(raw_key, slot, capacity)
+            return writer
+
+    def _segment_of(self, reader: RingReader) -> int:
+        for index, (d, _q) in enumerate(self._ring_views):
+            if reader._d is d:
+                return index
+        raise AssertionError("ring reader without a segment")
+
+    def _new_ring(self, raw_key: bytes, slot: int, capacity: int) -> RingWriter:
+        check_capacity(capacity, "ring capacity")
+        config = self.control.read_config()
+        size = ring_bytes(capacity)
+        index = None
+        for i, segment in enumerate(self._ring_segments):
+            if arena.free_bytes(segment) >= size:
+                index = i
+                break
+        if index is None:
+            segment_bytes = max(config.get("segment_bytes", DEFAULT_SEGMENT_BYTES), size + 64)
+            index = self._add_segment(KIND_RINGS, segment_bytes)
+        segment = self._ring_segments[index]
+        offset = arena.reserve(segment, size)
+        format_ring(segment.buf, offset, capacity, slot, raw_key)
+        arena.publish(segment, offset, size)
+        self._refresh_rings()
+        d, q = self._ring_views[index]
+        return RingWriter(d, q, offset)
+
+    def _add_segment(self, kind: int, size: int) -> int:
+        """Create the next ring or info segment and publish it (lock held)."""
+        state = self.control.read_state()
+        if kind == KIND_RINGS:
+            self._attach_new_segments(KIND_RINGS)
+            index, part = state.ring_segments, "r"
+        else:
+            self._attach_new_segments(KIND_INFO)
+            index, part = state.info_segments, "i"
+        name = f"{self._prefix}{part}{index}"
+        unlink(name)  # left by a process that died before publishing it
+        segment = Segment.create(name, size, kind, self.generation)
+        arena.init_arena(segment)
+        if kind == KIND_RINGS:
+            self.control.write_state(ring_segments=index + 1)
+        else:
+            self.control.write_state(info_segments=index + 1)
+        self._attach_new_segments(kind)
+        return index
+
+    # -- reading scalars --------------------------------------------------------------
+
+    def _attach_new_segments(self, kind: int) -> None:
+        state = self.control.read_state()
+        if kind == KIND_RINGS:
+            have, want, part = self._ring_segments, state.ring_segments, "r"
+        else:
+            have, want, part = self._info_segments, state.info_segments, "i"
+        while len(have) < want:
+            segment = Segment.attach(f"{self._prefix}{part}{len(have)}", kind, self.generation)
+            have.append(segment)
+            if kind == KIND_RINGS:
+                self._ring_views.append(
+                    (memoryview(segment.mm).cast("d"), memoryview(segment.mm).cast("q"))
+                )
+                self._ring_walk.append((0, 64))
+            else:
+                self._info_walk.append((0, 64))
+
+    def _refresh_rings(self) -> None:
+        self._check_open()
+        self._attach_new_segments(KIND_RINGS)
+        for index, segment in enumerate(self._ring_segments):
+            done, offset = self._ring_walk[index]
+            if done == arena.published(segment):
+                continue
+            d, q = self._ring_views[index]
+            for position, at in arena.walk(segment, offset, done):
+                reader = RingReader(segment.buf, d, q, at)
+                self._readers.setdefault(reader.key, []).append(reader)
+                done, offset = position + 1, at + read_header(segment.buf, at).size
+            self._ring_walk[index] = (done, offset)
+
+    def readers(self, key: str) -> list[RingReader]:
+        """Every ring of ``key`` (one per writer that ever wrote it)."""
+        with self._lock:
+            self._refresh_rings()
+            return list(self._readers.get(key, ()))
+
+    def scalar_keys(self) -> list[str]:
+        with self._lock:
+            self._refresh_rings()
+            return list(self._readers)
+
+    def writers(self) -> list[Writer]:
+        return self.control.writers()
+
+    def writer_labels(self) -> dict[int, str]:
+        """A distinct readable label per writer slot."""
+        labels: dict[int, str] = {}
+        seen: set[str] = set()
+        for w in self.control.writers():
+            label = w.label or f"pid{w.pid}"
+            if label in seen:
+                label = f"{label}#{w.slot}"
+            seen.add(label)
+            labels[w.slot] = label
+        return labels
+
+    # -- runtime info ---------------------------------------------------------------
+
+    def _refresh_info(self) -> None:
+        self._check_open()
+        self._attach_new_segments(KIND_INFO)
+        for index, segment in enumerate(self._info_segments):
+            done, offset = self._info_walk[index]
+            if done == arena.published(segment):
+                continue
+            for position, at in arena.walk(segment, offset, done):
+                self._info_index[info.entry_key(segment.buf, at)] = (index, at)
+                done, offset = position + 1, at + arena.entry_size(segment, at)
+            self._info_walk[index] = (done, offset)
+
+    def info_get(self, key: str) -> bytes | None:
+        """The stored bytes of ``key``, None when unset or removed."""
+        with self._lock:
+            for _ in range(3):
+                self._refresh_info()
+                where = self._info_index.get(key)
+                if where is None:
+                    return None
+                state, payload = info.read(self._info_segments[where[0]], where[1])
+                if state != info.MOVED:
+                    return payload
+            raise SessionError(f"runtime info {key!r} keeps moving; is a writer looping?")
+
+    def info_keys(self) -> list[str]:
+        with self._lock:
+            self._refresh_info()
+            return [
+                key
+                for key, (index, offset) in self._info_index.items()
+                if info.read(self._info_segments[index], offset)[0] == 0
+            ]
+
+    def info_set(self, key: str, payload: bytes | None) -> bytes | None:
+        """Store ``payload`` under ``key`` (None removes it); returns the old bytes."""
+        raw_key = encode_key(key)
+        with self._lock, self.control:
+            self._refresh_info()
+            where = self._info_index.get(key)
+            old = None
+            if where is not None:
+                segment = self._info_segments[where[0]]
+                state, old = info.read(segment, where[1])
+                if payload is None:
+                    if state == 0:
+                        info.rewrite(segment.buf, where[1], None, info.REMOVED)
+                    return old
+                if info.capacity(segment.buf, where[1]) >= len(payload):
+                    info.rewrite(segment.buf, where[1], payload)
+                    return old
+            elif payload is None:
+                return None
+            capacity = max(256, 2 * len(payload))
+            size = info.entry_bytes(capacity)
+            index = None
+            for i, segment in enumerate(self._info_segments):
+                if arena.free_bytes(segment) >= size:
+                    index = i
+                    break
+            if index is None:
+                config = self.control.read_config()
+                wanted = config.get("info_segment_bytes", DEFAULT_INFO_SEGMENT_BYTES)
+                index = self._add_segment(KIND_INFO, max(wanted, size + 64))
+            segment = self._info_segments[index]
+            offset = arena.reserve(segment, size)
+            info.format_entry(segment.buf, offset, raw_key, payload, capacity)
+            arena.publish(segment, offset, size)
+            if where is not None:
+                info.rewrite(self._info_segments[where[0]].buf, where[1], None, info.MOVED)
+            self._refresh_info()
+            return old
+
+    # -- inspection ---------------------------------------------------------------------
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            self._attach_new_segments(KIND_RINGS)
+            self._attach_new_segments(KIND_INFO)
+            segments = (self.control.segment, *self._ring_segments, *self._info_segments)
+            return sum(s.size for s in segments)
+
+
+def _default_identity() -> tuple[int, int, str]:
+    return -1, -1, f"pid{os.getpid()}"
+
+
+def _create_or_attach(ctl_name: str, create: bool, name: str) -> tuple[Segment | None, bool]:
+    if create:
+        try:
+            return Segment.create(ctl_name, CONTROL_BYTES, KIND_CONTROL, secrets.randbits(63)), True
+        except posix_ipc.ExistentialError:
+            pass
+    try:
+        return Segment.attach(ctl_name, KIND_CONTROL), False
+    except posix_ipc.ExistentialError:
+        if not create:
+            raise SessionError(
+                f"no shmlog session named {name!r} exists for uid {os.getuid()} (it was "
+                f"closed, or never created)"
+            ) from None
+        return None, False
+    except SegmentNotReady:
+        return None, False
+
+
+def _destroy(control: Control, name: str) -> None:
+    """Mark the session closed and unlink all its segments (lock held)."""
+    control.write_state(state=STATE_CLOSED)
+    ctl = "/" + prefix(name) + "ctl"
+    for segment_name in list_names(prefix(name)):
+        if segment_name != ctl:
+            unlink(segment_name)
+    unlink(ctl)
+
+
+def destroy(name: str) -> bool:
+    """Remove session ``name`` whatever its state; False when it did not exist."""
+    check_name(name)
+    ctl_name = "/" + prefix(name) + "ctl"
+    try:
+        segment = Segment.attach(ctl_name, KIND_CONTROL)
+    except posix_ipc.ExistentialError:
+        leftovers = list_names(prefix(name))
+        for segment_name in leftovers:
+            unlink(segment_name)
+        return bool(leftovers)
+    except SegmentError:
+        for segment_name in list_names(prefix(name)):
+            unlink(segment_name)
+        return True
+    control = Control(segment)
+    with control:
+        _destroy(control, name)
+    segment.close()
+    return True
+
+
+def _after_fork_in_child() -> None:
+    for session in list(_open_sessions):
+        if not session.closed:
+            session.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "STATE_READY",
+    "Session",
+    "SessionError",
+    "check_name",
+    "destroy",
+    "is_alive",
+    "prefix",
+]

@@ -1,0 +1,192 @@
+"""Where log files go and how their handlers are built.
+
+A distributed job writes several files; they live in a directory named after
+the log file's stem (``work/tmp.log`` -> ``work/tmp/tmp.log``, rank N's own
+file ``work/tmp/tmp_rankN.log``).  All of it is decided by
+:func:`build_file_handler` from plain values (path, rank, world size, flags,
+mode, config), with no logger object involved, so the process that will write
+files on behalf of a whole node can build exactly the handler each rank would
+have built for itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import logging.handlers
+import os
+from typing import Any, Union
+
+from .formatter import FILE_DATEFMT, DuplicateWarningFilter, MMFormatter, parse_level
+
+__all__ = [
+    "FILE_MODES",
+    "build_file_handler",
+    "check_file_handler_cfg",
+    "check_file_mode",
+    "file_handler_classes",
+    "log_file_for_rank",
+    "master_log_file",
+    "per_rank_files",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Text modes that can write; 'r' and binary modes would fail at the first record.
+FILE_MODES = ("w", "a", "x", "w+", "a+", "x+")
+
+
+def check_file_mode(mode: Any) -> str:
+    """Return ``mode`` if a log file can be opened with it, else raise."""
+    if not isinstance(mode, str):
+        raise TypeError(
+            f"file_mode: expected one of {list(FILE_MODES)}, got "
+            f"{type(mode).__name__} {mode!r}"
+        )
+    if mode not in FILE_MODES:
+        raise ValueError(
+            f"file_mode: expected one of {list(FILE_MODES)} ('w' truncates, 'a' "
+            f"appends), got {mode!r}"
+        )
+    return mode
+
+
+def file_handler_classes() -> dict[str, type[logging.FileHandler]]:
+    """The file handler classes ``file_handler_cfg['type']`` may name."""
+    classes: dict[str, type[logging.FileHandler]] = {"FileHandler": logging.FileHandler}
+    for attr in dir(logging.handlers):
+        obj = getattr(logging.handlers, attr)
+        if (inspect.isclass(obj) and issubclass(obj, logging.FileHandler)
+                and obj is not logging.handlers.BaseRotatingHandler):
+            # BaseRotatingHandler is abstract: it cannot decide when to roll over.
+            classes[attr] = obj
+    return classes
+
+
+def check_file_handler_cfg(
+    cfg: dict[str, Any] | None,
+) -> tuple[type[logging.FileHandler], dict[str, Any]]:
+    """Resolve ``cfg`` to (handler class, keyword arguments without filename).
+
+    ``None`` means a plain FileHandler.  The caller's dict is not modified.
+    Arguments are checked against the class's signature here, before any
+    directory is created or file opened.
+    """
+    if cfg is None:
+        return logging.FileHandler, {}
+    if not isinstance(cfg, dict):
+        raise TypeError(
+            f"file_handler_cfg: expected None or a dict such as "
+            f"dict(type='RotatingFileHandler', maxBytes=..., backupCount=...), "
+            f"got {type(cfg).__name__}"
+        )
+    classes = file_handler_classes()
+    if "type" not in cfg:
+        raise ValueError(
+            f"file_handler_cfg {cfg!r}: needs a 'type' key naming one of {sorted(classes)}"
+        )
+    kwargs = dict(cfg)
+    type_name = kwargs.pop("type")
+    if not isinstance(type_name, str) or type_name not in classes:
+        raise ValueError(
+            f"file_handler_cfg type {type_name!r}: logging.handlers has no such file "
+            f"handler; expected one of {sorted(classes)}"
+        )
+    if "filename" in kwargs:
+        raise ValueError(
+            f"file_handler_cfg {cfg!r}: 'filename' is not allowed; the file name "
+            f"comes from log_file and the rank"
+        )
+    handler_cls = classes[type_name]
+    try:
+        inspect.signature(handler_cls).bind("log", **kwargs)
+    except TypeError as exc:
+        raise TypeError(
+            f"file_handler_cfg {cfg!r}: {type_name} does not accept these "
+            f"arguments ({exc})"
+        ) from None
+    return handler_cls, kwargs
+
+
+def per_rank_files(log_level: int | str, distributed: bool, world_size: int) -> bool:
+    """Whether every rank writes its own file (not only rank 0).
+
+    True with ``distributed`` or a DEBUG (or lower) level, and only when
+    there is more than one process.
+    """
+    level = parse_level(log_level)
+    return (bool(distributed) or level <= logging.DEBUG) and world_size > 1
+
+
+def master_log_file(log_file: PathLike) -> str:
+    """Rank 0's file: ``dir/name.ext`` -> ``dir/name/name.ext``."""
+    directory, base = _split(log_file)
+    return os.path.join(directory, base)
+
+
+def log_file_for_rank(
+    log_file: PathLike,
+    rank: int,
+    world_size: int,
+    distributed: bool = False,
+    log_level: int | str = logging.INFO,
+) -> str | None:
+    """The file ``rank`` writes, or None when that rank writes no file."""
+    if rank == 0:
+        return master_log_file(log_file)
+    if not per_rank_files(log_level, distributed, world_size):
+        return None
+    directory, base = _split(log_file)
+    stem, suffix = os.path.splitext(base)
+    return os.path.join(directory, f"{stem}_rank{rank}{suffix}")
+
+
+def build_file_handler(
+    log_file: PathLike,
+    rank: int,
+    world_size: int,
+    distributed: bool = False,
+    mode: str = "w",
+    cfg: dict[str, Any] | None = None,
+    log_level: int | str = logging.INFO,
+) -> logging.FileHandler | None:
+    """The formatted, filtered file handler ``rank`` uses, or None if it writes none.
+
+    ``mode`` applies to the default FileHandler; with ``cfg`` the handler's own
+    arguments decide (TimedRotatingFileHandler takes no mode at all).  The
+    file's directory is created when missing.
+    """
+    check_file_mode(mode)
+    handler_cls, kwargs = check_file_handler_cfg(cfg)
+    level = parse_level(log_level)
+    path = log_file_for_rank(log_file, rank, world_size, distributed, level)
+    if path is None:
+        return None
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if cfg is None:
+        handler: logging.FileHandler = logging.FileHandler(path, mode, encoding="utf-8")
+    else:
+        if "encoding" in inspect.signature(handler_cls).parameters:
+            kwargs.setdefault("encoding", "utf-8")
+        handler = handler_cls(path, **kwargs)
+    handler.setFormatter(MMFormatter(color=False, datefmt=FILE_DATEFMT))
+    handler.setLevel(level)
+    handler.addFilter(DuplicateWarningFilter())
+    return handler
+
+
+def _split(log_file: PathLike) -> tuple[str, str]:
+    """(directory for the files, base name) of ``log_file``."""
+    if not isinstance(log_file, (str, os.PathLike)):
+        raise TypeError(
+            f"log_file: expected a str or os.PathLike file path, got "
+            f"{type(log_file).__name__} {log_file!r}"
+        )
+    path = os.fspath(log_file)
+    if not isinstance(path, str):
+        raise TypeError(f"log_file: expected a text path, got {path!r}")
+    parent, base = os.path.split(path)
+    if not base or base in (".", ".."):
+        raise ValueError(f"log_file: expected a file path such as 'work/run.log', got {path!r}")
+    stem = os.path.splitext(base)[0]
+    return os.path.join(parent, stem), base

@@ -1,0 +1,51 @@
+"""Suite-wide guarantees: every test leaves /dev/shm as it found it.
+
+Leftovers are reported, never deleted here: on a machine where another run
+(or a real training job) uses shmlog at the same time, what looks new may be
+theirs.  ``shmlog clean`` removes what really is stale.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+SHM = "/dev/shm"
+
+
+def _shmlog_entries() -> set[str]:
+    try:
+        return {e for e in os.listdir(SHM) if e.startswith("shmlog")}
+    except OSError:
+        return set()
+
+
+_before_session: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _before_session.clear()
+    _before_session.update(_shmlog_entries())
+
+
+@pytest.fixture(autouse=True)
+def _dev_shm_left_as_found():
+    """Fail the test that leaves shmlog segments behind."""
+    before = _shmlog_entries()
+    yield
+    leaked = _shmlog_entries() - before
+    if leaked:
+        pytest.fail(f"test left shared memory behind in {SHM}: {sorted(leaked)}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    leaked = _shmlog_entries() - _before_session
+    if leaked:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"shared memory left behind in {SHM} by the test run: {sorted(leaked)}"
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        else:
+            print(message)
