@@ -7,10 +7,11 @@ memory.
 """
 
 from ._version import __version__
+from .api.dataloader import track_data_time, worker_init_fn
 from .api.logger import MMLogger, print_log
 from .api.manager import ManagerMixin
 from .api.message_hub import MessageHub
-from .api.session import Session, current_session, init
+from .api.session import Session, current_session, init, report_progress
 from .readers.history_buffer import HistoryBuffer
 from .readers.log_processor import LogProcessor
 
@@ -25,4 +26,7 @@ __all__ = [
     "current_session",
     "init",
     "print_log",
+    "report_progress",
+    "track_data_time",
+    "worker_init_fn",
 ]

@@ -84,7 +84,10 @@ def lines(text: str) -> list[str]:
 
 
 def file_handlers(logger: logging.Logger) -> list[logging.FileHandler]:
-    return [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    # Outside a session the file output is a FileHandler inside shmlog's
+    # session-aware wrapper.
+    found = [getattr(h, "local_handler", h) for h in logger.handlers]
+    return [h for h in found if isinstance(h, logging.FileHandler)]
 
 
 def listing(root: Path) -> list[str]:

@@ -18,6 +18,7 @@ from ..sinks.files import (
     build_file_handler,
     check_file_handler_cfg,
     check_file_mode,
+    log_file_for_rank,
     master_log_file,
 )
 from ..sinks.formatter import (
@@ -29,6 +30,8 @@ from ..sinks.formatter import (
 )
 from .dist import get_rank, get_world_size
 from .manager import ManagerMixin
+from .record_handler import SessionFileHandler, make_route
+from .session import in_session
 
 __all__ = ["MMLogger", "print_log"]
 
@@ -99,16 +102,25 @@ class MMLogger(logging.Logger, ManagerMixin):
 
         self._log_file: str | None = None
         if log_file is not None:
-            file_handler = build_file_handler(
-                log_file, rank, world_size, bool(distributed), file_mode,
-                file_handler_cfg, level,
-            )
-            if file_handler is not None:
+
+            def make_local() -> logging.Handler | None:
+                return build_file_handler(
+                    log_file, rank, world_size, bool(distributed), file_mode,
+                    file_handler_cfg, level,
+                )
+
+            own = log_file_for_rank(log_file, rank, world_size, bool(distributed), level)
+            self._log_file = os.path.abspath(own if own is not None else master)
+            if own is not None:
+                # Inside a session the designated log writer opens the files;
+                # a process only creates its own when it logs outside one.
+                local = None if in_session() else make_local()
+                route = make_route(
+                    log_file, bool(distributed), world_size, file_mode, file_handler_cfg, level
+                )
+                file_handler = SessionFileHandler(route, local, make_local, rank)
                 self.handlers.append(file_handler)
                 self._own_handlers.append(file_handler)
-                self._log_file = file_handler.baseFilename
-            else:
-                self._log_file = os.path.abspath(master)
 
     @property
     def log_file(self) -> str | None:

@@ -24,6 +24,8 @@ import threading
 import warnings
 from typing import Any
 
+import filelock
+
 from ..shm.session import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,
@@ -31,11 +33,14 @@ from ..shm.session import (
     check_capacity,
 )
 from ..shm.session import Session as SharedSegments
-from . import backend
+from ..sinks.writer import progress_due
+from . import backend, designated
+from .record_handler import ship_progress, wait_drained
 from .shared_hub import SharedHub
 
 ENV_SESSION = "SHMLOG_SESSION"
 ENV_WORKER = "SHMLOG_WORKER_ID"
+FLUSH_SECONDS = 10.0
 
 _lock = threading.RLock()
 _active: Session | None = None
@@ -55,7 +60,27 @@ class Session:
         self._previous_env = previous_env
         self._hubs: dict[str, SharedHub] = {}
         self._options = segments.options()
+        self._standby: designated.Standby | None = None
+        self._sidecar: Any = None
         segments.identity = _identity_for(member)
+
+    @property
+    def writer_pid(self) -> int:
+        """Pid of the process writing this session's log files now (0: none yet)."""
+        return self._segments.writer_pid
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options the session was created with."""
+        return self._segments.options()
+
+    def flush(self, timeout: float = 10.0, everyone: bool = True) -> bool:
+        """Wait until the log writer has written every record put so far.
+
+        ``everyone=False`` waits for this process's records only.  Returns
+        False if the writer did not get there within ``timeout`` seconds.
+        """
+        return wait_drained(self, timeout, everyone)
 
     @property
     def name(self) -> str:
@@ -94,6 +119,9 @@ class Session:
     def close(self) -> None:
         global _active
         with _lock:
+            if self.closed:
+                return
+            self._leave_writing()
             if _active is self:
                 _active = None
                 backend.install(_lazy_resolver if os.environ.get(ENV_SESSION) else None)
@@ -105,6 +133,43 @@ class Session:
                 if not os.environ.get(ENV_SESSION):
                     backend.install(None)
             self._segments.close()
+
+    def _leave_writing(self) -> None:
+        """Flush this process's records, and hand over or finish log writing."""
+        if self._segments.closed or self._segments._pid != os.getpid():
+            return
+        last = False
+        try:
+            last = self._member and self._segments.live_members() <= 1
+            writes_logs = self._options.get("log_writer", "sidecar") != "none"
+            pending = writes_logs and self._segments.record_consumers()
+            if pending and not wait_drained(self, FLUSH_SECONDS, everyone=last):
+                self._drain_here()
+            if self._standby is not None:
+                self._standby.stop()
+        except (SessionError, ValueError, OSError):
+            pass
+        if self._sidecar is not None and last:
+            # The sidecar exits once no member is left; reap it so it does
+            # not linger as a zombie of this process.
+            self._reap_sidecar_later()
+
+    def _reap_sidecar_later(self) -> None:
+        sidecar = self._sidecar
+        threading.Thread(
+            target=lambda: sidecar.wait(), name="shmlog-reap-sidecar", daemon=True
+        ).start()
+
+    def _drain_here(self) -> None:
+        """No writer drained the rings in time: write them from this process."""
+        lock = filelock.FileLock(designated.lock_path(self.name))
+        try:
+            lock.acquire(timeout=FLUSH_SECONDS)
+        except filelock.Timeout:
+            return
+        stop = threading.Event()
+        stop.set()
+        designated.serve(self, lock, stop, until_members_leave=False)
 
     def __enter__(self) -> Session:  # noqa: PYI034 (typing.Self needs 3.11)
         return self
@@ -124,6 +189,13 @@ def init(
     capacity: int = DEFAULT_CAPACITY,
     capacities: dict[str, int] | None = None,
     segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    log_writer: str = "sidecar",
+    log_file: str | None = None,
+    log_processor: dict[str, Any] | None = None,
+    log_interval: int = 10,
+    hub: str = "mmengine",
+    shared_storage: bool | None = None,
+    tensorboard: bool | None = None,
 ) -> Session:
     """Create or join the node's session ``name`` and share every MessageHub through it.
 
@@ -138,6 +210,24 @@ def init(
             ``{'train/loss': 100_000}``.
         segment_bytes: size of each shared-memory segment that holds rings;
             more are added as keys and writers appear.
+        log_writer: who writes log files for every process of the session:
+            ``'sidecar'`` (a process started here), ``'thread'`` (a thread of
+            a member), or ``'none'`` (each process writes its own, as without
+            a session).
+        log_file: the run's log file (``work/exp.log`` writes
+            ``work/exp/exp.log``); with ``log_processor`` the writer puts its
+            iteration lines there and the exported scalars beside it.
+        log_processor: a LogProcessor config dict (as in MMEngine configs):
+            the log writer then formats iteration/epoch lines itself from the
+            shared scalars, whenever the training loop's
+            :func:`report_progress` reaches a multiple of ``log_interval``.
+        hub: the MessageHub whose scalars and progress those lines use.
+        shared_storage: whether the log directory is shared by all nodes;
+            when False each node writes ``<stem>_logs/`` (the seed's
+            multi-node layout).  Default: True on one node (torchrun's
+            NNODES), otherwise False unless SHMLOG_SHARED_STORAGE=1.
+        tensorboard: export the logged steps to TensorBoard event files too
+            (None: when tensorboardX is installed).
 
     Options apply when this call creates the session; joining processes use
     the creator's.
@@ -148,12 +238,36 @@ def init(
         check_capacity(value, f"capacities[{key!r}]")
     if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 4096:
         raise ValueError(f"segment_bytes: expected an int >= 4096, got {segment_bytes!r}")
+    if log_writer not in ("sidecar", "thread", "none"):
+        raise ValueError(
+            f"log_writer: expected 'sidecar', 'thread' or 'none', got {log_writer!r}"
+        )
+    if isinstance(log_interval, bool) or not isinstance(log_interval, int) or log_interval < 1:
+        raise ValueError(f"log_interval: expected an int >= 1, got {log_interval!r}")
+    if log_processor is not None:
+        if not isinstance(log_processor, dict):
+            raise TypeError(
+                f"log_processor: expected a LogProcessor config dict, got "
+                f"{type(log_processor).__name__}"
+            )
+        from ..readers.log_processor import LogProcessor
+
+        LogProcessor(**log_processor)  # refuse a bad config here, not in the writer
     if name is None:
         name = default_name()
+    if shared_storage is None:
+        shared_storage = _default_shared_storage()
     options = {
         "capacity": capacity,
         "capacities": dict(capacities or {}),
         "segment_bytes": segment_bytes,
+        "log_writer": log_writer,
+        "log_file": None if log_file is None else os.path.abspath(os.fspath(log_file)),
+        "log_processor": log_processor,
+        "log_interval": log_interval,
+        "hub": hub,
+        "shared_storage": bool(shared_storage),
+        "tensorboard": tensorboard,
     }
     with _lock:
         if _active is not None and not _active.closed:
@@ -181,7 +295,65 @@ def init(
         _active = session
         backend.install(_resolver)
         _install_process_hooks()
+        mode = stored.get("log_writer", "sidecar")
+        created = stored == options and segments.control.read_state().creator == os.getpid()
+        if mode == "sidecar" and created:
+            session._sidecar = designated.start_sidecar(name)
+        if mode != "none":
+            session._standby = designated.Standby(session, expect_sidecar=mode == "sidecar")
         return session
+
+
+def report_progress(
+    mode: str,
+    batch_idx: int,
+    *,
+    iter: int,
+    epoch: int = 0,
+    dataloader_len: int | None = None,
+    max_iters: int | None = None,
+    max_epochs: int | None = None,
+    event: str = "iter",
+    hub: str | None = None,
+) -> None:
+    """Tell the session's log writer where the training loop is.
+
+    Call it after each iteration (``event='iter'``) and after a val/test
+    loop (``event='epoch_end'``); the writer formats MMEngine's line for
+    this state at every ``log_interval``.  ``iter`` is the number of
+    training iterations done before this one (MMEngine's ``runner.iter``).
+    """
+    from .message_hub import MessageHub
+
+    if event not in ("iter", "epoch_end"):
+        raise ValueError(f"event: expected 'iter' or 'epoch_end', got {event!r}")
+    if mode not in ("train", "val", "test"):
+        raise ValueError(f"mode: expected 'train', 'val' or 'test', got {mode!r}")
+    session = current_session()
+    options = {} if session is None else session._options
+    progress = {
+        "mode": mode, "batch_idx": int(batch_idx), "iter": int(iter), "epoch": int(epoch),
+        "dataloader_len": dataloader_len, "max_iters": max_iters, "max_epochs": max_epochs,
+        "event": event,
+    }
+    cfg = options.get("log_processor") or {}
+    if not progress_due(progress, int(options.get("log_interval", 10)),
+                        bool(cfg.get("by_epoch", True))):
+        return
+    name = hub or options.get("hub", "mmengine")
+    MessageHub.get_instance(name).update_info("progress", progress, resumed=False)
+    if session is not None and cfg:
+        ship_progress(session, progress)
+
+
+def _default_shared_storage() -> bool:
+    explicit = os.environ.get("SHMLOG_SHARED_STORAGE")
+    if explicit is not None:
+        return explicit not in ("0", "false", "False", "no")
+    try:
+        return int(os.environ.get("NNODES", os.environ.get("GROUP_WORLD_SIZE", "1"))) <= 1
+    except ValueError:
+        return True
 
 
 def _explicit_options(capacity: int, capacities: Any, segment_bytes: int) -> bool:
@@ -190,6 +362,11 @@ def _explicit_options(capacity: int, capacities: Any, segment_bytes: int) -> boo
         or bool(capacities)
         or segment_bytes != DEFAULT_SEGMENT_BYTES
     )
+
+
+def in_session() -> bool:
+    """Whether this process is in, or will attach to, a session (no attaching here)."""
+    return (_active is not None and not _active.closed) or bool(os.environ.get(ENV_SESSION))
 
 
 def current_session() -> Session | None:

@@ -49,15 +49,20 @@ class MergedRings:
         return result
 
     def retained(self) -> int:
-        counts = [ring.updates() for ring in self._rings]
+        # Consistent copies, not the live slots: a writer that keeps appending
+        # overwrites the oldest records (and their times) while they are read.
+        snaps = [ring.snapshot(None) for ring in self._rings]
         cutoff = None
-        for ring, n in zip(self._rings, counts):
-            if n > ring.capacity:
-                oldest = ring.oldest_time(n)
-                cutoff = oldest if cutoff is None else max(cutoff, oldest)
+        for snap in snaps:
+            if snap.updates > len(snap.times):  # this ring has dropped records
+                oldest = int(snap.times[0]) if len(snap.times) else None
+                if oldest is not None:
+                    cutoff = oldest if cutoff is None else max(cutoff, oldest)
         if cutoff is None:
-            return sum(counts)
-        return sum(ring.count_since(n, cutoff) for ring, n in zip(self._rings, counts) if n)
+            return sum(len(snap.times) for snap in snaps)
+        return sum(
+            len(snap.times) - int(np.searchsorted(snap.times, cutoff)) for snap in snaps
+        )
 
     def tail(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         snaps = [ring.snapshot(n) for ring in self._rings]

@@ -16,18 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .segment import HEADER_SIZE, Segment
+from .segment import HEADER_SIZE, Segment, read_u64, write_u64
 
 _USED, _COUNT = 40, 48
 ENTRY_SIZE_AT = 24
 
 
-def _u64(buf: memoryview, at: int) -> int:
-    return int.from_bytes(buf[at : at + 8], "little")
-
-
-def _put_u64(buf: memoryview, at: int, value: int) -> None:
-    buf[at : at + 8] = value.to_bytes(8, "little")
+_u64, _put_u64 = read_u64, write_u64
 
 
 def init_arena(segment: Segment) -> None:

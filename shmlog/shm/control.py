@@ -9,6 +9,8 @@ kind-specific header fields (after the common 64-byte header of
     44      ring segments    u32  published count of ``@r<i>`` segments
     48      info segments    u32  published count of ``@i<i>`` segments
     52      created          u64  wall-clock ns, for ``shmlog ls``
+    60      record segments  u32  published count of ``@l<i>`` segments
+    64      log writer pid   u32  the process writing log files now (0: none)
     256     config length    u32, then that many bytes of JSON (options of
                              ``shmlog.init``: capacities, segment size)
     4352    members          256 x (pid u64, start time u64)
@@ -34,11 +36,12 @@ import struct
 import threading
 from typing import Any, NamedTuple
 
-from .segment import HEADER_SIZE, Segment
+from .segment import Segment
 
 STATE_CREATING, STATE_READY, STATE_CLOSED = 0, 1, 2
 
-_CTL = struct.Struct("<IIIIQ")  # at 36: state, creator, rings, infos, created
+# at 36: state, creator, ring segments, info segments, created, record segments, log writer
+_CTL = struct.Struct("<IIIIQII")
 _CTL_AT = 36
 CONFIG_AT, CONFIG_MAX = 256, 4096
 MEMBERS_AT, MEMBER_SLOTS = 4352, 256
@@ -47,7 +50,7 @@ WRITERS_AT, WRITER_SLOTS = MEMBERS_AT + MEMBER_SLOTS * _MEMBER.size, 1024
 _WRITER = struct.Struct("<QQii40s")
 CONTROL_BYTES = WRITERS_AT + WRITER_SLOTS * _WRITER.size
 
-assert _CTL_AT + _CTL.size <= HEADER_SIZE
+assert _CTL_AT + _CTL.size <= CONFIG_AT
 assert _WRITER.size == 64
 
 
@@ -75,6 +78,8 @@ class ControlState(NamedTuple):
     ring_segments: int
     info_segments: int
     created_ns: int
+    record_segments: int
+    writer_pid: int
 
 
 class Writer(NamedTuple):

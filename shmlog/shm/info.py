@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from .arena import ENTRY_SIZE_AT
 from .fence import fence
-from .segment import Segment
+from .segment import Segment, read_u64, write_u64
 
 HEADER_BYTES = 288
 REMOVED = 0xFFFFFFFF
@@ -35,11 +35,16 @@ def entry_bytes(capacity: int) -> int:
 
 
 def _u(buf: memoryview, at: int, width: int) -> int:
+    if width == 8:
+        return read_u64(buf, at)
     return int.from_bytes(buf[at : at + width], "little")
 
 
 def _put(buf: memoryview, at: int, width: int, value: int) -> None:
-    buf[at : at + width] = value.to_bytes(width, "little")
+    if width == 8:
+        write_u64(buf, at, value)
+    else:
+        buf[at : at + width] = value.to_bytes(width, "little")
 
 
 def format_entry(buf: memoryview, offset: int, key: bytes, payload: bytes, capacity: int) -> int:

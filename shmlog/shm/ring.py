@@ -12,7 +12,9 @@ Layout of a ring at a 64-byte aligned offset ``R`` of a rings segment
     R+16    writer    u32  writer slot in the control segment's writer table
     R+20    key_len   u32  bytes of the key below
     R+24    size      u64  bytes taken by this ring, header included
-    R+32    (reserved up to R+64)
+    R+32    floor     u64  index of the oldest record ever written: 0, except in a
+                           ring seeded from a history that had dropped records
+    R+40    (reserved up to R+64)
     R+64    totals A  4 x f64: value sum, count sum, min, max (valid when seq is even)
     R+96    totals B  4 x f64, same fields (valid when seq is odd)
     R+128   key       256 bytes of UTF-8
@@ -63,7 +65,7 @@ RECORD_BYTES = 24
 KEY_MAX_BYTES = 256
 ALIGN = 64
 
-_SEQ, _CAPACITY, _WRITER_KEYLEN, _SIZE = 0, 8, 16, 24
+_SEQ, _CAPACITY, _WRITER_KEYLEN, _SIZE, _FLOOR = 0, 8, 16, 24, 32
 _TOTALS = 64
 _KEY = 128
 
@@ -102,6 +104,7 @@ def format_ring(buf: memoryview, offset: int, capacity: int, writer: int, key: b
     u[1] = len(key)
     u.release()
     q[_SIZE // 8] = size
+    q[_FLOOR // 8] = 0
     for block in (0, 1):
         base = (_TOTALS + 32 * block) // 8
         d[base] = 0.0
@@ -211,6 +214,9 @@ class RingWriter:
             q[rec + 2] = now + i
         t = self._tot + 4 * (updates & 1)
         d[t], d[t + 1], d[t + 2], d[t + 3] = total, weight, low, high
+        # Records before ``start`` were never written here: readers must not
+        # take the (zeroed) slots below it for retained records.
+        q[self._seq + _FLOOR // 8] = start
         if fence is not None:
             fence()
         q[self._seq] = updates
@@ -238,8 +244,8 @@ _EMPTY_I = np.empty(0, dtype=np.int64)
 class RingReader:
     """Copies consistent snapshots out of one ring, from any process."""
 
-    __slots__ = ("_d", "_q", "_recs", "_seq", "_slots", "_times", "_tot", "capacity",
-                 "key", "offset", "writer")
+    __slots__ = ("_d", "_floor", "_q", "_recs", "_seq", "_slots", "_times", "_tot",
+                 "capacity", "key", "offset", "writer")
 
     def __init__(self, buf: memoryview, d: memoryview, q: memoryview, offset: int) -> None:
         header = read_header(buf, offset)
@@ -252,6 +258,7 @@ class RingReader:
         self._q = q
         word = offset // 8
         self._seq = word
+        self._floor = word + _FLOOR // 8
         self._tot = word + _TOTALS // 8
         records = np.frombuffer(
             buf, dtype=np.float64, count=3 * self._slots, offset=offset + HEADER_BYTES
@@ -276,11 +283,21 @@ class RingReader:
             if q[self._seq] == n:
                 return result
 
+    def _kept(self, n: int) -> int:
+        """Records retained at ``seq == n`` (fewer than capacity in a seeded ring)."""
+        return min(n - min(self._q[self._floor], n), self.capacity)
+
     def snapshot(self, last: int | None) -> RingSnapshot:
-        """Totals plus (up to) the ``last`` newest records; None means all retained."""
+        """Totals plus (up to) the ``last`` newest records; None means all retained.
+
+        When ``last`` covers the whole ring, records the writer reached while
+        they were copied are left out instead of copied again: a writer that
+        never pauses would otherwise keep a full copy from ever completing.
+        """
         while True:
             n, total, weight, low, high = self.totals()
-            keep = min(n, self.capacity) if last is None else min(n, self.capacity, last)
+            kept = self._kept(n)
+            keep = kept if last is None else min(kept, last)
             if keep == 0:
                 return RingSnapshot(n, total, weight, low, high, _EMPTY_F, _EMPTY_F, _EMPTY_I)
             start = (n - keep) % self._slots
@@ -292,10 +309,13 @@ class RingReader:
             if fence is not None:
                 fence()
             now = self._q[self._seq]
-            # Update i overwrites record i - slots; records the writer may have
-            # reached while we copied are dropped, and if that costs us any we
-            # copy again (only a writer lapping the whole ring can cause it).
+            # Update i overwrites record i - slots: the first ``lost`` records
+            # copied may be torn.  A copy of the whole ring leaves them out; a
+            # window copies again (only a writer lapping the rest of the ring
+            # while we copy can cost a window any record).
             lost = (now - self.capacity) - (n - keep)
+            if lost > 0 and lost < keep and (last is None or last >= self.capacity):
+                block, lost = block[lost:], 0
             if lost <= 0:
                 return RingSnapshot(
                     n, total, weight, low, high,
@@ -304,12 +324,12 @@ class RingReader:
 
     def oldest_time(self, n: int) -> int:
         """Time of the oldest record retained when ``seq == n`` (n > 0)."""
-        first = max(0, n - self.capacity)
+        first = n - self._kept(n)
         return int(self._times[first % self._slots])
 
     def count_since(self, n: int, cutoff: int) -> int:
         """How many of the retained records at ``seq == n`` have time >= cutoff."""
-        first = max(0, n - self.capacity)
+        first = n - self._kept(n)
         times, slots = self._times, self._slots
         lo, hi = first, n  # times are increasing along the ring's updates
         while lo < hi:

@@ -6,7 +6,7 @@ can refuse anything that is not a segment of this version, of this user:
     offset  size  field
     0       8     magic  b"SHMLOGv1"
     8       4     layout version (u32)
-    12      4     kind (u32): 1 control, 2 scalar rings, 3 runtime info
+    12      4     kind (u32): 1 control, 2 scalar rings, 3 runtime info, 4 log records
     16      8     size in bytes (u64)
     24      8     session generation (u64): the incarnation of the session
                   that created it; a segment of an earlier incarnation that
@@ -37,6 +37,7 @@ HEADER_SIZE = 64
 KIND_CONTROL = 1
 KIND_RINGS = 2
 KIND_INFO = 3
+KIND_RECORDS = 4
 
 SHM_DIR = "/dev/shm"
 
@@ -196,3 +197,21 @@ def list_names(prefix: str) -> list[str]:
     except OSError:
         return []
     return sorted("/" + entry for entry in entries if entry.startswith(prefix))
+
+
+def read_u64(buf: memoryview, at: int) -> int:
+    """One aligned 8-byte load (a cast view, so never a byte-by-byte copy)."""
+    view = buf[at : at + 8].cast("Q")
+    try:
+        return view[0]
+    finally:
+        view.release()
+
+
+def write_u64(buf: memoryview, at: int, value: int) -> None:
+    """One aligned 8-byte store: a concurrent reader sees the old or the new value."""
+    view = buf[at : at + 8].cast("Q")
+    try:
+        view[0] = value
+    finally:
+        view.release()

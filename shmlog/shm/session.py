@@ -30,7 +30,7 @@ from typing import Any
 
 import posix_ipc
 
-from . import arena, info
+from . import arena, info, records
 from .control import (
     CONTROL_BYTES,
     STATE_CLOSED,
@@ -41,6 +41,7 @@ from .control import (
     is_alive,
     process_start,
 )
+from .records import RecordConsumer, RecordProducer
 from .ring import (
     RingReader,
     RingWriter,
@@ -52,6 +53,7 @@ from .ring import (
 from .segment import (
     KIND_CONTROL,
     KIND_INFO,
+    KIND_RECORDS,
     KIND_RINGS,
     Segment,
     SegmentError,
@@ -93,6 +95,14 @@ def check_capacity(capacity: Any, what: str) -> int:
     return capacity
 
 
+# The segments that grow, by kind: name part and the control header field
+# that counts the published ones.
+_PARTS = {
+    KIND_RINGS: ("r", "ring_segments"),
+    KIND_INFO: ("i", "info_segments"),
+    KIND_RECORDS: ("l", "record_segments"),
+}
+
 _open_sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
 
@@ -113,15 +123,21 @@ class Session:
         _open_sessions.add(self)
 
     def _reset_process_state(self) -> None:
-        self._ring_segments: list[Segment] = []
+        # Segments of each growing kind, in index order, and how far the
+        # entries of each have been walked: (entries seen, next offset).
+        self._segments: dict[int, list[Segment]] = {k: [] for k in _PARTS}
+        self._walked: dict[int, list[tuple[int, int]]] = {k: [] for k in _PARTS}
+        self._ring_segments = self._segments[KIND_RINGS]
+        self._info_segments = self._segments[KIND_INFO]
         self._ring_views: list[tuple[memoryview, memoryview]] = []
-        self._ring_walk: list[tuple[int, int]] = []
+        self._ring_walk = self._walked[KIND_RINGS]
+        self._info_walk = self._walked[KIND_INFO]
+        self._records: list[RecordConsumer] = []
+        self._producer: RecordProducer | None = None
         self._readers: dict[str, list[RingReader]] = {}
         # Writer identity is per thread: a ring has exactly one writer, and two
         # threads appending to one ring would interleave their stores.
         self._local = threading.local()
-        self._info_segments: list[Segment] = []
-        self._info_walk: list[tuple[int, int]] = []
         self._info_index: dict[str, tuple[int, int]] = {}
         # Per-process caches of other layers (a hub's key -> RingWriter) that
         # must be emptied in a forked child.
@@ -218,8 +234,10 @@ class Session:
                     view.release()
                 except BufferError:
                     pass
-        for segment in (*self._ring_segments, *self._info_segments, self.control.segment):
-            segment.close()
+        for segments in self._segments.values():
+            for segment in segments:
+                segment.close()
+        self.control.segment.close()
         self._ring_views = []
 
     def _check_open(self) -> None:
@@ -244,8 +262,10 @@ class Session:
         self.control = Control(fresh)
         os.close(old.fd)
         old.fd = -1
-        # Mappings stay valid in the child; only the writer identity is reset.
+        # Mappings stay valid in the child; only the writer identity is reset,
+        # with everything that belongs to it (rings and the record ring).
         self._local = threading.local()
+        self._producer = None
         for cache in self._fork_caches:
             cache.clear()
 
@@ -329,43 +349,39 @@ class Session:
         return RingWriter(d, q, offset)
 
     def _add_segment(self, kind: int, size: int) -> int:
-        """Create the next ring or info segment and publish it (lock held)."""
-        state = self.control.read_state()
-        if kind == KIND_RINGS:
-            self._attach_new_segments(KIND_RINGS)
-            index, part = state.ring_segments, "r"
-        else:
-            self._attach_new_segments(KIND_INFO)
-            index, part = state.info_segments, "i"
+        """Create the next segment of ``kind`` and publish it (lock held)."""
+        self._attach_new_segments(kind)
+        part, field = _PARTS[kind]
+        index = getattr(self.control.read_state(), field)
         name = f"{self._prefix}{part}{index}"
         unlink(name)  # left by a process that died before publishing it
         segment = Segment.create(name, size, kind, self.generation)
         arena.init_arena(segment)
-        if kind == KIND_RINGS:
-            self.control.write_state(ring_segments=index + 1)
-        else:
-            self.control.write_state(info_segments=index + 1)
+        self.control.write_state(**{field: index + 1})
         self._attach_new_segments(kind)
         return index
 
     # -- reading scalars --------------------------------------------------------------
 
     def _attach_new_segments(self, kind: int) -> None:
-        state = self.control.read_state()
-        if kind == KIND_RINGS:
-            have, want, part = self._ring_segments, state.ring_segments, "r"
-        else:
-            have, want, part = self._info_segments, state.info_segments, "i"
+        part, field = _PARTS[kind]
+        want = getattr(self.control.read_state(), field)
+        have = self._segments[kind]
         while len(have) < want:
-            segment = Segment.attach(f"{self._prefix}{part}{len(have)}", kind, self.generation)
+            name = f"{self._prefix}{part}{len(have)}"
+            try:
+                segment = Segment.attach(name, kind, self.generation)
+            except posix_ipc.ExistentialError:
+                raise SessionError(
+                    f"shmlog session {self.name!r} lost its segment {name}: the session was "
+                    f"removed (shmlog clean --all?) while this process was using it"
+                ) from None
             have.append(segment)
+            self._walked[kind].append((0, 64))
             if kind == KIND_RINGS:
                 self._ring_views.append(
                     (memoryview(segment.mm).cast("d"), memoryview(segment.mm).cast("q"))
                 )
-                self._ring_walk.append((0, 64))
-            else:
-                self._info_walk.append((0, 64))
 
     def _refresh_rings(self) -> None:
         self._check_open()
@@ -486,10 +502,77 @@ class Session:
 
     def total_bytes(self) -> int:
         with self._lock:
-            self._attach_new_segments(KIND_RINGS)
-            self._attach_new_segments(KIND_INFO)
-            segments = (self.control.segment, *self._ring_segments, *self._info_segments)
-            return sum(s.size for s in segments)
+            total = self.control.segment.size
+            for kind, segments in self._segments.items():
+                self._attach_new_segments(kind)
+                total += sum(s.size for s in segments)
+            return total
+
+    # -- log records ----------------------------------------------------------------
+
+    def record_producer(self, capacity: int) -> RecordProducer:
+        """This process's record ring, created (or taken over) on first use."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self.after_fork_in_child()
+            if self._producer is not None:
+                return self._producer
+            slot = self.writer_slot()
+            with self.control:
+                for consumer, segment in self._refresh_records():
+                    if consumer.writer == slot:
+                        producer = RecordProducer(segment.buf, consumer.offset)
+                        break
+                else:
+                    size = records.ring_bytes(capacity)
+                    index = None
+                    for i, segment in enumerate(self._segments[KIND_RECORDS]):
+                        if arena.free_bytes(segment) >= size:
+                            index = i
+                            break
+                    if index is None:
+                        config = self.control.read_config()
+                        wanted = config.get("segment_bytes", DEFAULT_SEGMENT_BYTES)
+                        index = self._add_segment(KIND_RECORDS, max(wanted, size + 64))
+                    segment = self._segments[KIND_RECORDS][index]
+                    offset = arena.reserve(segment, size)
+                    records.format_ring(segment.buf, offset, capacity, slot)
+                    arena.publish(segment, offset, size)
+                    producer = RecordProducer(segment.buf, offset)
+            self._producer = producer
+            return producer
+
+    def _refresh_records(self) -> list[tuple[RecordConsumer, Segment]]:
+        self._check_open()
+        self._attach_new_segments(KIND_RECORDS)
+        for index, segment in enumerate(self._segments[KIND_RECORDS]):
+            done, offset = self._walked[KIND_RECORDS][index]
+            for position, at in arena.walk(segment, offset, done):
+                consumer = RecordConsumer(segment.buf, at)
+                consumer.segment_index = index
+                self._records.append(consumer)
+                done, offset = position + 1, at + arena.entry_size(segment, at)
+            self._walked[KIND_RECORDS][index] = (done, offset)
+        return [(c, self._segments[KIND_RECORDS][c.segment_index]) for c in self._records]
+
+    def record_consumers(self) -> list[RecordConsumer]:
+        """Every process's record ring (for the designated log writer)."""
+        with self._lock:
+            return [consumer for consumer, _ in self._refresh_records()]
+
+    # -- the designated log writer ----------------------------------------------------
+
+    @property
+    def writer_pid(self) -> int:
+        """Pid of the process writing log files now; 0 when there is none."""
+        return self.control.read_state().writer_pid
+
+    def set_writer_pid(self, pid: int) -> None:
+        with self.control:
+            self.control.write_state(writer_pid=pid)
+
+    def live_members(self) -> int:
+        return len(self.control.live_members())
 
 
 def _default_identity() -> tuple[int, int, str]:

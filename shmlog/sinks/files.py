@@ -118,9 +118,13 @@ def per_rank_files(log_level: int | str, distributed: bool, world_size: int) -> 
     return (bool(distributed) or level <= logging.DEBUG) and world_size > 1
 
 
-def master_log_file(log_file: PathLike) -> str:
-    """Rank 0's file: ``dir/name.ext`` -> ``dir/name/name.ext``."""
-    directory, base = _split(log_file)
+def master_log_file(log_file: PathLike, per_node: bool = False) -> str:
+    """Rank 0's file: ``dir/name.ext`` -> ``dir/name/name.ext``.
+
+    ``per_node`` is the layout of a node without storage shared with the
+    others: ``dir/name_logs/name.ext``.
+    """
+    directory, base = _split(log_file, per_node)
     return os.path.join(directory, base)
 
 
@@ -130,13 +134,14 @@ def log_file_for_rank(
     world_size: int,
     distributed: bool = False,
     log_level: int | str = logging.INFO,
+    per_node: bool = False,
 ) -> str | None:
     """The file ``rank`` writes, or None when that rank writes no file."""
     if rank == 0:
-        return master_log_file(log_file)
+        return master_log_file(log_file, per_node)
     if not per_rank_files(log_level, distributed, world_size):
         return None
-    directory, base = _split(log_file)
+    directory, base = _split(log_file, per_node)
     stem, suffix = os.path.splitext(base)
     return os.path.join(directory, f"{stem}_rank{rank}{suffix}")
 
@@ -149,6 +154,7 @@ def build_file_handler(
     mode: str = "w",
     cfg: dict[str, Any] | None = None,
     log_level: int | str = logging.INFO,
+    per_node: bool = False,
 ) -> logging.FileHandler | None:
     """The formatted, filtered file handler ``rank`` uses, or None if it writes none.
 
@@ -159,7 +165,7 @@ def build_file_handler(
     check_file_mode(mode)
     handler_cls, kwargs = check_file_handler_cfg(cfg)
     level = parse_level(log_level)
-    path = log_file_for_rank(log_file, rank, world_size, distributed, level)
+    path = log_file_for_rank(log_file, rank, world_size, distributed, level, per_node)
     if path is None:
         return None
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -175,7 +181,7 @@ def build_file_handler(
     return handler
 
 
-def _split(log_file: PathLike) -> tuple[str, str]:
+def _split(log_file: PathLike, per_node: bool = False) -> tuple[str, str]:
     """(directory for the files, base name) of ``log_file``."""
     if not isinstance(log_file, (str, os.PathLike)):
         raise TypeError(
@@ -189,4 +195,4 @@ def _split(log_file: PathLike) -> tuple[str, str]:
     if not base or base in (".", ".."):
         raise ValueError(f"log_file: expected a file path such as 'work/run.log', got {path!r}")
     stem = os.path.splitext(base)[0]
-    return os.path.join(parent, stem), base
+    return os.path.join(parent, f"{stem}_logs" if per_node else stem), base

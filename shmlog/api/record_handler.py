@@ -1,0 +1,164 @@
+"""MMLogger's file output, routed through the session when there is one.
+
+Inside a session a training process never opens or formats log files: each
+record is reduced to plain data (message already formatted, traceback already
+rendered, as ``logging.handlers.QueueHandler`` does) and put into this
+process's record ring.  The designated log writer turns it back into a
+LogRecord and hands it to the file handler the record's rank would have
+used.  Outside a session the same handler writes the file itself.
+
+A full ring waits at most ``BLOCK_SECONDS`` for the writer to make room and
+then drops the record, counting it; the writer reports every drop in the log.
+After a drop, records are dropped at once (still counted) until the ring has
+room again, so a stalled writer costs a training step at most one wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import backend
+
+BLOCK_SECONDS = 0.2
+RING_BYTES = 256 << 10
+
+
+def make_route(
+    log_file: str | os.PathLike[str],
+    distributed: bool,
+    world_size: int,
+    mode: str,
+    cfg: dict[str, Any] | None,
+    level: int,
+) -> tuple[str, bool, int, str, str | None, int]:
+    """Where a record goes, as plain data: what ``build_file_handler`` needs.
+
+    (absolute log_file, distributed, world size, file mode, handler config as
+    JSON or None, level)
+    """
+    cfg_text = None if cfg is None else json.dumps(cfg, sort_keys=True, default=str)
+    return (os.path.abspath(log_file), bool(distributed), int(world_size), mode, cfg_text,
+            int(level))
+
+
+class SessionFileHandler(logging.Handler):
+    """Ships records to the session's log writer, or writes them locally."""
+
+    def __init__(
+        self,
+        route: tuple[str, bool, int, str, str | None, int],
+        local: logging.Handler | None,
+        make_local: Callable[[], logging.Handler | None],
+        rank: int,
+    ) -> None:
+        super().__init__(level=route[5])
+        self.route = route
+        self._local = local
+        self._make_local = make_local
+        self._rank = rank
+        self._dropping = False
+        # The local file was already created (and truncated for mode 'w'):
+        # the log writer must append to it, not truncate it again.
+        if local is not None and route[3].startswith("w"):
+            self.route = (*route[:3], "a", *route[4:])
+
+    @property
+    def local_handler(self) -> logging.Handler | None:
+        """The file handler this process uses when it logs outside a session."""
+        return self._local
+
+    def setLevel(self, level: int | str) -> None:
+        super().setLevel(level)
+        if self._local is not None:
+            self._local.setLevel(level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        shared = backend.token is not None and _session()
+        if shared and shared._options.get("log_writer") == "none":
+            shared = None
+        if shared:
+            try:
+                self._ship(shared, record)
+            except Exception:  # noqa: BLE001 (logging must never raise into the caller)
+                self.handleError(record)
+            return
+        if self._local is None:
+            self._local = self._make_local()
+            if self._local is None:
+                return
+        self._local.handle(record)
+
+    def _ship(self, session: Any, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = _FORMATTER.formatException(record.exc_info)
+        rank, worker, _label = session.shared.identity()
+        data = (
+            record.created, record.levelno, record.levelname, record.name, message,
+            record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
+            self._rank if rank < 0 else rank, worker, os.getpid(), self.route,
+        )
+        with _ship_lock:
+            producer = session.shared.record_producer(RING_BYTES)
+            wait = 0.0 if self._dropping else BLOCK_SECONDS
+            self._dropping = not producer.put(data, wait)
+
+    def flush(self) -> None:
+        if self._local is not None:
+            self._local.flush()
+
+    def close(self) -> None:
+        if self._local is not None:
+            self._local.close()
+        super().close()
+
+
+def ship_progress(session: Any, progress: dict[str, Any]) -> bool:
+    """Put a progress marker into this process's record ring (see ``report_progress``)."""
+    with _ship_lock:
+        producer = session.shared.record_producer(RING_BYTES)
+        return producer.put((time.time(), None, progress), BLOCK_SECONDS)
+
+
+def _session() -> Any:
+    from .session import current_session
+
+    return current_session()
+
+
+def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:
+    """Wait until the log writer consumed this process's records (or everyone's)."""
+    shared = session.shared
+    deadline = time.monotonic() + timeout
+    while True:
+        if everyone:
+            pending = sum(c.pending() for c in shared.record_consumers())
+        else:
+            producer = shared._producer
+            pending = 0 if producer is None else producer.backlog()
+        if pending == 0:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+
+
+_FORMATTER = logging.Formatter()
+
+# One record ring per process, shared by every MMLogger of the process.
+_ship_lock = threading.Lock()
+
+
+def _reinit_after_fork() -> None:
+    global _ship_lock
+    _ship_lock = threading.Lock()  # a parent thread may have held it at fork
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
