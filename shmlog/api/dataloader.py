@@ -98,9 +98,14 @@ def _resolve_key(key: Any, mode: Any) -> str:
 
 
 def _check_hub(hub: Any) -> str:
+    # A name, not the object: it is what travels to spawned workers, where the
+    # hub of that name is the same shared hub inside a session.
+    if isinstance(hub, MessageHub):
+        return hub.instance_name
     if not isinstance(hub, str) or not hub:
         raise TypeError(
-            f"hub: expected the non-empty name of a MessageHub (e.g. {DEFAULT_HUB!r}), got {hub!r}"
+            f"hub: expected a MessageHub or the non-empty name of one (e.g. {DEFAULT_HUB!r}), "
+            f"got {hub!r}"
         )
     return hub
 
@@ -245,7 +250,9 @@ class WorkerInit:
     with :func:`worker_init_fn`; :func:`track_data_time` installs one.
     """
 
-    def __init__(self, user_fn: Callable[[int], Any] | None, key: str, hub: str) -> None:
+    def __init__(
+        self, user_fn: Callable[[int], Any] | None, key: str, hub: str | MessageHub
+    ) -> None:
         self.user_fn = _check_user_fn(user_fn)
         self.key = _resolve_key(key, None)
         self.hub = _check_hub(hub)
@@ -321,7 +328,7 @@ def worker_init_fn(
     *,
     key: str | None = None,
     mode: str | None = None,
-    hub: str = DEFAULT_HUB,
+    hub: str | MessageHub = DEFAULT_HUB,
 ) -> WorkerInit:
     """A ``worker_init_fn`` for DataLoader that records each worker's data time.
 
@@ -331,7 +338,8 @@ def worker_init_fn(
         key: the scalar key; default ``'<mode>/data_time'``.
         mode: ``'train'`` (default), ``'val'`` or ``'test'``; sets the key's
             prefix, which is what LogProcessor groups by.  Give key or mode.
-        hub: the name of the MessageHub to record into.
+        hub: the MessageHub to record into, or its name (default
+            ``'mmengine'``; with an MMEngine-style runner, pass its hub).
 
     This covers workers only: with ``num_workers=0`` torch never calls it.
     :func:`track_data_time` covers both and also keeps the wrapping when
@@ -404,7 +412,7 @@ def track_data_time(
     *,
     key: str | None = None,
     mode: str | None = None,
-    hub: str = DEFAULT_HUB,
+    hub: str | MessageHub = DEFAULT_HUB,
 ) -> Any:
     """Record the time spent building each batch of ``loader``, per worker.
 
@@ -423,11 +431,14 @@ def track_data_time(
         key: the scalar key; default ``'<mode>/data_time'``.
         mode: ``'train'`` (default), ``'val'`` or ``'test'``, the key prefix
             LogProcessor groups by.  Give key or mode, not both.
-        hub: the name of the MessageHub to record into.
+        hub: the MessageHub to record into, or its name (default
+            ``'mmengine'``; with an MMEngine-style runner, pass its hub).
 
-    Tracking again replaces the key and hub instead of timing twice.  Note
-    that MMEngine's IterTimerHook writes ``'<mode>/data_time'`` from the main
-    process too; to keep the two apart, pass another key such as
+    Call it before the first iteration: persistent workers that are already
+    running keep the ``worker_init_fn`` they started with.  Tracking again
+    replaces the key and hub instead of timing twice.  Note that MMEngine's
+    IterTimerHook writes ``'<mode>/data_time'`` from the main process too; to
+    keep the two apart, pass another key such as
     ``'train/worker_data_time'``.
     """
     try:
@@ -442,15 +453,14 @@ def track_data_time(
         )
     resolved = _resolve_key(key, mode)
     hub = _check_hub(hub)
+    _wrap_worker_init(loader, resolved, hub)
     if not callable(getattr(type(loader), "_get_iterator", None)):
         _warn_once(
             "no-get-iterator",
             "shmlog.track_data_time: this torch version's DataLoader has no _get_iterator; "
             "only DataLoader workers are timed",
         )
-        _wrap_worker_init(loader, resolved, hub)
         return loader
-    _wrap_worker_init(loader, resolved, hub)
     # An instance attribute shadows DataLoader._get_iterator, which __iter__
     # calls once per epoch (once in all for persistent workers).
     loader._get_iterator = _TrackedIterators(loader, resolved, hub)

@@ -66,8 +66,6 @@ def serve(session: Any, lock: filelock.BaseFileLock, stop: threading.Event,
             return
         segments.set_writer_pid(os.getpid())
         if options.get("log_processor") is not None:
-            from .message_hub import MessageHub
-
             log_file = options.get("log_file")
             export_dir = None
             if log_file is not None:
@@ -76,7 +74,7 @@ def serve(session: Any, lock: filelock.BaseFileLock, stop: threading.Event,
                 export_dir = os.path.join(os.path.dirname(os.path.abspath(log_file)),
                                           stem + suffix)
             lines = ProgressLines(
-                MessageHub.get_instance(options.get("hub", "mmengine")),
+                session.hub(options.get("hub", "mmengine")),
                 options["log_processor"], int(options.get("log_interval", 10)), log_file,
                 export_dir=export_dir, tensorboard=options.get("tensorboard"),
             )

@@ -21,6 +21,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 import warnings
 from typing import Any
 
@@ -334,7 +335,7 @@ def report_progress(
     progress = {
         "mode": mode, "batch_idx": int(batch_idx), "iter": int(iter), "epoch": int(epoch),
         "dataloader_len": dataloader_len, "max_iters": max_iters, "max_epochs": max_epochs,
-        "event": event,
+        "event": event, "at_ns": time.monotonic_ns(),
     }
     cfg = options.get("log_processor") or {}
     if not progress_due(progress, int(options.get("log_interval", 10)),

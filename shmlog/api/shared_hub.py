@@ -76,11 +76,13 @@ class SharedHub:
             return None
         return self._buffer(key, rings)
 
-    def _buffer(self, key: str, rings: list) -> HistoryBuffer:
+    def _buffer(self, key: str, rings: list, until: int | None = None) -> HistoryBuffer:
         storage = MergedRings(
             rings,
-            append=lambda value, count: self._append(key, value, count),
+            append=None if until is not None else (
+                lambda value, count: self._append(key, value, count)),
             labels=self._segments.writer_labels,
+            until=until,
         )
         return HistoryBuffer._over(storage, key)
 
@@ -88,10 +90,11 @@ class SharedHub:
         size = len(self._prefix)
         return [k[size:] for k in self._segments.scalar_keys() if k.startswith(self._prefix)]
 
-    def log_scalars(self) -> OrderedDict[str, HistoryBuffer]:
+    def log_scalars(self, until: int | None = None) -> OrderedDict[str, HistoryBuffer]:
+        """Every key's merged history; with ``until``, as it was at that clock time."""
         result: OrderedDict[str, HistoryBuffer] = OrderedDict()
         for key in self.keys():
-            result[key] = self._buffer(key, self._segments.readers(self._prefix + key))
+            result[key] = self._buffer(key, self._segments.readers(self._prefix + key), until)
         return result
 
     def load_scalar(self, key: str, buffer: HistoryBuffer) -> None:

@@ -158,10 +158,9 @@ class HistoryBuffer:
             raise ValueError(f"{label}: {what}() needs at least one update, the history is empty")
         if window is None or window >= totals.updates:
             return totals, _EMPTY, _EMPTY
-        retained = self._storage.retained()
-        if window > retained:
-            self._warn_short_window(window, retained, totals.updates)
-        values, counts = self._storage.tail(window)
+        values, counts, complete = self._storage.window(window)
+        if not complete:
+            self._warn_short_window(window, self._storage.retained(), totals.updates)
         return None, values, counts
 
     def _warn_short_window(self, window: int, retained: int, updates: int) -> None:

@@ -29,9 +29,14 @@ class MergedRings:
         rings: list[RingReader],
         append: Callable[[float, float], None] | None = None,
         labels: Callable[[], dict[int, str]] | None = None,
+        until: int | None = None,
     ) -> None:
         self._rings = rings
         self._append = append
+        # With ``until`` (a CLOCK_MONOTONIC time in ns) the view shows the
+        # history as it was at that moment: what the log writer needs to
+        # format a line for a step the training loop has already passed.
+        self._until = until
         # A callable: reading every writer's label costs more than a statistic,
         # so it is only done when a per-writer breakdown is asked for.
         self._labels = labels
@@ -42,16 +47,25 @@ class MergedRings:
             raise TypeError("this history is a read-only view; update it through its MessageHub")
         self._append(value, count)
 
+    def _snapshot(self, ring: RingReader, last: int | None):
+        if self._until is None:
+            return ring.snapshot(last)
+        return ring.snapshot_until(last, self._until)
+
     def totals(self) -> Totals:
         result = Totals.empty()
         for ring in self._rings:
-            result = result.merge(Totals(*ring.totals()))
+            if self._until is None:
+                result = result.merge(Totals(*ring.totals()))
+            else:
+                snap = ring.snapshot_until(None, self._until)
+                result = result.merge(Totals(*snap[:5]))
         return result
 
     def retained(self) -> int:
         # Consistent copies, not the live slots: a writer that keeps appending
         # overwrites the oldest records (and their times) while they are read.
-        snaps = [ring.snapshot(None) for ring in self._rings]
+        snaps = [self._snapshot(ring, None) for ring in self._rings]
         cutoff = None
         for snap in snaps:
             if snap.updates > len(snap.times):  # this ring has dropped records
@@ -65,26 +79,47 @@ class MergedRings:
         )
 
     def tail(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        snaps = [ring.snapshot(n) for ring in self._rings]
+        values, counts, _ = self._merge([self._snapshot(ring, n) for ring in self._rings], n)
+        return values, counts
+
+    def window(self, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The last ``n`` merged records, reading only each ring's last ``n``.
+
+        They are complete unless a ring that dropped records holds none as
+        old as the window's oldest record: its dropped ones may belong in it.
+        """
+        snaps = [self._snapshot(ring, n) for ring in self._rings]
+        values, counts, start = self._merge(snaps, n)
+        complete = len(values) >= n and not any(
+            snap.updates > len(snap.times) and len(snap.times) < n
+            and len(snap.times) and start < snap.times[0]
+            for snap in snaps
+        )
+        return values, counts, complete
+
+    @staticmethod
+    def _merge(snaps: list, n: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """The newest ``n`` records of all snapshots in time order, and the oldest time."""
         snaps = [s for s in snaps if len(s.values)]
         if not snaps:
             empty = np.empty(0, dtype=np.float64)
-            return empty, empty
+            return empty, empty, 0
         if len(snaps) == 1:
-            values, counts = snaps[0].values, snaps[0].counts
+            values, counts, times = snaps[0].values, snaps[0].counts, snaps[0].times
         else:
             times = np.concatenate([s.times for s in snaps])
             order = np.argsort(times, kind="stable")
             values = np.concatenate([s.values for s in snaps])[order]
             counts = np.concatenate([s.counts for s in snaps])[order]
+            times = times[order]
         if n is not None and len(values) > n:
-            values, counts = values[-n:], counts[-n:]
-        return values, counts
+            values, counts, times = values[-n:], counts[-n:], times[-n:]
+        return values, counts, int(times[0])
 
     def per_writer(self) -> dict[str, MergedRings]:
         split: dict[str, MergedRings] = {}
         labels = self._labels() if self._labels is not None else {}
         for ring in self._rings:
             label = labels.get(ring.writer, f"writer{ring.writer}")
-            split[label] = MergedRings([ring], None, self._labels)
+            split[label] = MergedRings([ring], None, self._labels, self._until)
         return split

@@ -87,6 +87,10 @@ class HistoryStorage(Protocol):
 
     def tail(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def window(self, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The last ``n`` records, and whether all ``n`` are still retained."""
+        ...
+
     def totals(self) -> Totals: ...
 
 
@@ -201,6 +205,10 @@ class LocalRing:
         values = np.concatenate((self._values[start:], self._values[: stop - capacity]))
         counts = np.concatenate((self._counts[start:], self._counts[: stop - capacity]))
         return values, counts
+
+    def window(self, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        values, counts = self.tail(n)
+        return values, counts, len(values) >= n
 
     def totals(self) -> Totals:
         return Totals(self._n, self._sum, self._csum, self._min, self._max)

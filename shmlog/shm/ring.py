@@ -322,6 +322,56 @@ class RingReader:
                     block[:, 0], block[:, 1], block[:, 2].view(np.int64),
                 )
 
+    def snapshot_until(self, last: int | None, until: int) -> RingSnapshot:
+        """Like :meth:`snapshot`, as the ring was when the clock read ``until``.
+
+        Records stamped after ``until`` are left out of the records and of
+        the totals.  When every record up to ``until`` is still retained the
+        totals are recomputed from them, adding in order as the writer did, so
+        they equal what the writer's running totals were; otherwise the later
+        records' sums are subtracted (and min/max recomputed from the retained
+        records if a later record set them).
+        """
+        want = self.capacity if last is None else min(self.capacity, last)
+        extra = 16
+        while True:
+            snap = self.snapshot(min(self.capacity, want + extra))
+            later = int(len(snap.times) - np.searchsorted(snap.times, until, side="right"))
+            complete = len(snap.values) >= min(self._kept(snap.updates), want + extra)
+            if later < extra or complete or want + extra >= self.capacity:
+                break
+            extra *= 4
+        if later == 0:
+            values, counts, times = snap.values, snap.counts, snap.times
+            return snap._replace(values=values[len(values) - min(want, len(values)):],
+                                 counts=counts[len(counts) - min(want, len(counts)):],
+                                 times=times[len(times) - min(want, len(times)):])
+        cut = len(snap.values) - later
+        gone_values, gone_counts = snap.values[cut:], snap.counts[cut:]
+        values, counts, times = snap.values[:cut], snap.counts[:cut], snap.times[:cut]
+        keep = min(want, len(values))
+        if snap.updates - later == len(values):
+            if not len(values):
+                return RingSnapshot(0, 0.0, 0.0, math.inf, -math.inf, values, counts, times)
+            # np.cumsum adds left to right, like the writer's running sum.
+            return RingSnapshot(
+                len(values), float(np.cumsum(values)[-1]), float(np.cumsum(counts)[-1]),
+                float(values.min()), float(values.max()),
+                values[len(values) - keep:], counts[len(counts) - keep:], times[len(times) - keep:],
+            )
+        low, high = snap.minimum, snap.maximum
+        if len(values) and (np.any(gone_values <= low) or np.isnan(gone_values).any()):
+            low = float(values.min())
+        if len(values) and (np.any(gone_values >= high) or np.isnan(gone_values).any()):
+            high = float(values.max())
+        return RingSnapshot(
+            snap.updates - later,
+            snap.value_sum - float(gone_values.sum()),
+            snap.count_sum - float(gone_counts.sum()),
+            low, high,
+            values[len(values) - keep:], counts[len(counts) - keep:], times[len(times) - keep:],
+        )
+
     def oldest_time(self, n: int) -> int:
         """Time of the oldest record retained when ``seq == n`` (n > 0)."""
         first = n - self._kept(n)

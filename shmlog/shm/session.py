@@ -272,7 +272,10 @@ class Session:
     # -- options -----------------------------------------------------------------
 
     def options(self) -> dict[str, Any]:
-        return self.control.read_config()
+        # Under the lock: update_options rewrites the JSON and its length in
+        # two stores, and a reader between them would decode half of it.
+        with self.control:
+            return self.control.read_config()
 
     def update_options(self, **changes: Any) -> dict[str, Any]:
         """Merge ``changes`` into the session's options (JSON data) and return them."""

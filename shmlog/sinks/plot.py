@@ -1,8 +1,9 @@
 """``shmlog plot``: loss, learning rate and timing curves of a run, as a PNG.
 
-The input is the JSON-lines scalars file that MMEngine-style visualisation
-backends write (``vis_data/scalars.json``): one object per logged step, such
-as ``{"step": 50, "epoch": 1, "loss": 0.7, "lr": 0.02, "time": 0.31}``.
+The input is a JSON-lines scalars file, one object per logged step such as
+``{"step": 50, "epoch": 1, "loss": 0.7, "lr": 0.02, "time": 0.31}``: the
+``scalars.jsonl`` shmlog's log writer exports beside the log file, or the
+``vis_data/scalars.json`` of MMEngine's local visualisation backend.
 Metrics are grouped by what they measure, because their scales differ by
 orders of magnitude (a loss of 2, a learning rate of 1e-4, an iteration time
 of 0.3 s): one subplot per group, all against the step.
@@ -39,7 +40,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 INSTALL_HINT = "pip install 'shmlog[plot]' (or pip install matplotlib)"
 # Subplots, top to bottom, with their titles.
 GROUPS = (("loss", "loss"), ("lr", "learning rate"), ("time", "time (s)"), ("other", "other"))
-# Keys that place a record (x axis, epoch marks) rather than measure something.
+# Keys that place a record (x axis, epoch marks) rather than measure something;
+# ``mode`` (train/val/test) is read separately.
 POSITION_KEYS = frozenset({"step", "epoch", "iter"})
 _TOKENS = re.compile(r"[/._\-\s]+")
 
@@ -88,7 +90,17 @@ def find_scalars(path: PathLike) -> Path:
     return max(found, key=lambda p: (p.stat().st_mtime, str(p)))
 
 
+_NON_FINITE = frozenset({"nan", "inf", "-inf", "infinity", "-infinity"})
+
+
 def _number(value: Any) -> float | None:
+    """A metric value as a float; None for what is not a number.
+
+    Non-finite values arrive as strings ("nan", "inf") from writers that keep
+    their JSON strict; they become gaps in the curve.
+    """
+    if isinstance(value, str) and value.strip().lower() in _NON_FINITE:
+        return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value)
@@ -97,8 +109,11 @@ def _number(value: Any) -> float | None:
 def load_scalars(path: PathLike) -> Scalars:
     """Every numeric metric of a JSON-lines file, sorted by step.
 
-    Lines that do not parse (a run still writing its last line, say) are
-    counted in ``skipped`` rather than fatal.
+    Rows with a ``mode`` other than ``train`` (the ``val`` and ``test`` rows of
+    shmlog's ``scalars.jsonl`` export) name their metrics ``<mode>/<name>``,
+    so a validation loss is its own curve next to the training loss.  Lines
+    that do not parse (a run still writing its last line, say) are counted in
+    ``skipped`` rather than fatal.
     """
     source = Path(path)
     result = Scalars(source)
@@ -122,11 +137,13 @@ def load_scalars(path: PathLike) -> Scalars:
         epoch = _number(record.get("epoch"))
         if epoch is not None and math.isfinite(epoch):
             result.epochs.append((step, int(epoch)))
+        mode = record.get("mode")
+        prefix = f"{mode}/" if isinstance(mode, str) and mode not in ("", "train") else ""
         for name, raw in record.items():
             value = _number(raw)
-            if name in POSITION_KEYS or value is None:
+            if name in POSITION_KEYS or name == "mode" or value is None:
                 continue
-            steps, values = result.series.setdefault(name, ([], []))
+            steps, values = result.series.setdefault(prefix + name, ([], []))
             steps.append(step)
             values.append(value if math.isfinite(value) else math.nan)
     return result

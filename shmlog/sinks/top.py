@@ -46,6 +46,7 @@ from ..shm.session import Session, SessionError, check_name, prefix
 __all__ = [
     "FRAME_SEPARATOR",
     "PROGRESS_KEYS",
+    "REPORTED_KEY",
     "Frame",
     "KeyStat",
     "Sample",
@@ -61,6 +62,8 @@ __all__ = [
 
 # Runtime info keys (of any hub) shown on the progress line.
 PROGRESS_KEYS = ("iter", "max_iters", "epoch", "max_epochs", "eta")
+# The runtime info dict ``shmlog.report_progress`` stores (iter, epoch, ...).
+REPORTED_KEY = "progress"
 # Written between two plain-text frames (``--frames``, pipes).
 FRAME_SEPARATOR = "\f\n"
 # Records per ring used to estimate a rate before a second refresh exists.
@@ -265,7 +268,7 @@ class Watcher:
             writers_alive=sum(alive.values()),
             writers_total=len(writers),
             keys=keys,
-            progress=self._progress(),
+            progress=self._progress(keys),
         )
 
     def _key_stat(
@@ -333,11 +336,18 @@ class Watcher:
             return None
         return (len(times) - 1) / ((now - int(times[0])) / 1e9)
 
-    def _progress(self) -> dict[str, dict[str, Any]]:
-        progress: dict[str, dict[str, Any]] = {}
+    def _progress(self, keys: list[KeyStat]) -> dict[str, dict[str, Any]]:
+        """PROGRESS_KEYS values per hub, completed from ``shmlog.report_progress``.
+
+        A hub's own ``iter`` (etc.) info wins over the ``progress`` dict that
+        ``report_progress`` stores at each logging step, being more recent.
+        Without an ``eta`` value the eta is the log writer's: the window mean
+        of ``train/time`` times the iterations left.
+        """
+        found: dict[str, dict[str, Any]] = {}
         for full in self.session.info_keys():
             hub, key = _split_key(full)
-            if key not in PROGRESS_KEYS:
+            if key not in PROGRESS_KEYS and key != REPORTED_KEY:
                 continue
             raw = self.session.info_get(full)
             if raw is None:
@@ -346,7 +356,25 @@ class Watcher:
                 value = codec.decode(raw)
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
                 continue  # not plain data: nothing a progress line can show
-            progress.setdefault(hub, {})[key] = value
+            found.setdefault(hub, {})[key] = value
+        times = {k.hub: k.mean for k in keys if k.key == "train/time"}
+        progress: dict[str, dict[str, Any]] = {}
+        for hub, values in found.items():
+            reported = values.pop(REPORTED_KEY, None)
+            if isinstance(reported, dict):
+                for name in PROGRESS_KEYS:
+                    if reported.get(name) is not None:
+                        values.setdefault(name, reported[name])
+            mean_time = times.get(hub)
+            if "eta" not in values and mean_time is not None and math.isfinite(mean_time):
+                try:
+                    left = int(values["max_iters"]) - int(values["iter"]) - 1
+                except (KeyError, TypeError, ValueError):
+                    pass
+                else:
+                    values["eta"] = mean_time * max(left, 0)
+            if values:
+                progress[hub] = values
         return progress
 
 

@@ -298,12 +298,18 @@ def _plain(value: Any) -> Any:
 
 
 class _EtaView:
-    """The hub as LogProcessor reads it, with ``eta`` computed from ``train/time``."""
+    """The hub as LogProcessor reads it at the marker's time, with ``eta`` computed.
+
+    ``hub`` is the session's view of a hub (``SharedHub``): its scalars are
+    read as they were when the marker was put (``at_ns``), so the line is the
+    one the training process would have formatted then, however far behind
+    the writer is.
+    """
 
     def __init__(self, hub: Any, progress: dict[str, Any], processor: LogProcessor) -> None:
         self._hub = hub
         self._progress = progress
-        self.log_scalars = hub.log_scalars
+        self.log_scalars = hub.log_scalars(until=progress.get("at_ns"))
         self._window = processor.window_size if isinstance(processor.window_size, int) else 10
 
     def get_info(self, key: str, default: Any = None) -> Any:
@@ -313,7 +319,7 @@ class _EtaView:
 
     @property
     def runtime_info(self) -> Any:
-        return self._hub.runtime_info
+        return self._hub.runtime_info()
 
     def _eta(self, default: Any) -> Any:
         buffer = self.log_scalars.get("train/time")

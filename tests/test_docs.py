@@ -1,0 +1,37 @@
+"""Every Python block of the docs runs, each in a fresh interpreter."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def _blocks() -> list[tuple[str, str]]:
+    found = []
+    for page in sorted(DOCS.glob("*.md")):
+        for number, match in enumerate(BLOCK.finditer(page.read_text()), 1):
+            found.append((f"{page.name}#{number}", match.group(1)))
+    return found
+
+
+def test_docs_have_examples() -> None:
+    assert len(_blocks()) >= 8
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("where", "code"), _blocks(), ids=[w for w, _ in _blocks()])
+def test_example_runs(where: str, code: str, tmp_path: Path) -> None:
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=100, check=False,
+    )
+    assert result.returncode == 0, f"{where} failed:\n{result.stdout}\n{result.stderr}"
