@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("SHMLOG_VENV", ROOT / ".venv"))
-EXTRAS = "test,dev"
+EXTRAS = "test,dev,plot"
 
 
 def _python() -> Path:

@@ -99,6 +99,14 @@ def serve(session: Any, lock: filelock.BaseFileLock, stop: threading.Event,
         writer.close()
         if lines is not None:
             lines.close()
+        if _closing(segments):
+            # The last member removed the lock file with the segments; taking
+            # the lock after that (an acquire re-creates a missing file) must
+            # not leave a new one behind in /dev/shm.
+            try:
+                os.unlink(lock_path(session.name))
+            except OSError:
+                pass
         lock.release()
 
 
@@ -165,10 +173,14 @@ def main(argv: list[str]) -> int:
         print("usage: python -m shmlog.api.sidecar_main SESSION", file=sys.stderr)
         return 2
     name = argv[0]
+    from ..shm.session import SessionError
     from .session import ENV_SESSION, current_session
 
     os.environ[ENV_SESSION] = name
-    session = current_session()
+    try:
+        session = current_session()
+    except SessionError:
+        return 0  # the session closed before the sidecar got to it: nothing to write
     if session is None:
         return 1
     stop = threading.Event()

@@ -131,6 +131,7 @@ class Session:
                     os.environ.pop(ENV_SESSION, None)
                 else:
                     os.environ[ENV_SESSION] = self._previous_env
+                _restart_forkserver()
                 if not os.environ.get(ENV_SESSION):
                     backend.install(None)
             self._segments.close()
@@ -293,6 +294,7 @@ def init(
                 )
         session = Session(segments, member=True, previous_env=previous)
         os.environ[ENV_SESSION] = name
+        _restart_forkserver()
         _active = session
         backend.install(_resolver)
         _install_process_hooks()
@@ -345,6 +347,26 @@ def report_progress(
     MessageHub.get_instance(name).update_info("progress", progress, resumed=False)
     if session is not None and cfg:
         ship_progress(session, progress)
+
+
+def _restart_forkserver() -> None:
+    """Make the next forkserver child see this process's current environment.
+
+    A forkserver forks its children from a server process started once, with
+    the environment of that moment: started before ``init`` (or during an
+    earlier session) its children would miss ``SHMLOG_SESSION`` or see a
+    stale one.  Stopping it makes multiprocessing start a fresh one on next
+    use; children already running are not affected.
+    """
+    import multiprocessing.forkserver as forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is None or getattr(server, "_forkserver_pid", None) is None:
+        return
+    try:
+        server._stop()
+    except (AttributeError, OSError):
+        pass
 
 
 def _default_shared_storage() -> bool:
