@@ -265,7 +265,7 @@ def launch(args: argparse.Namespace) -> int:
     print(f"\nfinished in {time.monotonic() - started:.1f} s (log writer was pid {writer_pid})")
     print(f"log folder:   {run_dir}")
     for path in sorted(run_dir.glob("*.log")):
-        print(f"  {path.name}: {sum(1 for _ in open(path))} lines")
+        print(f"  {path.name}: {len(path.read_text().splitlines())} lines")
     print(f"scalars file: {run_dir / 'scalars.jsonl'}")
     try:
         from shmlog.sinks.plot import PlotError, plot

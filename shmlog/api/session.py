@@ -358,7 +358,7 @@ def _restart_forkserver() -> None:
     stale one.  Stopping it makes multiprocessing start a fresh one on next
     use; children already running are not affected.
     """
-    import multiprocessing.forkserver as forkserver
+    from multiprocessing import forkserver
 
     server = getattr(forkserver, "_forkserver", None)
     if server is None or getattr(server, "_forkserver_pid", None) is None:
