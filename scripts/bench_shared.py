@@ -502,7 +502,8 @@ def section_c(sizes: dict[str, int]) -> dict[str, Any]:
 
     ctx = _fork()
     writers, count = sizes["lp_writers"], sizes["lp_keys"]
-    targets = [sizes["lp_short"], sizes["lp_long"]]
+    long = _fitting_history(sizes["lp_long"], writers * count)
+    targets = [sizes["lp_short"], long]
     keys = lp_keys(count)
     hub_name = f"bench-shared-c-{os.getpid()}"
     processor = shmlog.LogProcessor(window_size=10, by_epoch=True)
@@ -545,9 +546,25 @@ def section_c(sizes: dict[str, int]) -> dict[str, Any]:
     return result
 
 
+def _fitting_history(history: int, rings: int) -> int:
+    """``history``, or less when /dev/shm cannot hold ``rings`` rings retaining it."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return history
+    free = st.f_bavail * st.f_frsize
+    fits = int(free * 0.8 / rings / 24) - 64
+    if fits >= history:
+        return history
+    fitted = max(1_000, fits)
+    print(f"  note: {SHM_DIR} has {free / 2**20:.0f} MiB free, too little for {rings} rings "
+          f"of {history:,} records; measuring at {fitted:,} records per ring instead")
+    return fitted
+
+
 def _time_lines(processor: Any, hub: Any, keys: list[str], writers: int, history: int,
                 sizes: dict[str, int], fill: float) -> dict[str, Any]:
-    dataloader_len = sizes["lp_long"]
+    dataloader_len = max(sizes["lp_long"], history)
 
     def line() -> tuple[dict, str]:
         return processor.format_iter(hub, "train", history - 1, iter=history - 1, epoch=0,
@@ -665,6 +682,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{'  [--quick: tiny sizes, figures not meaningful]' if args.quick else ''}")
     report_load = {"start": load_average()}
     print(f"load average at start: {report_load['start']}")
+    busy = report_load["start"].split()[0]
+    if busy.replace(".", "", 1).isdigit() and float(busy) >= (info["usable_cpus"] or 1):
+        print("note: the machine was busy when this run started (1-minute load >= CPUs); "
+              "expect slower, noisier figures than on a quiet machine")
 
     mm: dict[str, Any] | None = None
     if args.no_mmengine:

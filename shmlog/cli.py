@@ -78,21 +78,28 @@ MASTER_LOG = "*.log"
 RANK_LOG = "*_rank*.log"
 
 
-def find_master_log(directory: str | os.PathLike[str]) -> Path | None:
-    """The newest ``*.log`` under ``directory`` that is not a per-rank ``*_rank*.log``."""
-    best: tuple[float, str] | None = None
+def master_logs(directory: str | os.PathLike[str]) -> dict[Path, float]:
+    """Every ``*.log`` under ``directory`` that is not a per-rank ``*_rank*.log``, with its mtime."""
+    found: dict[Path, float] = {}
     for parent, _dirs, files in os.walk(directory):
         for name in files:
             if not fnmatch.fnmatch(name, MASTER_LOG) or fnmatch.fnmatch(name, RANK_LOG):
                 continue
-            path = os.path.join(parent, name)
+            path = Path(parent, name)
             try:
-                key = (os.stat(path).st_mtime, path)
+                found[path] = path.stat().st_mtime
             except OSError:
                 continue
-            if best is None or key > best:
-                best = key
-    return None if best is None else Path(best[1])
+    return found
+
+
+def _newest(logs: dict[Path, float]) -> Path | None:
+    return max(logs, key=lambda p: (logs[p], str(p))) if logs else None
+
+
+def find_master_log(directory: str | os.PathLike[str]) -> Path | None:
+    """The newest ``*.log`` under ``directory`` that is not a per-rank ``*_rank*.log``."""
+    return _newest(master_logs(directory))
 
 
 def last_lines(f: BinaryIO, count: int) -> tuple[bytes, int]:
@@ -191,8 +198,11 @@ def tail(
     out = sys.stdout.buffer if out is None else out
     err = sys.stderr if err is None else err
     directory = Path(target) if os.path.isdir(target) else None
+    known: set[Path] = set()
     if directory is not None:
-        path = find_master_log(directory)
+        logs = master_logs(directory)
+        known.update(logs)
+        path = _newest(logs)
         if path is None and not follow:
             err.write(f"shmlog tail: no log file in {directory} (looked for {MASTER_LOG}, "
                       f"leaving out {RANK_LOG})\n")
@@ -211,7 +221,7 @@ def tail(
         if follower is None:
             err.write(f"shmlog tail: waiting for a log file in {directory}\n")
             err.flush()
-        rescan = time.monotonic()
+        rescan = time.monotonic() + max(1.0, interval)
         while True:
             if follower is not None and follower.pump():
                 continue
@@ -219,16 +229,19 @@ def tail(
                 follower.check()
             if directory is not None and time.monotonic() >= rescan:
                 # A new run in the same directory starts a new log: follow it.
+                # Only a log that was not there before counts, so two logs
+                # written in turn do not make the view jump between them.
                 rescan = time.monotonic() + max(1.0, interval)
-                newest = find_master_log(directory)
-                if newest is not None and (follower is None or newest != follower.path):
+                logs = master_logs(directory)
+                newest = _newest({p: t for p, t in logs.items() if p not in known})
+                known.update(logs)
+                if newest is not None:
                     if follower is not None:
                         follower.pump()
                         follower.close()
                     follower = _Follower(newest, out, err)
                     follower.note(f"following {newest}")
-                    follower.open(None if path is not None else lines)
-                    path = newest
+                    follower.open(None)  # all of it: it began after we started
                     continue
             time.sleep(interval)
     except KeyboardInterrupt:
@@ -254,7 +267,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         if scalars.skipped:
             print(f"shmlog plot: {source}: skipped {scalars.skipped} lines that are not JSON "
                   f"objects with a numeric 'step'", file=sys.stderr)
-        png = plot.plot(source, args.output, args.title)
+        out = plot.default_output(source) if args.output is None else args.output
+        png = plot.render_png(scalars, out, args.title)
     except (plot.PlotError, OSError) as exc:
         print(f"shmlog plot: {exc}", file=sys.stderr)
         return 1

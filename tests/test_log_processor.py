@@ -641,6 +641,10 @@ class _TailSpy:
         self.tails.append(n)
         return self._storage.tail(n)
 
+    def window(self, n):
+        self.tails.append(n)
+        return self._storage.window(n)
+
 
 def test_cost_does_not_depend_on_history_length():
     updates = 50_000

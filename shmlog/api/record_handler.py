@@ -15,6 +15,7 @@ room again, so a stalled writer costs a training step at most one wait.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..sinks.files import build_file_handler, log_file_for_rank
 from . import backend
 
 BLOCK_SECONDS = 0.2
@@ -62,11 +64,15 @@ class SessionFileHandler(logging.Handler):
         self._local = local
         self._make_local = make_local
         self._rank = rank
-        self._dropping = False
+        self._created_ns = time.time_ns()
+        self._shipped = False
         # The local file was already created (and truncated for mode 'w'):
-        # the log writer must append to it, not truncate it again.
+        # the log writer must append to it, not truncate it again, and this
+        # process, when it logs outside the session again, must write after
+        # what the writer added rather than over it from its old position.
         if local is not None and route[3].startswith("w"):
             self.route = (*route[:3], "a", *route[4:])
+            _append_only(local)
 
     @property
     def local_handler(self) -> logging.Handler | None:
@@ -89,10 +95,29 @@ class SessionFileHandler(logging.Handler):
                 self.handleError(record)
             return
         if self._local is None:
-            self._local = self._make_local()
+            self._local = self._open_local()
             if self._local is None:
                 return
         self._local.handle(record)
+
+    def _open_local(self) -> logging.Handler | None:
+        """The local handler, made at the first record logged outside a session.
+
+        MMEngine's mode 'w' truncates once, when the logger is made.  A file
+        written since then (by the log writer, for this process or others)
+        holds this logger's own run, so it is continued, never truncated.
+        """
+        log_file, distributed, world_size, _mode, cfg_text, level = self.route
+        path = log_file_for_rank(log_file, self._rank, world_size, distributed, level)
+        try:
+            written = self._shipped or os.stat(path).st_mtime_ns >= self._created_ns
+        except (OSError, TypeError):  # no file yet (TypeError: this rank writes none)
+            written = False
+        if not written:
+            return self._make_local()
+        cfg = None if cfg_text is None else json.loads(cfg_text)
+        return build_file_handler(log_file, self._rank, world_size, distributed, "a", cfg,
+                                  level)
 
     def _ship(self, session: Any, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -105,10 +130,9 @@ class SessionFileHandler(logging.Handler):
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
             self._rank if rank < 0 else rank, worker, os.getpid(), self.route,
         )
+        self._shipped = True
         with _ship_lock:
-            producer = session.shared.record_producer(RING_BYTES)
-            wait = 0.0 if self._dropping else BLOCK_SECONDS
-            self._dropping = not producer.put(data, wait)
+            _put(session.shared.record_producer(RING_BYTES), data)
 
     def flush(self) -> None:
         if self._local is not None:
@@ -123,8 +147,29 @@ class SessionFileHandler(logging.Handler):
 def ship_progress(session: Any, progress: dict[str, Any]) -> bool:
     """Put a progress marker into this process's record ring (see ``report_progress``)."""
     with _ship_lock:
-        producer = session.shared.record_producer(RING_BYTES)
-        return producer.put((time.time(), None, progress), BLOCK_SECONDS)
+        return _put(session.shared.record_producer(RING_BYTES), (time.time(), None, progress))
+
+
+def _put(producer: Any, data: tuple[Any, ...]) -> bool:
+    """Put ``data``, waiting for room only if the ring's previous put did not fail.
+
+    The state belongs to the ring, not to a handler: every MMLogger of the
+    process and every progress marker share it, so a stalled writer costs
+    the process one wait in all, not one per logger or per marker.
+    """
+    wait = 0.0 if producer.dropping else BLOCK_SECONDS
+    producer.dropping = not producer.put(data, wait)
+    return not producer.dropping
+
+
+def _append_only(handler: logging.Handler) -> None:
+    """Make ``handler``'s open file append at its end whatever its position (O_APPEND)."""
+    stream = getattr(handler, "stream", None)
+    try:
+        fd = stream.fileno()
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    except (AttributeError, OSError, ValueError):  # no file open (delay=True) or not a file
+        pass
 
 
 def _session() -> Any:

@@ -1,8 +1,9 @@
 """``shmlog.init``: joining this process, and every process it starts, to a session.
 
 The session name travels in the ``SHMLOG_SESSION`` environment variable (for
-spawned and forkserver children, and for any program they run) and in
-inherited memory (for forked children).  A process that finds the variable
+spawned and forkserver children, and for any program they run), in inherited
+memory (for forked children) and in the Process objects of multiprocessing
+(for forkserver children, whose server keeps the environment it started with).  A process that finds the variable
 set attaches on its first MessageHub call, with no code of its own.
 
 Only processes that call :func:`init` are members: the session lives while
@@ -15,6 +16,8 @@ children) write and read but never keep a session alive.
 from __future__ import annotations
 
 import atexit
+import multiprocessing
+import multiprocessing.util
 import os
 import re
 import secrets
@@ -131,7 +134,7 @@ class Session:
                     os.environ.pop(ENV_SESSION, None)
                 else:
                     os.environ[ENV_SESSION] = self._previous_env
-                _restart_forkserver()
+                _tell_multiprocessing(os.environ.get(ENV_SESSION))
                 if not os.environ.get(ENV_SESSION):
                     backend.install(None)
             self._segments.close()
@@ -294,7 +297,7 @@ def init(
                 )
         session = Session(segments, member=True, previous_env=previous)
         os.environ[ENV_SESSION] = name
-        _restart_forkserver()
+        _tell_multiprocessing(name)
         _active = session
         backend.install(_resolver)
         _install_process_hooks()
@@ -349,24 +352,43 @@ def report_progress(
         ship_progress(session, progress)
 
 
-def _restart_forkserver() -> None:
-    """Make the next forkserver child see this process's current environment.
+_MP_CONFIG_KEY = "shmlog_session"
+
+
+def _tell_multiprocessing(name: str | None) -> None:
+    """Record this process's session for the children multiprocessing starts from now on.
 
     A forkserver forks its children from a server process started once, with
     the environment of that moment: started before ``init`` (or during an
     earlier session) its children would miss ``SHMLOG_SESSION`` or see a
-    stale one.  Stopping it makes multiprocessing start a fresh one on next
-    use; children already running are not affected.
+    stale one.  multiprocessing copies ``current_process()._config`` into
+    every Process object and ships it to spawn and forkserver children, so
+    the name goes there too ('' for none) and :func:`_joined_by_multiprocessing`
+    applies it in the child.  (Stopping the forkserver instead would block
+    until its running children exit, and make them look dead meanwhile.)
     """
-    from multiprocessing import forkserver
+    multiprocessing.current_process()._config[_MP_CONFIG_KEY] = name or ""
 
-    server = getattr(forkserver, "_forkserver", None)
-    if server is None or getattr(server, "_forkserver_pid", None) is None:
-        return
-    try:
-        server._stop()
-    except (AttributeError, OSError):
-        pass
+
+def _joined_by_multiprocessing(_hook: object = None) -> None:
+    """In a multiprocessing child, before its target runs: take the parent's session."""
+    config = multiprocessing.current_process()._config
+    if _MP_CONFIG_KEY not in config or (_active is not None and not _active.closed):
+        return  # not started by a shmlog process, or forked with the session in memory
+    name = config[_MP_CONFIG_KEY]
+    if name:
+        os.environ[ENV_SESSION] = name
+        backend.install(_lazy_resolver)
+    else:
+        os.environ.pop(ENV_SESSION, None)
+        backend.install(None)
+
+
+class _ForkHook:
+    """A weakref-able owner for multiprocessing's after-fork registry."""
+
+
+_FORK_HOOK = _ForkHook()
 
 
 def _default_shared_storage() -> bool:
@@ -543,6 +565,11 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# Runs in every multiprocessing child once its Process object is current (for
+# targets whose module imports shmlog); a target that imports shmlog only
+# when it runs is covered by the call below.
+multiprocessing.util.register_after_fork(_FORK_HOOK, _joined_by_multiprocessing)
 
 if os.environ.get(ENV_SESSION):
     backend.install(_lazy_resolver)
+_joined_by_multiprocessing()

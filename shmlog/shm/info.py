@@ -27,6 +27,12 @@ from .segment import Segment, read_u64, write_u64
 HEADER_BYTES = 288
 REMOVED = 0xFFFFFFFF
 MOVED = 0xFFFFFFFE
+# States ``read`` reports that are never stored: the entry was left mid-rewrite
+# by a writer that died (TORN, seen with the lock held), or is mid-rewrite
+# longer than a lock-free reader spins for (BUSY).
+TORN = 0xFFFFFFFD
+BUSY = 0xFFFFFFFC
+_SPINS = 1000
 _SEQ, _CAP, _LEN, _KEYLEN, _KEY = 0, 8, 12, 16, 32
 
 
@@ -73,8 +79,10 @@ def rewrite(buf: memoryview, offset: int, payload: bytes | None, mark: int = 0) 
 
     ``payload`` None stores ``mark`` (REMOVED or MOVED) instead of a value.
     """
-    seq = _u(buf, offset + _SEQ, 8)
-    _put(buf, offset + _SEQ, 8, seq + 1)
+    # Odd already: a writer died mid-rewrite (writers hold the lock, so no live
+    # one is in the middle of one); this rewrite completes the cycle it began.
+    busy = _u(buf, offset + _SEQ, 8) | 1
+    _put(buf, offset + _SEQ, 8, busy)
     if fence is not None:
         fence()
     if payload is None:
@@ -84,15 +92,26 @@ def rewrite(buf: memoryview, offset: int, payload: bytes | None, mark: int = 0) 
         _put(buf, offset + _LEN, 4, len(payload))
     if fence is not None:
         fence()
-    _put(buf, offset + _SEQ, 8, seq + 2)
+    _put(buf, offset + _SEQ, 8, busy + 1)
 
 
-def read(segment: Segment, offset: int) -> tuple[int, bytes | None]:
-    """(state, payload): state is 0 with the payload, or REMOVED/MOVED with None."""
+def read(segment: Segment, offset: int, locked: bool = False) -> tuple[int, bytes | None]:
+    """(state, payload): state is 0 with the payload, or REMOVED/MOVED/TORN/BUSY with None.
+
+    ``locked``: the caller holds the session lock, so a rewrite in progress
+    can only be a dead writer's (TORN).  Without it, a rewrite that does not
+    end within a short spin gives BUSY: take the lock and read again.
+    """
     buf = segment.buf
+    spins = 0
     while True:
         seq = _u(buf, offset + _SEQ, 8)
         if seq & 1:
+            if locked:
+                return TORN, None
+            spins += 1
+            if spins > _SPINS:
+                return BUSY, None
             continue
         if fence is not None:
             fence()

@@ -68,6 +68,9 @@ class RecordProducer:
         self._data = offset + HEADER_BYTES
         self.capacity = _u64(buf, offset + _CAPACITY)
         self._head = _u64(buf, offset + _HEAD)
+        # Whether the last put was refused: the caller then stops waiting for
+        # room until a put succeeds again (see shmlog.api.record_handler).
+        self.dropping = False
 
     def backlog(self) -> int:
         """Bytes published but not yet consumed."""

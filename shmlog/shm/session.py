@@ -353,9 +353,18 @@ class Session:
 
     def _add_segment(self, kind: int, size: int) -> int:
         """Create the next segment of ``kind`` and publish it (lock held)."""
+        state = self.control.read_state()
+        if state.state == STATE_CLOSED:
+            # Its last member removed the session while this process (a child
+            # that only attached) kept its mappings: a segment created now
+            # would belong to nobody and stay in /dev/shm for good.
+            raise SessionError(
+                f"shmlog session {self.name!r} was closed by its last member; no new keys "
+                f"or runtime info can be added to it"
+            )
         self._attach_new_segments(kind)
         part, field = _PARTS[kind]
-        index = getattr(self.control.read_state(), field)
+        index = getattr(state, field)
         name = f"{self._prefix}{part}{index}"
         unlink(name)  # left by a process that died before publishing it
         segment = Segment.create(name, size, kind, self.generation)
@@ -448,10 +457,19 @@ class Session:
                 where = self._info_index.get(key)
                 if where is None:
                     return None
-                state, payload = info.read(self._info_segments[where[0]], where[1])
+                state, payload = self._read_info(self._info_segments[where[0]], where[1])
                 if state != info.MOVED:
                     return payload
             raise SessionError(f"runtime info {key!r} keeps moving; is a writer looping?")
+
+    def _read_info(self, segment: Segment, offset: int) -> tuple[int, bytes | None]:
+        state, payload = info.read(segment, offset)
+        if state == info.BUSY:
+            # Wait for the writer's lock; a rewrite still unfinished under it
+            # was left by a writer that died (TORN: no value).
+            with self.control:
+                state, payload = info.read(segment, offset, locked=True)
+        return state, payload
 
     def info_keys(self) -> list[str]:
         with self._lock:
@@ -459,7 +477,7 @@ class Session:
             return [
                 key
                 for key, (index, offset) in self._info_index.items()
-                if info.read(self._info_segments[index], offset)[0] == 0
+                if self._read_info(self._info_segments[index], offset)[0] == 0
             ]
 
     def info_set(self, key: str, payload: bytes | None) -> bytes | None:
@@ -471,9 +489,9 @@ class Session:
             old = None
             if where is not None:
                 segment = self._info_segments[where[0]]
-                state, old = info.read(segment, where[1])
+                state, old = info.read(segment, where[1], locked=True)
                 if payload is None:
-                    if state == 0:
+                    if state in (0, info.TORN):
                         info.rewrite(segment.buf, where[1], None, info.REMOVED)
                     return old
                 if info.capacity(segment.buf, where[1]) >= len(payload):

@@ -28,6 +28,7 @@ __all__ = [
     "GROUPS",
     "PlotError",
     "Scalars",
+    "default_output",
     "find_scalars",
     "group_of",
     "load_scalars",
@@ -149,17 +150,24 @@ def load_scalars(path: PathLike) -> Scalars:
     return result
 
 
-def _epoch_starts(epochs: Iterable[tuple[int, int]]) -> list[int]:
-    starts, last = [], None
+def _epoch_ends(epochs: Iterable[tuple[int, int]]) -> list[int]:
+    """The last logged step of every epoch that another one follows."""
+    ends: list[int] = []
+    last: tuple[int, int] | None = None
     for step, epoch in epochs:
-        if last is not None and epoch != last:
-            starts.append(step)
-        last = epoch
-    return starts
+        if last is not None and epoch != last[1]:
+            ends.append(last[0])
+        last = (step, epoch)
+    return ends
 
 
 def render_png(scalars: Scalars, out: PathLike, title: str | None = None) -> Path:
     """Draw one subplot per non-empty group into the PNG ``out``."""
+    if not scalars.series:
+        raise PlotError(
+            f"{scalars.source}: no numeric metrics (expected JSON lines such as "
+            f'{{"step": 10, "loss": 0.5}}; {scalars.skipped} lines skipped)'
+        )
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -169,12 +177,10 @@ def render_png(scalars: Scalars, out: PathLike, title: str | None = None) -> Pat
     for name in sorted(scalars.series):
         grouped.setdefault(group_of(name), []).append(name)
     panels = [(group, label) for group, label in GROUPS if group in grouped]
-    if not panels:
-        raise PlotError(f"{scalars.source}: no numeric metrics besides step/epoch/iter")
     figure = Figure(figsize=(10, 2.8 * len(panels) + 0.8), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
-    epoch_starts = _epoch_starts(scalars.epochs)
+    epoch_ends = _epoch_ends(scalars.epochs)
     for ax, (group, label) in zip(axes, panels):
         names = grouped[group]
         positive = True
@@ -189,13 +195,13 @@ def render_png(scalars: Scalars, out: PathLike, title: str | None = None) -> Pat
             label += " (log scale)"
         if group == "lr" and ax.get_yscale() == "linear":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-        if 0 < len(epoch_starts) <= 100:
-            for step in epoch_starts:
+        if 0 < len(epoch_ends) <= 100:
+            for step in epoch_ends:
                 ax.axvline(step, color="0.85", linewidth=0.8, zorder=0)
         ax.set_title(label, loc="left", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best", ncol=1 if len(names) <= 6 else 2)
-    axes[-1].set_xlabel("step" + ("  (grey lines: epoch starts)" if epoch_starts else ""))
+    axes[-1].set_xlabel("step" + ("  (grey lines: ends of epochs)" if epoch_ends else ""))
     figure.suptitle(title or str(scalars.source), fontsize=11)
     target = Path(out)
     if target.parent and not target.parent.exists():
@@ -209,20 +215,14 @@ def _spread(scalars: Scalars, names: list[str]) -> float:
     return max(finite) / min(finite) if finite and min(finite) > 0 else 1.0
 
 
-def plot(path: PathLike, out: PathLike | None = None, title: str | None = None) -> Path:
-    """Find the scalars under ``path``, plot them, return the PNG's path.
+def default_output(source: PathLike) -> Path:
+    """Where the PNG goes by default: next to the scalars file, with its stem."""
+    source = Path(source)
+    stem = source.name.split(".")[0] or source.stem  # scalars.json.1 -> scalars
+    return source.with_name(stem + ".png")
 
-    By default the PNG goes next to the scalars file, with its stem.
-    """
+
+def plot(path: PathLike, out: PathLike | None = None, title: str | None = None) -> Path:
+    """Find the scalars under ``path``, plot them, return the PNG's path."""
     source = find_scalars(path)
-    scalars = load_scalars(source)
-    if not scalars.series:
-        raise PlotError(
-            f"{source}: no numeric metrics (expected JSON lines such as "
-            f'{{"step": 10, "loss": 0.5}}; {scalars.skipped} lines skipped)'
-        )
-    if out is None:
-        stem = source.name.split(".")[0] or source.stem  # scalars.json.1 -> scalars
-        out = source.with_name(stem + ".png")
-    target = Path(out)
-    return render_png(scalars, target, title)
+    return render_png(load_scalars(source), default_output(source) if out is None else out, title)

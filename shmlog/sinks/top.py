@@ -27,6 +27,7 @@ import os
 import pickle
 import select
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -558,6 +559,7 @@ def _run_curses(watcher: Watcher, interval: float, show_writers: bool) -> None:
 
     def loop(screen: Any) -> None:
         try:
+            curses.use_default_colors()  # keep the terminal's own colours
             curses.curs_set(0)
         except curses.error:
             pass
@@ -637,6 +639,19 @@ def _run_ansi(
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+def _exit_on(*signums: int) -> None:
+    """Turn ``signums`` into SystemExit(128 + signum), where their default would kill."""
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in signums:
+        try:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, leave)
+        except ValueError:  # not the main thread: leave the defaults
+            return
+
+
 def _curses_usable(out: TextIO) -> bool:
     try:
         import curses
@@ -683,10 +698,14 @@ def run(
             frames = 1
         if frames is not None or not out.isatty():
             _run_plain(watcher, out, frames, interval, show_writers)
-        elif ansi or not _curses_usable(out):
-            _run_ansi(watcher, out, inp, interval, show_writers)
         else:
-            _run_curses(watcher, interval, show_writers)
+            # Killed or hung up, the terminal is still given back (by the
+            # exception unwinding through curses.wrapper or _run_ansi).
+            _exit_on(signal.SIGTERM, signal.SIGHUP)
+            if ansi or not _curses_usable(out):
+                _run_ansi(watcher, out, inp, interval, show_writers)
+            else:
+                _run_curses(watcher, interval, show_writers)
     except SessionGone as exc:
         gone = str(exc)
     except KeyboardInterrupt:

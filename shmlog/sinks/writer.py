@@ -139,7 +139,7 @@ class LogWriter:
                 self.on_progress(data[2])
             return
         route, rank = data[13], data[10]
-        self._last_route[writer_slot] = route
+        self._last_route[writer_slot] = (route, rank)
         handler = self.handler_for(route, rank)
         if handler is not None:
             handler.handle(_record(data))
@@ -153,8 +153,10 @@ class LogWriter:
             f"shmlog: {dropped} log record(s) from {label} were dropped because its record "
             f"ring stayed full (the log writer could not keep up)"
         )
-        route = self._last_route.get(consumer.writer)
-        handler = None if route is None else self.handler_for(route, 0)
+        # Reported in the file the dropped records were going to, where the
+        # gap is (a rank's own file, or rank 0's for its workers).
+        last = self._last_route.get(consumer.writer)
+        handler = None if last is None else self.handler_for(*last)
         record = logging.makeLogRecord({
             "name": "shmlog", "msg": message, "levelno": logging.WARNING,
             "levelname": "WARNING",

@@ -1,0 +1,586 @@
+"""What routing MMLogger's file output through the session's log writer costs.
+
+Inside a session a training process never writes a log file: ``logger.info``
+puts the record into the process's record ring and one writer process (the
+sidecar) writes every process's files.  This script measures that path next
+to the two things users do without shmlog, in the same run (no reference
+number is hard-coded):
+
+(a) Records/s from 8 processes, each making N ``logger.info`` calls, counted
+    from the start signal until every record is in a file:
+
+    * shmlog: 8 forked children (as DataLoader workers 0..7) log through one
+      session; the clock stops when ``session.flush()`` returns in the owner,
+      which means the writer has written (and flushed) every record.  The
+      writer's CPU share over the run is read from ``/proc/<writer>/stat``
+      (utime + stime before and after, divided by the wall time).
+    * a FileHandler per process: each child writes its own file.
+    * CPython's QueueHandler over a ``multiprocessing.Queue``: 8 producer
+      processes, one QueueListener in the owner writing a FileHandler; the
+      clock stops when the listener has handled every record.
+
+    Every variant uses MMEngine's file format, and every file is counted
+    afterwards: "complete" means exactly 8 x N lines, each child's in order.
+
+(b) The cost of one ``logger.info`` call in a training process (a forked
+    child): the median over many individually timed calls, for shmlog (with
+    the writer draining in the background, the ring never full), a plain
+    FileHandler and a QueueHandler.
+
+Usage::
+
+    python scripts/bench_logging.py            # the full run (about a minute on 2 cores)
+    python scripts/bench_logging.py --quick    # a smoke run of a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import logging.handlers
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import wait as wait_for
+from typing import Any
+
+SHM_DIR = "/dev/shm"
+CHILD_TIMEOUT = 300.0  # seconds a child may take before the run is declared stuck
+
+FULL = {"processes": 8, "records": 20_000, "repeats": 3, "calls": 20_000, "batch": 500}
+QUICK = {"processes": 8, "records": 500, "repeats": 1, "calls": 2_000, "batch": 500}
+
+MESSAGE = "Epoch(train) [%d][%d/%d]  lr: %.4e  loss: %.4f  data_time: %.4f"
+SESSIONS: list[str] = []  # names of the sessions this run created, for the /dev/shm check
+
+
+def _log_calls(info: Callable[..., Any], first: int, count: int) -> None:
+    for i in range(first, first + count):
+        info(MESSAGE, 1, i, 100_000, 0.01, 0.5 + (i % 7) * 0.01, 0.002)
+
+
+def _body(i: int) -> str:
+    return MESSAGE % (1, i, 100_000, 0.01, 0.5 + (i % 7) * 0.01, 0.002)
+
+
+# -- loggers for each variant ----------------------------------------------------------------
+
+
+def _file_handler(path: str) -> logging.Handler:
+    """A FileHandler writing MMEngine's file format (the same one the writer uses)."""
+    from shmlog.sinks.formatter import FILE_DATEFMT, MMFormatter
+
+    handler = logging.FileHandler(path, "w", encoding="utf-8")
+    handler.setFormatter(MMFormatter(color=False, datefmt=FILE_DATEFMT))
+    return handler
+
+
+def _plain_logger(name: str, handler: logging.Handler) -> logging.Logger:
+    """A logger outside ``logging``'s tree (as MMLogger is), with one handler."""
+    logger = logging.Logger(name)
+    logger.propagate = False
+    logger.addHandler(handler)
+    return logger
+
+
+def _shmlog_logger(name: str, log_file: str) -> logging.Logger:
+    """An MMLogger whose file output goes to the session; its terminal shows errors only."""
+    from shmlog import MMLogger
+    from shmlog.sinks.formatter import TerminalHandler
+
+    logger = MMLogger.get_instance(name, log_file=log_file)
+    for handler in logger.handlers:
+        if isinstance(handler, TerminalHandler):
+            handler.setLevel(logging.ERROR)  # as on ranks other than 0: no terminal I/O
+    return logger
+
+
+# -- child processes ----------------------------------------------------------------------------
+
+
+def _fork() -> Any:
+    return mp.get_context("fork")
+
+
+def _wait_all(events: list[Any], children: list[Any], what: str) -> None:
+    """Wait for every event; fail (rather than hang) when a child has died."""
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    for event in events:
+        while not event.wait(1.0):
+            dead = [c for c in children if c.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                codes = [c.exitcode for c in children]
+                raise RuntimeError(f"waiting for {what}: children exit codes {codes}")
+
+
+def _join(children: list[Any]) -> None:
+    for child in children:
+        child.join(CHILD_TIMEOUT)
+        if child.is_alive():
+            child.terminate()
+            child.join()
+    codes = [c.exitcode for c in children]
+    if any(codes):
+        raise RuntimeError(f"a child failed: exit codes {codes}")
+
+
+def _run_reporting_child(target: Callable[..., Any], *args: Any) -> Any:
+    """Run ``target(*args)`` in a forked child and return what it returns."""
+    ctx = _fork()
+    reader, writer = ctx.Pipe(duplex=False)
+
+    def main() -> None:
+        try:
+            writer.send(("ok", target(*args)))
+        except BaseException:
+            writer.send(("error", traceback.format_exc()))
+            raise
+
+    child = ctx.Process(target=main, name=f"bench-{target.__name__}")
+    child.start()
+    writer.close()
+    try:
+        ready = wait_for([reader, child.sentinel], timeout=CHILD_TIMEOUT)
+        if reader not in ready:
+            raise RuntimeError(f"child {target.__name__} died or hung (exit code {child.exitcode})")
+        status, payload = reader.recv()
+    finally:
+        child.join(CHILD_TIMEOUT)
+        reader.close()
+    if status != "ok":
+        raise RuntimeError(f"child {target.__name__} failed:\n{payload}")
+    return payload
+
+
+def _shmlog_producer(worker: int, log_file: str, records: int, ready: Any, start: Any) -> None:
+    os.environ["SHMLOG_WORKER_ID"] = str(worker)
+    logger = _shmlog_logger(f"bench-{worker}", log_file)
+    ready.set()
+    start.wait()
+    _log_calls(logger.info, 0, records)
+
+
+def _file_producer(path: str, records: int, ready: Any, start: Any) -> None:
+    logger = _plain_logger(f"bench-file-{os.getpid()}", _file_handler(path))
+    ready.set()
+    start.wait()
+    _log_calls(logger.info, 0, records)
+    for handler in logger.handlers:
+        handler.close()
+
+
+def _queue_producer(queue: Any, records: int, ready: Any, start: Any) -> None:
+    logger = _plain_logger(f"bench-queue-{os.getpid()}", logging.handlers.QueueHandler(queue))
+    ready.set()
+    start.wait()
+    _log_calls(logger.info, 0, records)
+    # The child's exit waits for the queue's feeder thread to have sent everything.
+
+
+# -- (a) throughput ---------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of ``pid`` in seconds, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as source:
+            raw = source.read()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ordered_count(path: str, expected: int, marker: str = "") -> tuple[int, bool]:
+    """(lines of ``marker``'s records in ``path``, whether they are 0..expected-1 in order)."""
+    wanted = 0
+    in_order = True
+    with open(path, encoding="utf-8") as source:
+        for line in source:
+            if marker not in line:
+                continue
+            if _body(wanted) not in line:
+                in_order = False
+            wanted += 1
+    return wanted, in_order and wanted == expected
+
+
+def throughput_shmlog(processes: int, records: int, workdir: str) -> dict[str, Any]:
+    import shmlog
+
+    ctx = _fork()
+    log_file = os.path.join(workdir, "shmlog.log")
+    with shmlog.init(f"bench-logging-{os.getpid()}-{len(SESSIONS)}", log_file=log_file) as session:
+        SESSIONS.append(session.name)
+        owner = _shmlog_logger(f"bench-owner-{session.name}", log_file)
+        owner.info("start")
+        if not session.flush(timeout=60):  # the writer is up and idle before the clock runs
+            raise RuntimeError("the log writer did not start")
+        writer = session.writer_pid
+        start = ctx.Event()
+        ready = [ctx.Event() for _ in range(processes)]
+        children = [ctx.Process(target=_shmlog_producer,
+                                args=(w, log_file, records, ready[w], start))
+                    for w in range(processes)]
+        for child in children:
+            child.start()
+        try:
+            _wait_all(ready, children, "producers to be ready")
+            cpu_before = _cpu_seconds(writer)
+            t0 = time.perf_counter_ns()
+            start.set()
+            _join(children)
+            flushed = session.flush(timeout=CHILD_TIMEOUT)
+            elapsed = time.perf_counter_ns() - t0
+            cpu_after = _cpu_seconds(writer)
+            same_writer = session.writer_pid == writer
+        finally:
+            start.set()
+            _join(children)
+    path = os.path.join(workdir, "shmlog", "shmlog.log")
+    counts = [_ordered_count(path, records, f"INFO - [worker{w}] ") for w in range(processes)]
+    with open(path, encoding="utf-8") as source:
+        dropped_reports = sum("were dropped" in line for line in source)
+    seconds = elapsed / 1e9
+    cpu = None
+    if cpu_before is not None and cpu_after is not None and same_writer:
+        cpu = (cpu_after - cpu_before) / seconds
+    lines = sum(n for n, _ in counts)
+    return {
+        "records": processes * records, "lines": lines, "seconds": seconds,
+        "rate": processes * records / seconds, "flushed": flushed,
+        "complete": flushed and all(ok for _, ok in counts) and not dropped_reports,
+        "writer_pid": writer, "writer_cpu_share": cpu, "dropped_reports": dropped_reports,
+        "files": 1,
+    }
+
+
+def throughput_files(processes: int, records: int, workdir: str) -> dict[str, Any]:
+    ctx = _fork()
+    paths = [os.path.join(workdir, f"file{w}.log") for w in range(processes)]
+    start = ctx.Event()
+    ready = [ctx.Event() for _ in range(processes)]
+    children = [ctx.Process(target=_file_producer, args=(paths[w], records, ready[w], start))
+                for w in range(processes)]
+    for child in children:
+        child.start()
+    try:
+        _wait_all(ready, children, "producers to be ready")
+        t0 = time.perf_counter_ns()
+        start.set()
+        _join(children)
+        elapsed = time.perf_counter_ns() - t0
+    finally:
+        start.set()
+        _join(children)
+    counts = [_ordered_count(path, records) for path in paths]
+    seconds = elapsed / 1e9
+    return {
+        "records": processes * records, "lines": sum(n for n, _ in counts), "seconds": seconds,
+        "rate": processes * records / seconds, "complete": all(ok for _, ok in counts),
+        "files": processes,
+    }
+
+
+class _PidMarker(logging.Filter):
+    """Tags each record with its producer (the QueueHandler record keeps ``process``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"[pid{record.process}] {record.msg}"
+        return True
+
+
+def throughput_queue(processes: int, records: int, workdir: str) -> dict[str, Any]:
+    ctx = _fork()
+    path = os.path.join(workdir, "queue.log")
+    queue = ctx.Queue()
+    handler = _file_handler(path)
+    handler.addFilter(_PidMarker())
+    listener = logging.handlers.QueueListener(queue, handler)
+    start = ctx.Event()
+    ready = [ctx.Event() for _ in range(processes)]
+    children = [ctx.Process(target=_queue_producer, args=(queue, records, ready[w], start))
+                for w in range(processes)]
+    for child in children:
+        child.start()
+    listener.start()
+    try:
+        _wait_all(ready, children, "producers to be ready")
+        t0 = time.perf_counter_ns()
+        start.set()
+        _join(children)
+        listener.stop()  # handles everything queued before it returns
+        elapsed = time.perf_counter_ns() - t0
+    finally:
+        start.set()
+        _join(children)
+        if listener._thread is not None:
+            listener.stop()
+        handler.close()
+        queue.close()
+        queue.join_thread()
+    counts = [_ordered_count(path, records, f"INFO - [pid{child.pid}] ") for child in children]
+    seconds = elapsed / 1e9
+    return {
+        "records": processes * records, "lines": sum(n for n, _ in counts), "seconds": seconds,
+        "rate": processes * records / seconds, "complete": all(ok for _, ok in counts),
+        "files": 1,
+    }
+
+
+def section_a(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
+    """Each variant ``repeats`` times, interleaved; the median run of each is reported."""
+    variants = {"shmlog": throughput_shmlog, "files": throughput_files,
+                "queue": throughput_queue}
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key in variants}
+    for repeat in range(sizes["repeats"]):
+        for key, measure in variants.items():
+            directory = os.path.join(workdir, f"a-{key}-{repeat}")
+            os.makedirs(directory)
+            runs[key].append(measure(sizes["processes"], sizes["records"], directory))
+            shutil.rmtree(directory)
+    result: dict[str, Any] = {}
+    for key, measured in runs.items():
+        median = sorted(measured, key=lambda run: run["rate"])[len(measured) // 2]
+        result[key] = {**median, "all_rates": [run["rate"] for run in measured],
+                       "complete": all(run["complete"] for run in measured)}
+    shares = [run["writer_cpu_share"] for run in runs["shmlog"]
+              if run["writer_cpu_share"] is not None]
+    result["shmlog"]["writer_cpu_shares"] = shares
+    return result
+
+
+def print_a(a: dict[str, Any], sizes: dict[str, int]) -> None:
+    processes, records = sizes["processes"], sizes["records"]
+    print(f"(a) {processes} processes x {records:,} logger.info calls -> records on disk, "
+          f"from the start signal until the last record is written "
+          f"(median of {sizes['repeats']} run(s))")
+    rows = [
+        ("shmlog: record rings -> one writer (sidecar), 1 file", a["shmlog"]),
+        (f"FileHandler per process, {processes} files", a["files"]),
+        ("QueueHandler -> multiprocessing.Queue -> QueueListener, 1 file", a["queue"]),
+    ]
+    print(f"  {'variant':<64} {'records/s':>12} {'seconds':>9} {'lines':>9}  in order")
+    for label, run in rows:
+        print(f"  {label:<64} {run['rate']:>12,.0f} {run['seconds']:>9.3f} {run['lines']:>9,}"
+              f"  {'yes' if run['complete'] else 'NO'}")
+    shm = a["shmlog"]
+    print(f"  ratios: shmlog / FileHandler per process = {shm['rate'] / a['files']['rate']:.2f}x, "
+          f"shmlog / QueueHandler = {shm['rate'] / a['queue']['rate']:.2f}x")
+    shares = shm["writer_cpu_shares"]
+    if shares:
+        print(f"  writer CPU: {statistics.median(shares) * 100:.0f}% of one core over the shmlog "
+              f"run (utime+stime of pid {shm['writer_pid']} / wall time; runs: "
+              f"{', '.join(f'{s * 100:.0f}%' for s in shares)})")
+    else:
+        print("  writer CPU: not measured (the writer changed during the run)")
+    if shm["dropped_reports"]:
+        print(f"  WARNING: the writer reported dropped records {shm['dropped_reports']} time(s)")
+
+
+# -- (b) cost of one call ----------------------------------------------------------------------------
+
+
+def _timed_calls(info: Callable[..., Any], calls: int, batch: int,
+                 between: Callable[[], Any]) -> list[int]:
+    """ns of each of ``calls`` calls, in batches with ``between()`` (untimed) after each."""
+    clock = time.perf_counter_ns
+    times: list[int] = []
+    gc.collect()
+    gc.disable()
+    try:
+        done = 0
+        while done < calls:
+            count = min(batch, calls - done)
+            for i in range(done, done + count):
+                t0 = clock()
+                info(MESSAGE, 1, i, 100_000, 0.01, 0.5, 0.002)
+                times.append(clock() - t0)
+            done += count
+            between()
+    finally:
+        gc.enable()
+    return times
+
+
+def _timer_floor(calls: int) -> float:
+    clock = time.perf_counter_ns
+    times = []
+    for _ in range(calls):
+        t0 = clock()
+        times.append(clock() - t0)
+    return statistics.median(times)
+
+
+def _cost_shmlog(log_file: str, calls: int, batch: int) -> dict[str, Any]:
+    import shmlog
+
+    session = shmlog.current_session()  # attached through the fork, as a DataLoader worker
+    logger = _shmlog_logger(f"bench-cost-{os.getpid()}", log_file)
+
+    def drained() -> None:
+        # Off the clock: the ring never fills, so no call waits for room.
+        if not session.flush(timeout=60, everyone=False):
+            raise RuntimeError("the log writer did not drain")
+
+    _timed_calls(logger.info, batch, batch, drained)  # warm-up: ring and handlers exist
+    times = _timed_calls(logger.info, calls, batch, drained)
+    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
+
+
+def _cost_file(path: str, calls: int, batch: int) -> dict[str, Any]:
+    handler = _file_handler(path)
+    logger = _plain_logger("bench-cost-file", handler)
+    _timed_calls(logger.info, batch, batch, lambda: None)
+    times = _timed_calls(logger.info, calls, batch, lambda: None)
+    handler.close()
+    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
+
+
+def _cost_queue(queue: Any, calls: int, batch: int) -> dict[str, Any]:
+    logger = _plain_logger("bench-cost-queue", logging.handlers.QueueHandler(queue))
+    _timed_calls(logger.info, batch, batch, lambda: None)
+    times = _timed_calls(logger.info, calls, batch, lambda: None)
+    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
+
+
+def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
+    import shmlog
+
+    calls, batch = sizes["calls"], sizes["batch"]
+    result: dict[str, Any] = {}
+    log_file = os.path.join(workdir, "b-shmlog.log")
+    with shmlog.init(f"bench-logging-b-{os.getpid()}", log_file=log_file) as session:
+        SESSIONS.append(session.name)
+        _shmlog_logger(f"bench-b-owner-{session.name}", log_file).info("start")
+        if not session.flush(timeout=60):
+            raise RuntimeError("the log writer did not start")
+        result["shmlog"] = _run_reporting_child(_cost_shmlog, log_file, calls, batch)
+    result["file"] = _run_reporting_child(
+        _cost_file, os.path.join(workdir, "b-file.log"), calls, batch)
+
+    queue = _fork().Queue()
+    handler = _file_handler(os.path.join(workdir, "b-queue.log"))
+    listener = logging.handlers.QueueListener(queue, handler)
+    listener.start()
+    try:
+        result["queue"] = _run_reporting_child(_cost_queue, queue, calls, batch)
+    finally:
+        listener.stop()
+        handler.close()
+        queue.close()
+        queue.join_thread()
+    return result
+
+
+def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
+    print(f"(b) cost per logger.info call in a training process (forked child; median of "
+          f"{sizes['calls']:,} individually timed calls; message formatted with 6 arguments)")
+    rows = [
+        ("shmlog: MMLogger -> record ring (writer draining meanwhile)", b["shmlog"]),
+        ("plain FileHandler (format + write + flush in the caller)", b["file"]),
+        ("QueueHandler -> multiprocessing.Queue (listener in the parent)", b["queue"]),
+    ]
+    for label, run in rows:
+        print(f"  {label:<66} {_format_ns(run['median_ns']):>10}")
+    shm = b["shmlog"]["median_ns"]
+    print(f"  ratios: FileHandler / shmlog = {b['file']['median_ns'] / shm:.2f}x, "
+          f"QueueHandler / shmlog = {b['queue']['median_ns'] / shm:.2f}x  "
+          f"(timer floor {_format_ns(b['shmlog']['floor_ns'])}, included in each figure)")
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+
+def _format_ns(ns: float) -> str:
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e4:
+        return f"{ns / 1e3:.1f} us"
+    return f"{ns:.0f} ns"
+
+
+def _shm_entries() -> set[str]:
+    try:
+        return set(os.listdir(SHM_DIR))
+    except OSError:
+        return set()
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: other work on the machine skews every figure."""
+    try:
+        with open("/proc/loadavg") as source:
+            return " ".join(source.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    os.environ.pop("SHMLOG_SESSION", None)  # the benchmark makes its own sessions
+
+    import shmlog
+
+    started = time.perf_counter()
+    shm_before = _shm_entries()
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    print(f"machine: {os.cpu_count()} CPUs ({usable} usable), {platform.machine()}, Linux "
+          f"{platform.release()}; Python {platform.python_version()}, shmlog "
+          f"{shmlog.__version__}{'  [--quick: tiny sizes, figures not meaningful]' if args.quick else ''}")
+    print(f"load average at start: {load_average()}")
+    report: dict[str, Any] = {"quick": args.quick, "sizes": sizes}
+    workdir = tempfile.mkdtemp(prefix="bench-logging-")
+    try:
+        print()
+        a = section_a(sizes, workdir)
+        print_a(a, sizes)
+        print()
+        b = section_b(sizes, workdir)
+        print_b(b, sizes)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    report["a"], report["b"] = a, b
+
+    print()
+    from shmlog.shm.session import prefix
+
+    ours = tuple(prefix(name) for name in SESSIONS)
+    leaked = sorted(e for e in _shm_entries() - shm_before if e.startswith(ours))
+    if leaked:
+        print(f"WARNING: {SHM_DIR} is not as found: this run left behind {leaked}")
+    else:
+        print(f"{SHM_DIR}: left as found ({len(SESSIONS)} sessions created and removed)")
+    complete = all(a[key]["complete"] for key in ("shmlog", "files", "queue"))
+    report["complete"] = complete
+    report["shm_left_as_found"] = not leaked
+    report["seconds"] = time.perf_counter() - started
+    print(f"load average at end: {load_average()}")
+    print(f"complete: {'yes' if complete else 'no'} (every file has exactly "
+          f"{sizes['processes']} x {sizes['records']:,} lines, each process's in order); "
+          f"total time {report['seconds']:.1f} s")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(report, out, indent=2, default=str)
+            out.write("\n")
+    return 0 if complete and not leaked else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

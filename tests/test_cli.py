@@ -1,0 +1,230 @@
+"""The ``shmlog`` command: listing sessions and cleaning up after dead ones.
+
+``shmlog ls`` must tell live sessions from stale ones (every member died) and
+``shmlog clean`` must remove only the stale ones; ``clean --all`` removes all
+of this user's.  Commands run as real subprocesses, as a user would run them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from ast import literal_eval
+from pathlib import Path
+
+import pytest
+from _shared_workers import (
+    LS_COLUMNS,
+    SHM,
+    TIMEOUT,
+    child_env,
+    entry_prefix,
+    expect_line,
+    parse_ls,
+    popen_python,
+    private_shm_command,
+    private_shm_unavailable,
+    run_cli,
+    shm_bytes,
+    shm_entries,
+    unique_name,
+)
+
+import shmlog
+from shmlog import MessageHub
+from shmlog.shm.session import destroy
+
+pytestmark = pytest.mark.timeout(60)
+
+OWNER_SCRIPT = r"""
+import sys
+import shmlog
+from shmlog import MessageHub
+
+shmlog.init(sys.argv[1])
+MessageHub.get_instance("cli").update_scalar("old/key", 1.0)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_session_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SHMLOG_SESSION", raising=False)
+
+
+def _killed_owner(name: str) -> None:
+    """Make ``name`` a stale session: its only member logs a key and is SIGKILLed."""
+    owner = popen_python(OWNER_SCRIPT, name)
+    try:
+        expect_line(owner, "ready")
+        assert parse_ls(run_cli("ls").stdout)[name]["STATUS"] == "alive"
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.communicate(timeout=TIMEOUT)
+    assert owner.returncode == -signal.SIGKILL
+
+
+def _generation(name: str) -> int:
+    with open(os.path.join(SHM, entry_prefix(name) + "ctl"), "rb") as f:
+        return int.from_bytes(f.read(32)[24:32], "little")
+
+
+# -- ls --------------------------------------------------------------------------------------
+
+
+def test_ls_lists_a_live_session_with_every_column() -> None:
+    """``ls`` prints NAME OWNER STATUS MEMBERS WRITERS KEYS BYTES AGE for a live session."""
+    name = unique_name()
+    with shmlog.init(name):
+        hub = MessageHub.get_instance("cli-ls")
+        hub.update_scalar("a", 1.0)
+        hub.update_scalar("b", 2.0)
+        done = run_cli("ls")
+        assert done.stdout.splitlines()[0].split() == LS_COLUMNS
+        row = parse_ls(done.stdout)[name]
+        assert row["OWNER"] == str(os.getpid())
+        assert row["STATUS"] == "alive"
+        assert (row["MEMBERS"], row["WRITERS"], row["KEYS"]) == ("1", "1", "2")
+        size = re.fullmatch(r"(\d+(?:\.\d)?) (B|KiB|MiB|GiB)", row["BYTES"])
+        assert size, row["BYTES"]
+        scale = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[size.group(2)]
+        assert abs(float(size.group(1)) * scale - shm_bytes(name)) <= 0.05 * scale
+        assert re.fullmatch(r"\d+s", row["AGE"]), row["AGE"]
+    assert name not in parse_ls(run_cli("ls").stdout)
+
+
+def test_console_script_is_installed() -> None:
+    """The ``shmlog`` console script sits next to the interpreter and runs ``ls``."""
+    script = Path(sys.executable).parent / "shmlog"
+    assert script.is_file() and os.access(script, os.X_OK)
+    name = unique_name()
+    with shmlog.init(name):
+        done = subprocess.run(
+            [str(script), "ls"], capture_output=True, text=True, timeout=TIMEOUT,
+            env=child_env(), check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert parse_ls(done.stdout)[name]["STATUS"] == "alive"
+    usage = subprocess.run(
+        [str(script)], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert usage.returncode == 2 and "usage: shmlog" in usage.stderr
+
+
+def test_ls_reports_a_broken_session_without_failing() -> None:
+    """A control segment shmlog cannot read shows as 'broken: <why>' instead of crashing ls."""
+    name = unique_name()
+    path = os.path.join(SHM, entry_prefix(name) + "ctl")
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, b"not shmlog" * 100)
+        os.close(fd)
+        row = parse_ls(run_cli("ls").stdout)[name]
+        assert row["STATUS"].startswith("broken: ")
+        assert "not a usable shmlog segment" in row["STATUS"]
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+# -- stale sessions and clean ------------------------------------------------------------------
+
+
+def test_killed_owner_leaves_a_stale_session_that_clean_removes() -> None:
+    """A SIGKILLed owner's session shows 'stale'; ``clean`` removes it and spares live ones."""
+    stale, live = unique_name("stale"), unique_name("live")
+    with shmlog.init(live):
+        _killed_owner(stale)
+        rows = parse_ls(run_cli("ls").stdout)
+        assert rows[stale]["STATUS"] == "stale"
+        assert (rows[stale]["MEMBERS"], rows[stale]["WRITERS"], rows[stale]["KEYS"]) == (
+            "0", "0", "1",
+        )
+        assert rows[live]["STATUS"] == "alive"
+        assert shm_entries(stale) != []
+
+        done = run_cli("clean")
+        assert f"removed {stale}" in done.stdout.splitlines()
+        assert f"removed {live}" not in done.stdout
+        assert shm_entries(stale) == []
+        assert "ctl" in shm_entries(live)
+        rows = parse_ls(run_cli("ls").stdout)
+        assert stale not in rows
+        assert rows[live]["STATUS"] == "alive"
+        MessageHub.get_instance("cli-live").update_scalar("still", 1.0)
+    assert shm_entries(live) == []
+
+
+def test_init_replaces_a_stale_session() -> None:
+    """``shmlog.init(stale_name)`` starts a fresh session in place of the dead one."""
+    name = unique_name("stale")
+    _killed_owner(name)
+    old = _generation(name)
+    try:
+        with shmlog.init(name) as session:
+            assert session.shared.generation != old
+            hub = MessageHub.get_instance("cli")
+            assert "old/key" not in hub.log_scalars
+            hub.update_scalar("new/key", 2.0)
+            assert list(hub.log_scalars) == ["new/key"]
+            row = parse_ls(run_cli("ls").stdout)[name]
+            assert (row["STATUS"], row["OWNER"], row["MEMBERS"]) == ("alive", str(os.getpid()), "1")
+        assert shm_entries(name) == []
+    finally:
+        if shm_entries(name):
+            destroy(name)
+
+
+CLEAN_ALL_SCRIPT = r"""
+import os, subprocess, sys
+import shmlog
+
+def shmlog_cli(*args):
+    done = subprocess.run([sys.executable, "-m", "shmlog", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().replace("\n", "|")
+
+live = shmlog.init("live")
+owner = subprocess.Popen(
+    [sys.executable, "-c", "import shmlog, sys; shmlog.init('stale'); print('ready', flush=True); sys.stdin.read()"],
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+)
+assert owner.stdout.readline().strip() == "ready"
+owner.kill()
+owner.wait()
+foreign = "/dev/shm/shmlog-65534-other@ctl"
+with open(foreign, "wb") as f:
+    f.write(b"another user's session")
+print("BEFORE", sorted(os.listdir("/dev/shm")))
+print("CLEAN", shmlog_cli("clean", "--all"))
+print("AFTER", sorted(os.listdir("/dev/shm")))
+live.close()
+print("CLOSED", sorted(os.listdir("/dev/shm")))
+print("LS", shmlog_cli("ls"))
+print("AGAIN", shmlog_cli("clean", "--all"))
+"""
+
+
+def test_clean_all_removes_every_session_of_this_user() -> None:
+    """``clean --all`` (in a private /dev/shm) removes live and stale sessions of this uid only."""
+    reason = private_shm_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    done = subprocess.run(
+        private_shm_command("8m", sys.executable, "-c", CLEAN_ALL_SCRIPT),
+        capture_output=True, text=True, timeout=TIMEOUT, env=child_env(), check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    uid = os.getuid()
+    before = literal_eval(out["BEFORE"])  # a printed list of file names
+    assert f"shmlog-{uid}-live@ctl" in before and f"shmlog-{uid}-stale@ctl" in before
+    assert sorted(out["CLEAN"].split("|")) == ["removed live", "removed stale"]
+    assert literal_eval(out["AFTER"]) == ["shmlog-65534-other@ctl"]
+    assert literal_eval(out["CLOSED"]) == ["shmlog-65534-other@ctl"]  # closing recreates nothing
+    assert out["LS"] == "no shmlog sessions"
+    assert out["AGAIN"] == "no sessions"
