@@ -243,11 +243,6 @@ def test_unusable_segment_is_refused_with_a_clear_error(
     assert shm_entries(name) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a control segment whose creator died before writing its header "
-    "makes init() spin until its timeout and fail with a bare 'timed out'",
-)
 def test_abandoned_half_created_session_is_replaced_or_refused_clearly(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

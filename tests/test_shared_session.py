@@ -192,11 +192,6 @@ def test_threads_updating_one_key_give_exact_totals(name: str) -> None:
         assert len(buffer.data[0]) == threads_n * updates
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a thread's writer slot is freed only when its process exits, so 1024 "
-    "short-lived logging threads fill the session's writer table",
-)
 def test_short_lived_threads_do_not_exhaust_writer_slots(name: str) -> None:
     """Threads that log once and exit, one after another, can go on being started."""
     with shmlog.init(name, capacity=16):

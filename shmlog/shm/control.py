@@ -16,7 +16,7 @@ kind-specific header fields (after the common 64-byte header of
     4352    members          256 x (pid u64, start time u64)
     8448    writers          1024 x 64 bytes:
                                pid u64, start time u64, rank i32, worker i32,
-                               label 40 bytes UTF-8 (NUL padded)
+                               thread id u64, label 32 bytes UTF-8 (NUL padded)
 
 Members are the processes that called ``shmlog.init``; the session lives while
 one of them does.  Writers are all processes that appended to a ring.  A pid
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import struct
 import threading
 from typing import Any, NamedTuple
@@ -47,7 +48,7 @@ CONFIG_AT, CONFIG_MAX = 256, 4096
 MEMBERS_AT, MEMBER_SLOTS = 4352, 256
 _MEMBER = struct.Struct("<QQ")
 WRITERS_AT, WRITER_SLOTS = MEMBERS_AT + MEMBER_SLOTS * _MEMBER.size, 1024
-_WRITER = struct.Struct("<QQii40s")
+_WRITER = struct.Struct("<QQiiQ32s")
 CONTROL_BYTES = WRITERS_AT + WRITER_SLOTS * _WRITER.size
 
 assert _CTL_AT + _CTL.size <= CONFIG_AT
@@ -88,7 +89,14 @@ class Writer(NamedTuple):
     start: int
     rank: int
     worker: int
+    tid: int
     label: str
+
+    def alive(self) -> bool:
+        """Whether the writing thread still runs (a slot is per thread)."""
+        if not is_alive(self.pid, self.start):
+            return False
+        return self.tid in (0, self.pid) or os.path.exists(f"/proc/{self.pid}/task/{self.tid}")
 
 
 class Control:
@@ -197,39 +205,49 @@ class Control:
     # -- writers ---------------------------------------------------------------
 
     def writer(self, slot: int) -> Writer:
-        pid, start, rank, worker, raw = _WRITER.unpack_from(
+        pid, start, rank, worker, tid, raw = _WRITER.unpack_from(
             self.segment.buf, WRITERS_AT + slot * _WRITER.size
         )
-        return Writer(slot, pid, start, rank, worker, raw.rstrip(b"\0").decode("utf-8", "replace"))
+        label = raw.rstrip(b"\0").decode("utf-8", "replace")
+        return Writer(slot, pid, start, rank, worker, tid, label)
 
     def writers(self) -> list[Writer]:
         return [w for w in map(self.writer, range(WRITER_SLOTS)) if w.pid]
 
-    def claim_writer(self, pid: int, start: int, rank: int, worker: int, label: str) -> tuple[int, bool]:
-        """Take a writer slot for this process; returns (slot, adopted).
+    def claim_writer(
+        self, pid: int, start: int, rank: int, worker: int, label: str, tid: int = 0
+    ) -> tuple[int, bool]:
+        """Take a writer slot for this thread; returns (slot, taken over from a dead writer).
 
         A dead writer with the same label is preferred: its rings pass to the
-        new process, so a DataLoader worker restarted every epoch keeps one
+        new writer, so a DataLoader worker restarted every epoch keeps one
         history (and one set of rings) instead of leaving a new one per epoch.
+        Next comes a free slot, and when there is none, any dead writer's
+        (its rings then continue under the new label).
         """
         free = None
-        dead = None
+        same_label = None
+        any_dead = None
         for w in map(self.writer, range(WRITER_SLOTS)):
             if w.pid == 0:
                 if free is None:
                     free = w.slot
                 continue
-            if w.label == label and not is_alive(w.pid, w.start):
-                dead = w.slot
+            if w.label == label and not w.alive():
+                same_label = w.slot
                 break
-        slot = dead if dead is not None else free
+            if any_dead is None and free is None and not w.alive():
+                any_dead = w.slot
+        slot = same_label if same_label is not None else free
+        if slot is None:
+            slot = any_dead
         if slot is None:
             raise RuntimeError(
-                f"session writer table is full ({WRITER_SLOTS} processes with distinct labels "
-                f"have written to it)"
+                f"session writer table is full: {WRITER_SLOTS} threads are writing to it at once"
             )
-        encoded = label.encode("utf-8")[:40]
+        encoded = label.encode("utf-8")[:32]
         _WRITER.pack_into(
-            self.segment.buf, WRITERS_AT + slot * _WRITER.size, pid, start, rank, worker, encoded
+            self.segment.buf, WRITERS_AT + slot * _WRITER.size, pid, start, rank, worker, tid,
+            encoded,
         )
-        return slot, dead is not None
+        return slot, slot != free

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import posix_ipc
 
 from . import arena
-from .control import STATE_CLOSED, STATE_READY, Control, is_alive
+from .control import STATE_CLOSED, STATE_READY, Control
 from .ring import read_header
 from .segment import KIND_CONTROL, KIND_RINGS, SHM_DIR, Segment, SegmentError
 from .session import destroy, prefix
@@ -66,7 +66,7 @@ def describe(name: str) -> SessionInfo:
         control = Control(segment)
         state = control.read_state()
         members = len(control.live_members())
-        writers = sum(1 for w in control.writers() if is_alive(w.pid, w.start))
+        writers = sum(1 for w in control.writers() if w.alive())
         keys = _count_keys(name, state.ring_segments, segment.generation)
         if state.state == STATE_CLOSED:
             status = "closing"

@@ -26,6 +26,7 @@ import mmap
 import os
 import stat
 import struct
+from collections.abc import Callable
 
 import posix_ipc
 
@@ -40,6 +41,7 @@ KIND_INFO = 3
 KIND_RECORDS = 4
 
 SHM_DIR = "/dev/shm"
+TEMP_MARK = ".tmp"
 
 
 class SegmentError(RuntimeError):
@@ -81,12 +83,42 @@ class Segment:
         self.buf = memoryview(mm)
 
     @classmethod
-    def create(cls, name: str, size: int, kind: int, generation: int) -> Segment:
+    def create(
+        cls,
+        name: str,
+        size: int,
+        kind: int,
+        generation: int,
+        prepare: Callable[[Segment], None] | None = None,
+    ) -> Segment:
         """Create ``name`` exclusively, reserve its pages and write the header.
+
+        With ``prepare``, the segment is built under a temporary name, filled
+        by ``prepare`` and only then linked under ``name``: nobody can ever
+        attach to it half-made, even if this process dies on the way.
 
         Raises ``posix_ipc.ExistentialError`` when the name is taken and
         :class:`ShmFullError` when /dev/shm cannot hold ``size`` bytes.
         """
+        if prepare is None:
+            return cls._create(name, size, kind, generation)
+        temporary = f"{name}{TEMP_MARK}{os.getpid()}"
+        unlink(temporary)
+        segment = cls._create(temporary, size, kind, generation)
+        try:
+            prepare(segment)
+            try:
+                os.link(_shm_path(temporary), _shm_path(name))
+            except FileExistsError:
+                segment.close()
+                raise posix_ipc.ExistentialError(f"{name} exists") from None
+        finally:
+            unlink(temporary)
+        segment.name = name
+        return segment
+
+    @classmethod
+    def _create(cls, name: str, size: int, kind: int, generation: int) -> Segment:
         shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600)
         fd = shm.fd
         try:
@@ -137,7 +169,10 @@ class Segment:
             problem = None
             if magic == bytes(len(MAGIC)):
                 mm.close()
-                raise SegmentNotReady(f"shared memory {name} is still being created")
+                raise SegmentNotReady(
+                    f"shared memory {name} has no header: the process creating it died "
+                    f"before writing one. Remove it with 'shmlog clean'."
+                )
             if magic != MAGIC:
                 problem = f"its header starts {magic!r}, not {MAGIC!r}"
             elif version != LAYOUT_VERSION:
@@ -190,13 +225,32 @@ def _unlink_quietly(name: str) -> None:
         pass
 
 
+def being_created(entry: str) -> bool:
+    """Whether ``entry`` is a segment a live process is still building (see create)."""
+    _, mark, pid = entry.rpartition(TEMP_MARK)
+    if not mark or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def list_names(prefix: str) -> list[str]:
-    """Segment names in /dev/shm that start with ``prefix`` (no leading slash)."""
+    """Segment names in /dev/shm that start with ``prefix`` (no leading slash).
+
+    Segments that a live process is still building are not listed.
+    """
     try:
         entries = os.listdir(SHM_DIR)
     except OSError:
         return []
-    return sorted("/" + entry for entry in entries if entry.startswith(prefix))
+    return sorted(
+        "/" + entry for entry in entries if entry.startswith(prefix) and not being_created(entry)
+    )
 
 
 def read_u64(buf: memoryview, at: int) -> int:

@@ -57,7 +57,6 @@ from .segment import (
     KIND_RINGS,
     Segment,
     SegmentError,
-    SegmentNotReady,
     list_names,
     unlink,
 )
@@ -169,23 +168,29 @@ class Session:
         check_name(name)
         ctl_name = "/" + prefix(name) + "ctl"
         deadline = time.monotonic() + _OPEN_TIMEOUT
+        me = (os.getpid(), process_start(os.getpid()) or 0)
+
+        def prepare(segment: Segment) -> None:
+            # Everything a joiner reads is in place before the name exists.
+            fresh = Control(segment)
+            fresh.write_config(options or {})
+            fresh.write_state(state=STATE_READY, creator=me[0], created_ns=time.time_ns())
+            if member:
+                fresh.add_member(*me)
+
         while True:
             if time.monotonic() > deadline:
                 raise SessionError(f"timed out opening shmlog session {name!r}")
-            segment, created = _create_or_attach(ctl_name, create, name)
+            segment, created = _create_or_attach(ctl_name, create, name, prepare)
             if segment is None:
                 time.sleep(0.001)
                 continue
             control = Control(segment)
-            me = (os.getpid(), process_start(os.getpid()) or 0)
+            if created:
+                return cls(name, control, me if member else None)
             with control:
                 state = control.read_state()
-                if created:
-                    control.write_config(options or {})
-                    control.write_state(
-                        state=STATE_READY, creator=me[0], created_ns=time.time_ns()
-                    )
-                elif state.state == STATE_CREATING or state.state == STATE_CLOSED:
+                if state.state == STATE_CREATING or state.state == STATE_CLOSED:
                     retry = True
                 elif control.prune_members() == 0:
                     if not create:
@@ -198,7 +203,7 @@ class Session:
                     retry = True
                 else:
                     retry = False
-                if created or not retry:
+                if not retry:
                     if member:
                         control.add_member(*me)
                     session = cls(name, control, me if member else None)
@@ -300,7 +305,7 @@ class Session:
             pid = os.getpid()
             with self.control:
                 slot, _adopted = self.control.claim_writer(
-                    pid, process_start(pid) or 0, rank, worker, label
+                    pid, process_start(pid) or 0, rank, worker, label, threading.get_native_id()
                 )
             self._local.slot = slot
         return slot
@@ -600,10 +605,15 @@ def _default_identity() -> tuple[int, int, str]:
     return -1, -1, f"pid{os.getpid()}"
 
 
-def _create_or_attach(ctl_name: str, create: bool, name: str) -> tuple[Segment | None, bool]:
+def _create_or_attach(
+    ctl_name: str, create: bool, name: str, prepare: Callable[[Segment], None]
+) -> tuple[Segment | None, bool]:
     if create:
         try:
-            return Segment.create(ctl_name, CONTROL_BYTES, KIND_CONTROL, secrets.randbits(63)), True
+            segment = Segment.create(
+                ctl_name, CONTROL_BYTES, KIND_CONTROL, secrets.randbits(63), prepare
+            )
+            return segment, True
         except posix_ipc.ExistentialError:
             pass
     try:
@@ -614,8 +624,6 @@ def _create_or_attach(ctl_name: str, create: bool, name: str) -> tuple[Segment |
                 f"no shmlog session named {name!r} exists for uid {os.getuid()} (it was "
                 f"closed, or never created)"
             ) from None
-        return None, False
-    except SegmentNotReady:
         return None, False
 
 

@@ -38,7 +38,7 @@ import posix_ipc
 
 from ..api.shared_hub import SEPARATOR
 from ..shm import codec
-from ..shm.control import STATE_CLOSED, STATE_READY, Control, is_alive
+from ..shm.control import STATE_CLOSED, STATE_READY, Control
 from ..shm.inspect import list_sessions
 from ..shm.ring import RingReader
 from ..shm.segment import KIND_CONTROL, Segment, SegmentError, SegmentNotReady
@@ -250,7 +250,7 @@ class Watcher:
         session = self.session
         now = time.monotonic_ns()
         writers = session.writers()
-        alive = {w.slot: is_alive(w.pid, w.start) for w in writers}
+        alive = {w.slot: w.alive() for w in writers}
         labels = session.writer_labels()
         keys: list[KeyStat] = []
         seen: dict[tuple[str, int], tuple[int, int]] = {}
