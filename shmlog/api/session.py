@@ -16,6 +16,7 @@ children) write and read but never keep a session alive.
 from __future__ import annotations
 
 import atexit
+import inspect
 import multiprocessing
 import multiprocessing.util
 import os
@@ -287,12 +288,17 @@ def init(
         segments = SharedSegments.open(name, member=True, create=True, options=options)
         previous = os.environ.get(ENV_SESSION)
         stored = segments.options()
-        if any(stored.get(k) != v for k, v in options.items()) and stored != options:
-            given = {k: v for k, v in options.items() if stored.get(k) != v}
-            if given and _explicit_options(capacity, capacities, segment_bytes):
+        if not segments.created:
+            # Joining: the creator's options rule.  Say so when this call asked
+            # for something else (defaults are not a request).
+            defaults = _init_defaults()
+            ignored = {k: v for k, v in options.items()
+                       if stored.get(k) != v and v != defaults.get(k)}
+            if ignored:
+                kept = {k: stored.get(k) for k in ignored}
                 warnings.warn(
-                    f"shmlog session {name!r} already exists with options "
-                    f"{ {k: stored.get(k) for k in given} }; the options given here are ignored",
+                    f"shmlog session {name!r} already exists; the options {ignored} given "
+                    f"here are ignored (the session has {kept})",
                     stacklevel=2,
                 )
         session = Session(segments, member=True, previous_env=previous)
@@ -302,8 +308,7 @@ def init(
         backend.install(_resolver)
         _install_process_hooks()
         mode = stored.get("log_writer", "sidecar")
-        created = stored == options and segments.control.read_state().creator == os.getpid()
-        if mode == "sidecar" and created:
+        if mode == "sidecar" and segments.created:
             session._sidecar = designated.start_sidecar(name)
         if mode != "none":
             session._standby = designated.Standby(session, expect_sidecar=mode == "sidecar")
@@ -401,12 +406,15 @@ def _default_shared_storage() -> bool:
         return True
 
 
-def _explicit_options(capacity: int, capacities: Any, segment_bytes: int) -> bool:
-    return (
-        capacity != DEFAULT_CAPACITY
-        or bool(capacities)
-        or segment_bytes != DEFAULT_SEGMENT_BYTES
-    )
+def _init_defaults() -> dict[str, Any]:
+    """The options ``init`` stores when called with no keyword arguments."""
+    defaults = {
+        name: p.default for name, p in inspect.signature(init).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    }
+    defaults["capacities"] = {}
+    defaults["shared_storage"] = _default_shared_storage()
+    return defaults
 
 
 def in_session() -> bool:

@@ -117,6 +117,8 @@ class Session:
         self._prefix = "/" + prefix(name)
         self._lock = threading.RLock()
         self.closed = False
+        # Whether this handle's open() created the session (it was joined otherwise).
+        self.created = False
         self.identity: Callable[[], tuple[int, int, str]] = _default_identity
         self._reset_process_state()
         _open_sessions.add(self)
@@ -187,7 +189,9 @@ class Session:
                 continue
             control = Control(segment)
             if created:
-                return cls(name, control, me if member else None)
+                session = cls(name, control, me if member else None)
+                session.created = True
+                return session
             with control:
                 state = control.read_state()
                 if state.state == STATE_CREATING or state.state == STATE_CLOSED:
