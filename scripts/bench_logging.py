@@ -85,8 +85,9 @@ def _file_handler(path: str) -> logging.Handler:
 
 
 def _plain_logger(name: str, handler: logging.Handler) -> logging.Logger:
-    """A logger outside ``logging``'s tree (as MMLogger is), with one handler."""
-    logger = logging.Logger(name)
+    """A logger that does not propagate (as MMLogger does not), with one handler."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)  # as MMLogger's default
     logger.propagate = False
     logger.addHandler(handler)
     return logger

@@ -100,21 +100,16 @@ def rank_file(directory: Path, rank: int) -> Path:
 
 
 def assert_in_order(numbers: list[int], expected: int, duplicates: int = 0) -> None:
-    """``numbers`` is 0..expected-1 in order, with at most ``duplicates`` repeated lines."""
-    repeated = {n: c for n, c in Counter(numbers).items() if c > 1}
-    assert sum(c - 1 for c in repeated.values()) <= duplicates, f"repeated: {repeated}"
-    assert sorted(set(numbers)) == list(range(expected)), (
+    """``numbers`` is 0..expected-1 in order, with at most ``duplicates`` lines repeated.
+
+    A writer killed after writing a record but before marking it consumed
+    leaves its successor to write that record again, right away: a repeated
+    line follows its first copy directly.
+    """
+    once = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]
+    assert len(numbers) - len(once) <= duplicates, Counter(numbers).most_common(3)
+    assert once == list(range(expected)), (
         f"missing: {sorted(set(range(expected)) - set(numbers))[:20]}"
-    )
-    deduplicated = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1]]
-    if deduplicated != sorted(deduplicated):
-        # A repeated record comes right after the one the dead writer had
-        # written last; everything after it is new.
-        first_back = next(i for i in range(1, len(numbers)) if numbers[i] < numbers[i - 1])
-        rest = numbers[first_back:]
-        assert numbers[first_back] in repeated and rest == sorted(rest), numbers
-    assert [n for n in numbers if n not in repeated] == sorted(
-        n for n in numbers if n not in repeated
     )
 
 
@@ -245,11 +240,67 @@ def test_writer_killed_mid_run_loses_nothing(tmp_path: Path, name: str) -> None:
         assert_in_order(numbers, 1 + 2 * batch, duplicates=1)
 
 
+# -- fairness between rings -------------------------------------------------------------------
+
+
+class _Ring:
+    """A record ring as the writer sees it, holding progress markers (no files involved)."""
+
+    def __init__(self, writer: int, created: list[float]) -> None:
+        self.writer = writer
+        self.records = [(t, None, {"ring": writer, "created": t}) for t in created]
+        self.at = 0
+
+    def next(self):
+        return self.records[self.at] if self.at < len(self.records) else None
+
+    def done(self) -> None:
+        self.at += 1
+
+    def pending(self) -> int:
+        return len(self.records) - self.at
+
+    def unreported_drops(self) -> int:
+        return 0
+
+
+class _Segments:
+    def __init__(self, rings: list[_Ring]) -> None:
+        self.rings = rings
+
+    def record_consumers(self) -> list[_Ring]:
+        return list(self.rings)
+
+
+@pytest.mark.timeout(120)
+def test_a_busy_ring_does_not_starve_one_that_was_empty() -> None:
+    """A ring with nothing to write when a pass began gets its turn during the pass, in
+    creation order, while other producers keep the pass going (else its producer blocks
+    and then drops)."""
+    from shmlog.sinks.writer import REPOLL_RECORDS, LogWriter
+
+    busy = _Ring(0, [float(i) for i in range(1000)])
+    idle = _Ring(1, [])
+    writer = LogWriter(_Segments([busy, idle]))
+    written: list[dict] = []
+
+    def on_progress(progress: dict) -> None:
+        written.append(progress)
+        if len(written) == 100:  # the idle producer logs, while the pass goes on
+            idle.records.append((50.5, None, {"ring": 1, "created": 50.5}))
+
+    writer.on_progress = on_progress
+    assert writer.drain() == 1001
+    at = next(i for i, p in enumerate(written) if p["ring"] == 1)
+    assert 100 <= at <= 100 + REPOLL_RECORDS
+    assert [p["created"] for p in written if p["ring"] == 0] == [float(i) for i in range(1000)]
+
+
 # -- a full ring -----------------------------------------------------------------------------------
 
 
 def _stop_writer(session: shmlog.Session) -> int:
-    """SIGSTOP the session's writer (after it has drained); SIGCONT it when done."""
+    """SIGSTOP the session's writer once it is up and idle; the caller SIGCONTs it."""
     assert session.flush()  # the writer is up, and idle
     writer = session.writer_pid
     assert alive(writer)
@@ -340,7 +391,7 @@ def test_full_ring_costs_one_wait_across_loggers_and_progress_markers(
         try:
             for i in range(40):  # ~8 KiB each: about 30 fit, then one wait, then drops
                 first.info(f"first line {i} {padding}")
-            for i in range(60):  # markers (all of one size) fill the gap left, then drop
+            for i in range(60):  # markers (all of one size) fill any gap left, then drop
                 marker(i)
             began = time.perf_counter()
             for i in range(60, 70):  # neither fits any more
@@ -359,7 +410,9 @@ def test_full_ring_costs_one_wait_across_loggers_and_progress_markers(
     assert numbered(messages, "second") == []
     kept = numbered(messages, "first")
     markers_kept = text.count(" - Epoch(train)")
-    assert 0 < len(kept) < 40 and 0 < markers_kept < 60
+    # (Whether any marker fitted in the gap the big records left depends on
+    # record sizes, which include the log file's path.)
+    assert 0 < len(kept) < 40 and markers_kept < 60
     counts = [int(m.group(1)) for m in map(DROPPED.match, messages) if m is not None]
     assert counts == [(40 - len(kept)) + (70 - markers_kept) + 10]
 

@@ -7,8 +7,9 @@ names: ``<dir>/<stem>.log`` for rank 0 and ``<dir>/<stem>_rank<N>.log`` for
 rank N when distributed logging is on.  Records of DataLoader workers go to
 their rank's file, marked ``[worker<id>]``.
 
-Across rings, records are written in the order they were created; within a
-ring, always in the order they were put.  A record is marked consumed right
+Across rings, records are written in the order they were created (a ring
+that was empty when a pass began joins it within ``REPOLL_RECORDS``
+records); within a ring, always in the order they were put.  A record is marked consumed right
 after its file handler wrote (and flushed) it, so a successor that takes over
 after a crash writes at most the one record in flight again.
 
@@ -32,6 +33,8 @@ from .files import build_file_handler, log_file_for_rank
 from .formatter import TERMINAL_DATEFMT, MMFormatter, TerminalHandler
 
 _OPENED_KEY = "\x1fshmlog\x1fopened-files"
+# Records written between two looks at the rings that had nothing to write.
+REPOLL_RECORDS = 16
 
 
 def _record(data: tuple[Any, ...]) -> logging.LogRecord:
@@ -128,6 +131,17 @@ class LogWriter:
                 del heads[index]
             else:
                 heads[index] = record
+            if done % REPOLL_RECORDS == 0:
+                # Busy producers can keep one pass going indefinitely: rings
+                # that were empty when it began, or appeared since, join it
+                # here instead of waiting for its end (their producers would
+                # block, then drop).
+                consumers = self._segments.record_consumers()
+                for other, waiting in enumerate(consumers):
+                    if other not in heads:
+                        record = waiting.next()
+                        if record is not None:
+                            heads[other] = record
         for consumer in consumers:
             self._report_drops(consumer)
         self.written += done
