@@ -225,3 +225,25 @@ def test_restored_history_with_dropped_records_has_no_phantom_records(name: str)
         hub.update_scalar("loss", 500)  # logging goes on after the restored records
         assert restored.data[0].tolist() == list(map(float, range(400, 501)))
         assert restored.totals().updates == 501
+
+
+def test_history_as_of_a_past_time_when_the_writer_is_far_ahead(name: str) -> None:
+    """The log writer's view "as of a marker" stays exact however many updates followed it."""
+    import time as _time
+
+    with shmlog.init(name, log_writer="none") as session:
+        hub = MessageHub.get_instance("asof")
+        for i in range(10):
+            hub.update_scalar("k", float(i))
+        until = _time.monotonic_ns()
+        for i in range(10, 300):
+            hub.update_scalar("k", float(i))
+        past = session.hub("asof").log_scalars(until=until)["k"]
+        assert past.totals().updates == 10
+        assert past.totals().value_sum == sum(range(10))
+        assert past.current() == 9.0
+        assert past.mean(4) == (6 + 7 + 8 + 9) / 4
+        assert (past.min(), past.max()) == (0.0, 9.0)
+        assert list(past.data[0]) == [float(i) for i in range(10)]
+        now = hub.get_scalar("k")
+        assert now.totals().updates == 300

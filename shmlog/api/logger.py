@@ -31,7 +31,7 @@ from ..sinks.formatter import (
 from .dist import get_rank, get_world_size
 from .manager import ManagerMixin
 from .record_handler import SessionFileHandler, make_route
-from .session import in_session
+from .session import current_session, in_session
 
 __all__ = ["MMLogger", "print_log"]
 
@@ -84,7 +84,8 @@ class MMLogger(logging.Logger, ManagerMixin):
                 f"distributed: expected a bool, got {type(distributed).__name__} "
                 f"{distributed!r}"
             )
-        master = None if log_file is None else master_log_file(log_file)
+        if log_file is not None:
+            master_log_file(log_file)  # refuses a path that is no file path, before any handler
         logging.Logger.__init__(self, logger_name)
         ManagerMixin.__init__(self, name)
         self.propagate = False
@@ -109,8 +110,14 @@ class MMLogger(logging.Logger, ManagerMixin):
                     file_handler_cfg, level,
                 )
 
-            own = log_file_for_rank(log_file, rank, world_size, bool(distributed), level)
-            self._log_file = os.path.abspath(own if own is not None else master)
+            session = current_session() if in_session() else None
+            # A node without storage shared with the others writes <stem>_logs/.
+            per_node = session is not None and not session.options.get("shared_storage", True)
+            own = log_file_for_rank(
+                log_file, rank, world_size, bool(distributed), level, per_node
+            )
+            shown = own if own is not None else master_log_file(log_file, per_node)
+            self._log_file = os.path.abspath(shown)
             if own is not None:
                 # Inside a session the designated log writer opens the files;
                 # a process only creates its own when it logs outside one.

@@ -66,6 +66,7 @@ class SessionFileHandler(logging.Handler):
         self._rank = rank
         self._created_ns = time.time_ns()
         self._shipped = False
+        self._who: tuple[int, int, int] | None = None  # (pid, rank, worker id)
         # The local file was already created (and truncated for mode 'w'):
         # the log writer must append to it, not truncate it again, and this
         # process, when it logs outside the session again, must write after
@@ -124,11 +125,16 @@ class SessionFileHandler(logging.Handler):
         exc_text = record.exc_text
         if record.exc_info and not exc_text:
             exc_text = _FORMATTER.formatException(record.exc_info)
-        rank, worker, _label = session.shared.identity()
+        who = self._who
+        if who is None or who[0] != record.process:
+            # Once per process (a forked child has another pid): the identity
+            # reads the environment, too slow to do for every record.
+            rank, worker, _label = session.shared.identity()
+            who = self._who = (record.process, self._rank if rank < 0 else rank, worker)
         data = (
             record.created, record.levelno, record.levelname, record.name, message,
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
-            self._rank if rank < 0 else rank, worker, os.getpid(), self.route,
+            who[1], who[2], who[0], self.route,
         )
         self._shipped = True
         with _ship_lock:
@@ -172,10 +178,16 @@ def _append_only(handler: logging.Handler) -> None:
         pass
 
 
-def _session() -> Any:
-    from .session import current_session
+_current_session: Any = None
 
-    return current_session()
+
+def _session() -> Any:
+    global _current_session
+    if _current_session is None:  # imported late: the session module imports this one
+        from .session import current_session
+
+        _current_session = current_session
+    return _current_session()
 
 
 def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:

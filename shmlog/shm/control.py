@@ -43,6 +43,11 @@ STATE_CREATING, STATE_READY, STATE_CLOSED = 0, 1, 2
 
 # at 36: state, creator, ring segments, info segments, created, record segments, log writer
 _CTL = struct.Struct("<IIIIQII")
+_CTL_FIELDS = {
+    "state": (36, "I"), "creator": (40, "I"), "ring_segments": (44, "I"),
+    "info_segments": (48, "I"), "created_ns": (52, "Q"), "record_segments": (60, "I"),
+    "writer_pid": (64, "I"),
+}
 _CTL_AT = 36
 CONFIG_AT, CONFIG_MAX = 256, 4096
 MEMBERS_AT, MEMBER_SLOTS = 4352, 256
@@ -138,8 +143,21 @@ class Control:
         return ControlState(*_CTL.unpack_from(self.segment.buf, _CTL_AT))
 
     def write_state(self, **changes: int) -> None:
-        current = self.read_state()._replace(**changes)
-        _CTL.pack_into(self.segment.buf, _CTL_AT, *current)
+        """Store the changed header fields, each with one aligned store.
+
+        Not ``struct.pack_into`` over the whole header: it zeroes its target
+        before writing, and lock-free readers of the segment counts and the
+        writer pid would see zeros meanwhile.
+        """
+        buf = self.segment.buf
+        for field, value in changes.items():
+            at, fmt = _CTL_FIELDS[field]
+            if fmt == "Q":  # the creation time: written once, before anyone attaches
+                buf[at : at + 8] = int(value).to_bytes(8, "little")
+                continue
+            view = buf[at : at + 4].cast("I")
+            view[0] = value
+            view.release()
 
     def read_config(self) -> dict[str, Any]:
         buf = self.segment.buf

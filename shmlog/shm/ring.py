@@ -335,12 +335,15 @@ class RingReader:
         want = self.capacity if last is None else min(self.capacity, last)
         extra = 16
         while True:
-            snap = self.snapshot(min(self.capacity, want + extra))
+            copy = min(self.capacity, want + extra)
+            snap = self.snapshot(copy)
             later = int(len(snap.times) - np.searchsorted(snap.times, until, side="right"))
-            complete = len(snap.values) >= min(self._kept(snap.updates), want + extra)
-            if later < extra or complete or want + extra >= self.capacity:
+            # Enough when the copy holds ``want`` records up to ``until`` (and so
+            # every later one), or everything the ring retains.
+            everything = len(snap.values) >= self._kept(snap.updates) or copy >= self.capacity
+            if len(snap.values) - later >= max(want, 1) or everything:
                 break
-            extra *= 4
+            extra = max(extra * 4, later + 16)
         if later == 0:
             values, counts, times = snap.values, snap.counts, snap.times
             return snap._replace(values=values[len(values) - min(want, len(values)):],
