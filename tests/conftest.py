@@ -24,6 +24,21 @@ def _shmlog_entries() -> set[str]:
 _before_session: set[str] = set()
 
 
+@pytest.fixture
+def name() -> str:
+    """A session name no other test (or concurrent run) uses."""
+    from _shared_workers import unique_name
+
+    return unique_name()
+
+
+@pytest.fixture(autouse=True)
+def _no_inherited_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests start outside any session, rank or DataLoader worker, whatever the shell set."""
+    for var in ("RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     _before_session.clear()
     _before_session.update(_shmlog_entries())

@@ -28,7 +28,6 @@ from _shared_workers import (
     private_shm_command,
     private_shm_unavailable,
     shm_entries,
-    unique_name,
 )
 
 import shmlog
@@ -38,17 +37,6 @@ from shmlog.shm import session as shm_session
 from shmlog.shm.segment import HEADER, KIND_CONTROL, LAYOUT_VERSION, MAGIC, SegmentError
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def name() -> str:
-    return unique_name()
-
-
-@pytest.fixture(autouse=True)
-def _no_worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
 
 
 # -- writers killed mid-update ----------------------------------------------------------

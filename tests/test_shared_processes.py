@@ -28,7 +28,6 @@ from _shared_workers import (
     rewrite_options,
     shm_entries,
     stop_forkserver,
-    unique_name,
     wait_then_log,
 )
 
@@ -40,17 +39,6 @@ from shmlog.shm.ring import RingReader
 pytestmark = pytest.mark.timeout(60)
 
 METHODS = ["fork", "spawn", "forkserver"]
-
-
-@pytest.fixture
-def name() -> str:
-    return unique_name()
-
-
-@pytest.fixture(autouse=True)
-def _no_rank_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
 
 
 # -- children of every start method -----------------------------------------------

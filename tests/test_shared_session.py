@@ -19,7 +19,6 @@ from _shared_workers import (
     log_keys,
     shm_bytes,
     shm_entries,
-    unique_name,
 )
 
 import shmlog
@@ -27,17 +26,6 @@ from shmlog import HistoryBuffer, MessageHub
 from shmlog.api import backend
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def name() -> str:
-    return unique_name()
-
-
-@pytest.fixture(autouse=True)
-def _no_worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(var, raising=False)
 
 
 # -- many keys -----------------------------------------------------------------------
