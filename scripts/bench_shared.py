@@ -18,6 +18,10 @@ measured in the same run (no reference number is hard-coded):
 (b) 4 writer processes -> the owner, updates/s end to end: each forked child
     makes U ``update_scalar('train/x', 1.0)`` calls; the clock runs from the
     start signal until the owner has read and verified the exact totals.
+    Two rounds run in one session: right after ``shmlog.init()`` (the goal is
+    judged on this one: it pays for whatever the session starts in the
+    background) and again with fresh children and a fresh key once the session
+    has been up for the first round (what a long training job sees).
     Beside it: the pattern users have today, 4 workers doing one
     ``multiprocessing.Queue.put((key, value))`` per update while the main
     process drains them into an in-process ``shmlog.MessageHub`` (local mode,
@@ -337,7 +341,7 @@ def print_a(result: dict[str, Any], mm_source: str) -> list[str]:
 # -- (b) 4 writers -> owner ----------------------------------------------------------------------
 
 
-def _shared_writer(hub_name: str, updates: int, ready: Any, start: Any, done: Any,
+def _shared_writer(hub_name: str, key: str, updates: int, ready: Any, start: Any, done: Any,
                    release: Any) -> None:
     import shmlog
 
@@ -345,7 +349,7 @@ def _shared_writer(hub_name: str, updates: int, ready: Any, start: Any, done: An
     ready.set()
     start.wait()
     for _ in range(updates):
-        update(FANIN_KEY, 1.0)
+        update(key, 1.0)
     done.set()
     release.wait()  # stay alive until the owner has verified, off the clock
 
@@ -364,45 +368,58 @@ def _exact(totals: Any, expected: int) -> bool:
 
 
 def fanin_shared(writers: int, updates: int) -> dict[str, Any]:
+    """Two rounds in one session: right after ``shmlog.init`` (everything a short job
+    pays, including whatever the session starts in the background) and again once
+    the session has been running for the first round (what a long job sees)."""
     import shmlog
 
     ctx = _fork()
     hub_name = f"bench-shared-b-{os.getpid()}"
-    expected = writers * updates
     with shmlog.init() as session:
         SESSIONS.append(session.name)
         hub = shmlog.MessageHub.get_instance(hub_name)
-        start, release = ctx.Event(), ctx.Event()
-        ready = [ctx.Event() for _ in range(writers)]
-        done = [ctx.Event() for _ in range(writers)]
-        children = [
-            ctx.Process(target=_shared_writer,
-                        args=(hub_name, updates, ready[i], start, done[i], release))
-            for i in range(writers)
-        ]
-        for child in children:
-            child.start()
-        try:
-            for event in ready:
-                _wait_event(event, children, "writers to be ready")
-            t0 = time.perf_counter_ns()
-            start.set()
-            for event in done:
-                _wait_event(event, children, "writers to finish")
-            buffer = hub.get_scalar(FANIN_KEY)
-            totals = buffer.totals()
-            exact = _exact(totals, expected)
-            elapsed = time.perf_counter_ns() - t0
-            per_writer = {label: b.totals().updates for label, b in buffer.per_writer().items()}
-            exact = exact and sorted(per_writer.values()) == [updates] * writers
-            session_bytes = session.shared.total_bytes()
-        finally:
-            release.set()
-            _stop(children)
+        rounds = {
+            phase: _fanin_round(ctx, hub, hub_name, key, writers, updates)
+            for phase, key in (("cold", FANIN_KEY), ("warm", FANIN_KEY + "_warm"))
+        }
+        rounds["cold"]["session_bytes"] = session.shared.total_bytes()
+    result = dict(rounds["cold"])
+    result["warm"] = rounds["warm"]
+    return result
+
+
+def _fanin_round(ctx: Any, hub: Any, hub_name: str, key: str, writers: int,
+                 updates: int) -> dict[str, Any]:
+    expected = writers * updates
+    start, release = ctx.Event(), ctx.Event()
+    ready = [ctx.Event() for _ in range(writers)]
+    done = [ctx.Event() for _ in range(writers)]
+    children = [
+        ctx.Process(target=_shared_writer,
+                    args=(hub_name, key, updates, ready[i], start, done[i], release))
+        for i in range(writers)
+    ]
+    for child in children:
+        child.start()
+    try:
+        for event in ready:
+            _wait_event(event, children, "writers to be ready")
+        t0 = time.perf_counter_ns()
+        start.set()
+        for event in done:
+            _wait_event(event, children, "writers to finish")
+        buffer = hub.get_scalar(key)
+        totals = buffer.totals()
+        exact = _exact(totals, expected)
+        elapsed = time.perf_counter_ns() - t0
+        per_writer = {label: b.totals().updates for label, b in buffer.per_writer().items()}
+        exact = exact and sorted(per_writer.values()) == [updates] * writers
+    finally:
+        release.set()
+        _stop(children)
     return {
         "updates": expected, "seconds": elapsed / 1e9, "rate": expected / (elapsed / 1e9),
         "exact": exact, "totals": list(totals), "per_writer": per_writer,
-        "session_bytes": session_bytes,
     }
 
 
@@ -448,21 +465,25 @@ def print_b(shared: dict[str, Any], queue: dict[str, Any], writers: int, updates
     queue_label = ("multiprocessing.Queue: one put((key, value)) per update, main drains "
                    "into an in-process shmlog.MessageHub (local mode)")
     rows = [
-        ("shmlog: forked children update_scalar into shared memory, owner reads totals",
-         shared),
+        (("shmlog: forked children update_scalar into shared memory, owner reads totals; "
+          "round 1, started right after shmlog.init()"), shared),
+        ("shmlog: the same, round 2 in the same session (new key, new children)",
+         shared["warm"]),
         (queue_label, queue),
     ]
     for label, run in rows:
         print(f"  {label}")
         print(f"    {run['rate']:>12,.0f} updates/s  ({run['updates']:,} updates in "
               f"{run['seconds']:.3f} s)  exact: {'yes' if run['exact'] else 'no'}")
-    print(f"  shmlog per writer: {shared['per_writer']}")
-    print(f"  shmlog session bytes used (all segments): {shared['session_bytes']:,} "
+    print(f"  shmlog per writer (round 1): {shared['per_writer']}")
+    print(f"  shmlog session bytes used (all segments, both rounds): {shared['session_bytes']:,} "
           f"({shared['session_bytes'] / 2**20:.2f} MiB)")
     ok = ratio >= FANIN_GOAL
-    print(f"  goal: shmlog / Queue >= {FANIN_GOAL:.0f}x: {ratio:.1f}x  "
-          f"[{'ok' if ok else 'MISSED'}]")
+    warm = shared["warm"]["rate"] / queue["rate"]
+    print(f"  goal: shmlog (round 1) / Queue >= {FANIN_GOAL:.0f}x: {ratio:.1f}x  "
+          f"[{'ok' if ok else 'MISSED'}]; round 2 / Queue: {warm:.1f}x")
     shared["ratio_to_queue"] = ratio
+    shared["warm"]["ratio_to_queue"] = warm
     return [] if ok else ["(b) fan-in rate vs multiprocessing.Queue"]
 
 
@@ -717,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     queue = fanin_queue(sizes["writers"], sizes["updates"])
     report["b"] = {"shmlog": shared, "queue": queue}
     missed += print_b(shared, queue, sizes["writers"], sizes["updates"])
-    exact &= shared["exact"] and queue["exact"]
+    exact &= shared["exact"] and shared["warm"]["exact"] and queue["exact"]
 
     print()
     c = section_c(sizes)
