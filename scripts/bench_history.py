@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchkit import format_ns
+
 MAX_LENGTH = 1_000_000
 LENGTHS = (0, 10_000, 100_000, 1_000_000)
 OPERATIONS = ("HistoryBuffer.update", "MessageHub.update_scalar")
@@ -173,14 +175,6 @@ def _mmengine_importable() -> bool:
     return True
 
 
-def _format_ns(ns: float) -> str:
-    if ns >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if ns >= 1e4:
-        return f"{ns / 1e3:.1f} us"
-    return f"{ns:.0f} ns"
-
-
 def print_report(lengths: list[int], shmlog: Results, mmengine: Results | None, source: str) -> bool:
     """Print the table and the verdicts; return whether the targets were met."""
     print(f"median cost per update (max_length {MAX_LENGTH:,}); MMEngine: {source}")
@@ -192,10 +186,10 @@ def print_report(lengths: list[int], shmlog: Results, mmengine: Results | None, 
     for operation in OPERATIONS:
         for length in lengths:
             ours = shmlog[operation][length]
-            row = f"{operation:<26} {length:>9,} {_format_ns(ours):>10}"
+            row = f"{operation:<26} {length:>9,} {format_ns(ours):>10}"
             if mmengine is not None:
                 theirs = mmengine[operation][length]
-                row += f" {_format_ns(theirs):>10} {theirs / ours:>15.1f}x"
+                row += f" {format_ns(theirs):>10} {theirs / ours:>15.1f}x"
             print(row)
     print()
     ok = True

@@ -40,7 +40,6 @@ import gc
 import json
 import logging
 import logging.handlers
-import multiprocessing as mp
 import os
 import platform
 import shutil
@@ -48,13 +47,12 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
-from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from benchkit import CHILD_TIMEOUT, fork_context, format_ns, run_reporting_child
+
 SHM_DIR = "/dev/shm"
-CHILD_TIMEOUT = 300.0  # seconds a child may take before the run is declared stuck
 
 FULL = {"processes": 8, "records": 20_000, "repeats": 3, "calls": 20_000, "batch": 500}
 QUICK = {"processes": 8, "records": 500, "repeats": 1, "calls": 2_000, "batch": 500}
@@ -108,10 +106,6 @@ def _shmlog_logger(name: str, log_file: str) -> logging.Logger:
 # -- child processes ----------------------------------------------------------------------------
 
 
-def _fork() -> Any:
-    return mp.get_context("fork")
-
-
 def _wait_all(events: list[Any], children: list[Any], what: str) -> None:
     """Wait for every event; fail (rather than hang) when a child has died."""
     deadline = time.monotonic() + CHILD_TIMEOUT
@@ -132,34 +126,6 @@ def _join(children: list[Any]) -> None:
     codes = [c.exitcode for c in children]
     if any(codes):
         raise RuntimeError(f"a child failed: exit codes {codes}")
-
-
-def _run_reporting_child(target: Callable[..., Any], *args: Any) -> Any:
-    """Run ``target(*args)`` in a forked child and return what it returns."""
-    ctx = _fork()
-    reader, writer = ctx.Pipe(duplex=False)
-
-    def main() -> None:
-        try:
-            writer.send(("ok", target(*args)))
-        except BaseException:
-            writer.send(("error", traceback.format_exc()))
-            raise
-
-    child = ctx.Process(target=main, name=f"bench-{target.__name__}")
-    child.start()
-    writer.close()
-    try:
-        ready = wait_for([reader, child.sentinel], timeout=CHILD_TIMEOUT)
-        if reader not in ready:
-            raise RuntimeError(f"child {target.__name__} died or hung (exit code {child.exitcode})")
-        status, payload = reader.recv()
-    finally:
-        child.join(CHILD_TIMEOUT)
-        reader.close()
-    if status != "ok":
-        raise RuntimeError(f"child {target.__name__} failed:\n{payload}")
-    return payload
 
 
 def _shmlog_producer(worker: int, log_file: str, records: int, ready: Any, start: Any) -> None:
@@ -218,7 +184,7 @@ def _ordered_count(path: str, expected: int, marker: str = "") -> tuple[int, boo
 def throughput_shmlog(processes: int, records: int, workdir: str) -> dict[str, Any]:
     import shmlog
 
-    ctx = _fork()
+    ctx = fork_context()
     log_file = os.path.join(workdir, "shmlog.log")
     with shmlog.init(f"bench-logging-{os.getpid()}-{len(SESSIONS)}", log_file=log_file) as session:
         SESSIONS.append(session.name)
@@ -266,7 +232,7 @@ def throughput_shmlog(processes: int, records: int, workdir: str) -> dict[str, A
 
 
 def throughput_files(processes: int, records: int, workdir: str) -> dict[str, Any]:
-    ctx = _fork()
+    ctx = fork_context()
     paths = [os.path.join(workdir, f"file{w}.log") for w in range(processes)]
     start = ctx.Event()
     ready = [ctx.Event() for _ in range(processes)]
@@ -301,7 +267,7 @@ class _PidMarker(logging.Filter):
 
 
 def throughput_queue(processes: int, records: int, workdir: str) -> dict[str, Any]:
-    ctx = _fork()
+    ctx = fork_context()
     path = os.path.join(workdir, "queue.log")
     queue = ctx.Queue()
     handler = _file_handler(path)
@@ -465,16 +431,16 @@ def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
         _shmlog_logger(f"bench-b-owner-{session.name}", log_file).info("start")
         if not session.flush(timeout=60):
             raise RuntimeError("the log writer did not start")
-        result["shmlog"] = _run_reporting_child(_cost_shmlog, log_file, calls, batch)
-    result["file"] = _run_reporting_child(
+        result["shmlog"] = run_reporting_child(_cost_shmlog, log_file, calls, batch)
+    result["file"] = run_reporting_child(
         _cost_file, os.path.join(workdir, "b-file.log"), calls, batch)
 
-    queue = _fork().Queue()
+    queue = fork_context().Queue()
     handler = _file_handler(os.path.join(workdir, "b-queue.log"))
     listener = logging.handlers.QueueListener(queue, handler)
     listener.start()
     try:
-        result["queue"] = _run_reporting_child(_cost_queue, queue, calls, batch)
+        result["queue"] = run_reporting_child(_cost_queue, queue, calls, batch)
     finally:
         listener.stop()
         handler.close()
@@ -492,22 +458,14 @@ def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
         ("QueueHandler -> multiprocessing.Queue (listener in the parent)", b["queue"]),
     ]
     for label, run in rows:
-        print(f"  {label:<66} {_format_ns(run['median_ns']):>10}")
+        print(f"  {label:<66} {format_ns(run['median_ns']):>10}")
     shm = b["shmlog"]["median_ns"]
     print(f"  ratios: FileHandler / shmlog = {b['file']['median_ns'] / shm:.2f}x, "
           f"QueueHandler / shmlog = {b['queue']['median_ns'] / shm:.2f}x  "
-          f"(timer floor {_format_ns(b['shmlog']['floor_ns'])}, included in each figure)")
+          f"(timer floor {format_ns(b['shmlog']['floor_ns'])}, included in each figure)")
 
 
 # -- report ------------------------------------------------------------------------------------------
-
-
-def _format_ns(ns: float) -> str:
-    if ns >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if ns >= 1e4:
-        return f"{ns / 1e3:.1f} us"
-    return f"{ns:.0f} ns"
 
 
 def _shm_entries() -> set[str]:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -57,13 +56,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
-from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from benchkit import CHILD_TIMEOUT, fork_context, format_ns, run_reporting_child
+
 SHM_DIR = "/dev/shm"
-CHILD_TIMEOUT = 300.0  # seconds a child may take before the run is declared stuck
 
 UPDATE_GOAL_NS = 1000.0
 SPEEDUP_GOAL = 5.0
@@ -189,38 +187,6 @@ def _mmengine_importable() -> bool:
 # -- child processes -------------------------------------------------------------------------
 
 
-def _fork() -> Any:
-    return mp.get_context("fork")
-
-
-def _run_reporting_child(target: Callable[..., Any], *args: Any) -> Any:
-    """Run ``target(*args)`` in a forked child and return what it returns."""
-    ctx = _fork()
-    reader, writer = ctx.Pipe(duplex=False)
-
-    def main() -> None:
-        try:
-            writer.send(("ok", target(*args)))
-        except BaseException:
-            writer.send(("error", traceback.format_exc()))
-            raise
-
-    child = ctx.Process(target=main, name=f"bench-{target.__name__}")
-    child.start()
-    writer.close()
-    try:
-        ready = wait_for([reader, child.sentinel], timeout=CHILD_TIMEOUT)
-        if reader not in ready:
-            raise RuntimeError(f"child {target.__name__} died or hung (exit code {child.exitcode})")
-        status, payload = reader.recv()
-    finally:
-        child.join(CHILD_TIMEOUT)
-        reader.close()
-    if status != "ok":
-        raise RuntimeError(f"child {target.__name__} failed:\n{payload}")
-    return payload
-
-
 def _wait_event(event: Any, children: list[Any], what: str) -> None:
     """Wait for ``event``; fail (rather than hang) when a child has died."""
     deadline = time.monotonic() + CHILD_TIMEOUT
@@ -282,7 +248,7 @@ def section_a(sizes: dict[str, int], mm: dict[str, Any] | None) -> dict[str, Any
         owner = shmlog.MessageHub.get_instance(hub_name)
         owner.update_scalar("train/owner", 0.25)
         result["owner_ns"] = _median_batches(owner.update_scalar, "train/owner", batch, repeats)
-        child = _run_reporting_child(_child_update_cost, hub_name, batch, repeats, deep)
+        child = run_reporting_child(_child_update_cost, hub_name, batch, repeats, deep)
         # The owner reads what the (now exited) child wrote.
         updates = owner.get_scalar(KEY).totals().updates
         result["child"] = child
@@ -313,7 +279,7 @@ def print_a(result: dict[str, Any], mm_source: str) -> list[str]:
                      mm["deep_ns"]))
     width = max(len(label) for label, _ in rows)
     for label, ns in rows:
-        print(f"  {label:<{width}}  {_format_ns(ns):>10}")
+        print(f"  {label:<{width}}  {format_ns(ns):>10}")
     print(f"  MMEngine: {mm_source}")
     print(f"  owner read the child's {child['updates']:,} updates back: "
           f"exact: {'yes' if result['exact'] else 'no'}")
@@ -373,7 +339,7 @@ def fanin_shared(writers: int, updates: int) -> dict[str, Any]:
     the session has been running for the first round (what a long job sees)."""
     import shmlog
 
-    ctx = _fork()
+    ctx = fork_context()
     hub_name = f"bench-shared-b-{os.getpid()}"
     with shmlog.init() as session:
         SESSIONS.append(session.name)
@@ -427,7 +393,7 @@ def fanin_queue(writers: int, updates: int) -> dict[str, Any]:
     import shmlog
 
     assert shmlog.current_session() is None, "the queue reference must run without a session"
-    ctx = _fork()
+    ctx = fork_context()
     expected = writers * updates
     hub = shmlog.MessageHub(f"bench-shared-queue-{os.getpid()}")  # local: in this process
     queue = ctx.Queue()
@@ -521,7 +487,7 @@ def _lp_writer(hub_name: str, keys: list[str], targets: list[int], offset: float
 def section_c(sizes: dict[str, int]) -> dict[str, Any]:
     import shmlog
 
-    ctx = _fork()
+    ctx = fork_context()
     writers, count = sizes["lp_writers"], sizes["lp_keys"]
     long = _fitting_history(sizes["lp_long"], writers * count)
     targets = [sizes["lp_short"], long]
@@ -636,14 +602,6 @@ def print_c(result: dict[str, Any], sizes: dict[str, int]) -> list[str]:
 
 
 # -- report -------------------------------------------------------------------------------------
-
-
-def _format_ns(ns: float) -> str:
-    if ns >= 1e6:
-        return f"{ns / 1e6:.2f} ms"
-    if ns >= 1e4:
-        return f"{ns / 1e3:.1f} us"
-    return f"{ns:.0f} ns"
 
 
 def _shm_entries() -> set[str]:

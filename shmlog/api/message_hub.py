@@ -75,15 +75,20 @@ class MessageHub(ManagerMixin):
             type(value) is float
             and count.__class__ is int
             and count == 1
-            and self._bound_token is _backend.token
-            and self._bound_token is not None
             and self._resumed_keys.get(key) is resumed
         ):
-            try:
-                self._bound_local.writers[key].append(value, 1.0)
-                return
-            except (AttributeError, KeyError):
-                pass
+            token = _backend.token
+            if token is None:  # no session: this process's own ring
+                buffer = self._log_scalars.get(key)
+                if buffer is not None:
+                    buffer._storage.append(value, 1.0)
+                    return
+            elif self._bound_token is token:
+                try:
+                    self._bound_local.writers[key].append(value, 1.0)
+                    return
+                except (AttributeError, KeyError):
+                    pass
         self._update_scalar(key, value, count, resumed)
 
     def _update_scalar(self, key: str, value: Any, count: Any, resumed: bool) -> None:

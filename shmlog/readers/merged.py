@@ -63,6 +63,10 @@ class MergedRings:
         return result
 
     def retained(self) -> int:
+        if self._until is None:
+            kept = [(ring.kept(n), n) for ring, n in ((r, r.updates()) for r in self._rings)]
+            if all(k == n for k, n in kept):
+                return sum(k for k, _ in kept)  # nothing dropped: no copy needed
         # Consistent copies, not the live slots: a writer that keeps appending
         # overwrites the oldest records (and their times) while they are read.
         snaps = [self._snapshot(ring, None) for ring in self._rings]

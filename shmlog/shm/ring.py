@@ -283,7 +283,7 @@ class RingReader:
             if q[self._seq] == n:
                 return result
 
-    def _kept(self, n: int) -> int:
+    def kept(self, n: int) -> int:
         """Records retained at ``seq == n`` (fewer than capacity in a seeded ring)."""
         return min(n - min(self._q[self._floor], n), self.capacity)
 
@@ -296,7 +296,7 @@ class RingReader:
         """
         while True:
             n, total, weight, low, high = self.totals()
-            kept = self._kept(n)
+            kept = self.kept(n)
             keep = kept if last is None else min(kept, last)
             if keep == 0:
                 return RingSnapshot(n, total, weight, low, high, _EMPTY_F, _EMPTY_F, _EMPTY_I)
@@ -340,7 +340,7 @@ class RingReader:
             later = int(len(snap.times) - np.searchsorted(snap.times, until, side="right"))
             # Enough when the copy holds ``want`` records up to ``until`` (and so
             # every later one), or everything the ring retains.
-            everything = len(snap.values) >= self._kept(snap.updates) or copy >= self.capacity
+            everything = len(snap.values) >= self.kept(snap.updates) or copy >= self.capacity
             if len(snap.values) - later >= max(want, 1) or everything:
                 break
             extra = max(extra * 4, later + 16)
@@ -377,12 +377,12 @@ class RingReader:
 
     def oldest_time(self, n: int) -> int:
         """Time of the oldest record retained when ``seq == n`` (n > 0)."""
-        first = n - self._kept(n)
+        first = n - self.kept(n)
         return int(self._times[first % self._slots])
 
     def count_since(self, n: int, cutoff: int) -> int:
         """How many of the retained records at ``seq == n`` have time >= cutoff."""
-        first = n - self._kept(n)
+        first = n - self.kept(n)
         times, slots = self._times, self._slots
         lo, hi = first, n  # times are increasing along the ring's updates
         while lo < hi:
