@@ -127,17 +127,17 @@ class Session:
             if self.closed:
                 return
             self._leave_writing()
-            if _active is self:
-                _active = None
-                backend.install(_lazy_resolver if os.environ.get(ENV_SESSION) else None)
             if self._member and os.environ.get(ENV_SESSION) == self.name:
                 if self._previous_env is None:
                     os.environ.pop(ENV_SESSION, None)
                 else:
                     os.environ[ENV_SESSION] = self._previous_env
                 _tell_multiprocessing(os.environ.get(ENV_SESSION))
-                if not os.environ.get(ENV_SESSION):
-                    backend.install(None)
+            if _active is self:
+                _active = None
+                # Hubs go back to this process's own memory, or to the session
+                # the environment still names (a child that attached to it).
+                backend.install(_lazy_resolver if os.environ.get(ENV_SESSION) else None)
             self._segments.close()
 
     def _leave_writing(self) -> None:

@@ -4,7 +4,8 @@ One control segment per session, named ``shmlog-<uid>-<session>@ctl``.  Its
 kind-specific header fields (after the common 64-byte header of
 ``shmlog.shm.segment``, in the bytes 36..64) and tables::
 
-    36      state            u32  0 being created, 1 ready, 2 closed
+    36      state            u32  1 ready, 2 closed (the segment appears ready:
+                                  it is built under a temporary name first)
     40      creator pid      u32
     44      ring segments    u32  published count of ``@r<i>`` segments
     48      info segments    u32  published count of ``@i<i>`` segments
@@ -39,7 +40,7 @@ from typing import Any, NamedTuple
 
 from .segment import Segment
 
-STATE_CREATING, STATE_READY, STATE_CLOSED = 0, 1, 2
+STATE_READY, STATE_CLOSED = 1, 2
 
 # at 36: state, creator, ring segments, info segments, created, record segments, log writer
 _CTL = struct.Struct("<IIIIQII")

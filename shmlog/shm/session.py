@@ -34,7 +34,6 @@ from . import arena, info, records
 from .control import (
     CONTROL_BYTES,
     STATE_CLOSED,
-    STATE_CREATING,
     STATE_READY,
     Control,
     Writer,
@@ -193,28 +192,20 @@ class Session:
                 session.created = True
                 return session
             with control:
-                state = control.read_state()
-                if state.state == STATE_CREATING or state.state == STATE_CLOSED:
-                    retry = True
-                elif control.prune_members() == 0:
+                # A closed session is being unlinked by its last member: try again.
+                if control.read_state().state == STATE_READY:
+                    if control.prune_members() > 0:
+                        if member:
+                            control.add_member(*me)
+                        return cls(name, control, me if member else None)
                     if not create:
                         segment.close()
                         raise SessionError(
                             f"shmlog session {name!r} is stale: every process that joined it "
                             f"has exited. Run 'shmlog clean' or call shmlog.init({name!r})."
                         )
-                    _destroy(control, name)
-                    retry = True
-                else:
-                    retry = False
-                if not retry:
-                    if member:
-                        control.add_member(*me)
-                    session = cls(name, control, me if member else None)
-                    return session
+                    _destroy(control, name)  # stale: replace it
             segment.close()
-            if state.state == STATE_CREATING:
-                time.sleep(0.001)
 
     def close(self) -> None:
         """Leave the session; the last member to leave removes its segments."""
