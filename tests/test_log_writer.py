@@ -659,3 +659,35 @@ def test_bench_logging_quick() -> None:
     assert "complete: no" not in done.stdout
     for needle in ("records/s", "per logger.info call", "writer CPU"):
         assert needle in done.stdout, done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_logged_steps_are_exported_to_tensorboard(tmp_path: Path, name: str) -> None:
+    """With tensorboardX installed, every logged step's values reach the event file."""
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.proto import event_pb2
+
+    log_file = tmp_path / "tmp.log"
+    hub_name = f"hub-{name}"
+    with shmlog.init(name, log_file=str(log_file), log_processor=PROCESSOR_CFG,
+                     log_interval=INTERVAL, hub=hub_name) as session:
+        _train(MessageHub.get_instance(hub_name))
+        assert session.flush()
+        writer = session.writer_pid
+    assert wait_gone(writer)
+
+    events = sorted((tmp_path / "tmp" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, "no event file was written"
+    seen: dict[str, list[int]] = {}
+    for path in events:
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):  # TFRecord framing: u64 length, u32 crc, data, u32 crc
+            length = int.from_bytes(data[at:at + 8], "little")
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                seen.setdefault(value.tag, []).append(event.step)
+    logged_steps = [it + 1 for it in range(ITERS) if (it + 1) % INTERVAL == 0]
+    for tag in ("loss", "lr", "time", "data_time", "loss_max"):
+        assert seen.get(tag) == logged_steps, (tag, seen.get(tag))

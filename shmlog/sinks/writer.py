@@ -347,18 +347,30 @@ class _EtaView:
 
 
 def _tensorboard(export_dir: str, wanted: bool | None) -> Any:
+    """A SummaryWriter into ``<export_dir>/tensorboard``, or None.
+
+    ``wanted`` None means "if installed": tensorboardX, else PyTorch's writer
+    when both torch and tensorboard are installed.  True makes a missing one
+    an error; False turns the export off.
+    """
     if wanted is False:
         return None
+    logdir = os.path.join(export_dir, "tensorboard")
     try:
         from tensorboardX import SummaryWriter
+
+        return SummaryWriter(logdir)
     except ImportError:
-        if not wanted:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ImportError(
-                "tensorboard=True needs tensorboardX or torch with tensorboard installed "
-                "(pip install 'shmlog[tensorboard]')"
-            ) from None
-    return SummaryWriter(os.path.join(export_dir, "tensorboard"))
+        pass
+    import importlib.util
+
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("tensorboard"):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(logdir)
+    if wanted:
+        raise ImportError(
+            "tensorboard=True needs tensorboardX, or torch with tensorboard, installed "
+            "(pip install 'shmlog[tensorboard]')"
+        )
+    return None
