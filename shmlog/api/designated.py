@@ -158,15 +158,6 @@ def start_sidecar(name: str) -> subprocess.Popen:
     )
 
 
-def wait_for_writer(session: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _writer_alive(session.shared):
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def main(argv: list[str]) -> int:
     """The sidecar: attach to the session, take the lock, write until members leave."""
     if len(argv) != 1:

@@ -7,17 +7,24 @@ creation: two threads asking for the same new name get the same object.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated
     from typing import Self
 
 _LOCK = threading.RLock()
 
-T = TypeVar("T", bound="ManagerMixin")
+
+def _reinit_after_fork() -> None:
+    global _LOCK
+    _LOCK = threading.RLock()  # a parent thread may have held it at fork
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 class ManagerMixin:

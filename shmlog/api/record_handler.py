@@ -86,7 +86,12 @@ class SessionFileHandler(logging.Handler):
             self._local.setLevel(level)
 
     def emit(self, record: logging.LogRecord) -> None:
-        shared = backend.token is not None and _session()
+        try:
+            # Raises when SHMLOG_SESSION names a session that is gone.
+            shared = backend.token is not None and _session()
+        except Exception:  # noqa: BLE001 (logging must never raise into the caller)
+            self.handleError(record)
+            return
         if shared and shared._options.get("log_writer") == "none":
             shared = None
         if shared:

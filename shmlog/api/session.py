@@ -38,7 +38,7 @@ from ..shm.session import (
     check_capacity,
 )
 from ..shm.session import Session as SharedSegments
-from ..sinks.writer import progress_due
+from ..sinks.writer import TENSORBOARD_MISSING, progress_due, tensorboard_installed
 from . import backend, designated
 from .record_handler import ship_progress, wait_drained
 from .shared_hub import SharedHub
@@ -50,6 +50,7 @@ FLUSH_SECONDS = 10.0
 _lock = threading.RLock()
 _active: Session | None = None
 _hooks_installed = False
+_signals_installed = False
 
 
 class Session:
@@ -64,6 +65,9 @@ class Session:
         self._member = member
         self._previous_env = previous_env
         self._hubs: dict[str, SharedHub] = {}
+        # Not the module lock: close() holds that while it waits for this
+        # process's standby thread, which needs a hub to format progress lines.
+        self._hubs_lock = threading.Lock()
         self._options = segments.options()
         self._standby: designated.Standby | None = None
         self._sidecar: Any = None
@@ -103,7 +107,7 @@ class Session:
     def hub(self, name: str) -> SharedHub:
         hub = self._hubs.get(name)
         if hub is None:
-            with _lock:
+            with self._hubs_lock:
                 hub = self._hubs.get(name)
                 if hub is None:
                     hub = self._hubs[name] = SharedHub(self._segments, name, self.capacity_of)
@@ -126,19 +130,23 @@ class Session:
         with _lock:
             if self.closed:
                 return
-            self._leave_writing()
-            if self._member and os.environ.get(ENV_SESSION) == self.name:
-                if self._previous_env is None:
-                    os.environ.pop(ENV_SESSION, None)
-                else:
-                    os.environ[ENV_SESSION] = self._previous_env
-                _tell_multiprocessing(os.environ.get(ENV_SESSION))
-            if _active is self:
-                _active = None
-                # Hubs go back to this process's own memory, or to the session
-                # the environment still names (a child that attached to it).
-                backend.install(_lazy_resolver if os.environ.get(ENV_SESSION) else None)
-            self._segments.close()
+            try:
+                self._leave_writing()
+            finally:
+                # Whatever flushing raised, leave the session: a member that
+                # stayed would keep its shared memory alive.
+                if self._member and os.environ.get(ENV_SESSION) == self.name:
+                    if self._previous_env is None:
+                        os.environ.pop(ENV_SESSION, None)
+                    else:
+                        os.environ[ENV_SESSION] = self._previous_env
+                    _tell_multiprocessing(os.environ.get(ENV_SESSION))
+                if _active is self:
+                    _active = None
+                    # Hubs go back to this process's own memory, or to the session
+                    # the environment still names (a child that attached to it).
+                    backend.install(_lazy_resolver if os.environ.get(ENV_SESSION) else None)
+                self._segments.close()
 
     def _leave_writing(self) -> None:
         """Flush this process's records, and hand over or finish log writing."""
@@ -155,8 +163,9 @@ class Session:
                 self._standby.stop()
         except (SessionError, ValueError, OSError):
             pass
-        if self._sidecar is not None and last:
-            # The sidecar exits once no member is left; reap it so it does
+        if self._sidecar is not None:
+            # The sidecar exits once no member is left (now, or after the
+            # members that outlive this one leave); reap it then so it does
             # not linger as a zombie of this process.
             self._reap_sidecar_later()
 
@@ -233,7 +242,8 @@ def init(
             multi-node layout).  Default: True on one node (torchrun's
             NNODES), otherwise False unless SHMLOG_SHARED_STORAGE=1.
         tensorboard: export the logged steps to TensorBoard event files too
-            (None: when tensorboardX is installed).
+            (None: when tensorboardX is installed; True: ImportError here
+            when neither tensorboardX nor torch with tensorboard is).
 
     Options apply when this call creates the session; joining processes use
     the creator's.
@@ -259,6 +269,8 @@ def init(
         from ..readers.log_processor import LogProcessor
 
         LogProcessor(**log_processor)  # refuse a bad config here, not in the writer
+    if tensorboard and not tensorboard_installed():
+        raise ImportError(TENSORBOARD_MISSING)  # here, not in the writer
     if name is None:
         name = default_name()
     if shared_storage is None:
@@ -549,13 +561,15 @@ _previous_handlers: dict[int, Any] = {}
 
 
 def _install_process_hooks() -> None:
-    global _hooks_installed
-    if _hooks_installed:
+    global _hooks_installed, _signals_installed
+    if not _hooks_installed:
+        _hooks_installed = True
+        atexit.register(_close_active)
+    # Handlers can only be set from the main thread: a session opened in
+    # another one gets them when the main thread next opens or attaches one.
+    if _signals_installed or threading.current_thread() is not threading.main_thread():
         return
-    _hooks_installed = True
-    atexit.register(_close_active)
-    if threading.current_thread() is not threading.main_thread():
-        return
+    _signals_installed = True
     for signum in (signal.SIGTERM,):
         previous = signal.getsignal(signum)
         if previous is _on_signal:
@@ -565,11 +579,18 @@ def _install_process_hooks() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # A forked child is never a member, whatever its parent was.
+    global _lock
+    # A thread of the parent may have held it at fork.
+    _lock = threading.RLock()
+    # A forked child is never a member, whatever its parent was, and neither
+    # the parent's sidecar nor its standby thread is the child's.
     session = _active
     if session is not None:
         session._member = False
         session._segments.identity = _identity_for(False)
+        session._hubs_lock = threading.Lock()
+        session._sidecar = None
+        session._standby = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

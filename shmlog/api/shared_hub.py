@@ -2,7 +2,7 @@
 
 A scalar ``key`` of hub ``name`` lives in rings named ``name + "\\x1f" + key``
 (the ASCII unit separator cannot clash with a printable name), one ring per
-writing process.  Runtime info uses the same naming for its slots.
+writing thread.  Runtime info uses the same naming for its slots.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ class HistoryBuffer:
         return self._storage.retained()
 
     def per_writer(self) -> dict[str, HistoryBuffer]:
-        """One buffer per writing process, keyed by a readable label.
+        """One buffer per writer (a thread of some process), keyed by a readable label.
 
         A buffer that lives in one process has a single writer: itself.
         """

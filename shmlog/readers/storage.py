@@ -1,9 +1,9 @@
 """Where a HistoryBuffer keeps its numbers.
 
-HistoryBuffer talks to its storage through four calls (``append``,
-``retained``, ``tail`` and ``totals``) so the same statistics code runs over a
-private ring in this process (:class:`LocalRing`) and over records that other
-processes write into shared memory (``shmlog.readers.merged``).
+HistoryBuffer talks to its storage through five calls (``append``,
+``retained``, ``tail``, ``window`` and ``totals``) so the same statistics code
+runs over a private ring in this process (:class:`LocalRing`) and over records
+that other processes write into shared memory (``shmlog.readers.merged``).
 
 Two facts shape the interface:
 

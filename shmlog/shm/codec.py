@@ -66,7 +66,7 @@ def _check(value: Any, key: str, path: str, depth: int) -> None:
 def encode(key: str, value: Any) -> bytes:
     """Check ``value`` and return its bytes; TypeError/ValueError name the key."""
     _check(value, key, "", 0)
-    if type(value) in (list, tuple, dict) or isinstance(value, (list, tuple, dict)):
+    if isinstance(value, (list, tuple, dict)):
         # Subclasses (OrderedDict, namedtuple) are stored as their plain base.
         value = _plain(value)
     raw = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
@@ -75,6 +75,13 @@ def encode(key: str, value: Any) -> bytes:
             f"runtime info {key!r} takes {len(raw)} bytes; shared runtime info values are "
             f"limited to {MAX_INFO_BYTES} bytes each"
         )
+    try:
+        decode(raw)
+    except pickle.UnpicklingError as exc:
+        # A subclass of an accepted type (an IntEnum, a str subclass,
+        # numpy.matrix) passes the check above but pickles as a reference to
+        # its class, which no reader loads: refuse it here, not in every reader.
+        raise TypeError(f"runtime info {key!r}: {exc}; expected {ACCEPTED_INFO}") from None
     return raw
 
 

@@ -20,9 +20,10 @@ kind-specific header fields (after the common 64-byte header of
                                thread id u64, label 32 bytes UTF-8 (NUL padded)
 
 Members are the processes that called ``shmlog.init``; the session lives while
-one of them does.  Writers are all processes that appended to a ring.  A pid
-is matched with the process start time (``/proc/<pid>/stat``), so a recycled
-pid never passes for a live member.
+one of them does.  Writers are the threads that write to the session's rings,
+one slot per thread (``Session.writer_slot``).  A pid is matched with the
+process start time (``/proc/<pid>/stat``), so a recycled pid never passes for
+a live member.
 
 Everything here is changed only under the session lock: ``flock`` on the
 control segment's own descriptor, which the kernel drops when its holder
@@ -132,11 +133,6 @@ class Control:
         if self._depth == 0:
             fcntl.flock(self.segment.fd, fcntl.LOCK_UN)
         self._thread_lock.release()
-
-    def reset_after_fork(self) -> None:
-        """In a forked child: the parent's lock state means nothing here."""
-        self._thread_lock = threading.RLock()
-        self._depth = 0
 
     # -- header --------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import posix_ipc
 
 from . import arena
-from .control import STATE_CLOSED, STATE_READY, Control
+from .control import STATE_CLOSED, Control
 from .ring import read_header
 from .segment import KIND_CONTROL, KIND_RINGS, SHM_DIR, Segment, SegmentError
 from .session import destroy, prefix
@@ -70,8 +70,6 @@ def describe(name: str) -> SessionInfo:
         keys = _count_keys(name, state.ring_segments, segment.generation)
         if state.state == STATE_CLOSED:
             status = "closing"
-        elif state.state != STATE_READY:
-            status = "starting"
         else:
             status = "alive" if members else "stale"
         return SessionInfo(
@@ -105,6 +103,6 @@ def clean(everything: bool = False) -> list[str]:
     removed = []
     for info in list_sessions():
         removable = everything or info.status == "stale" or info.status.startswith("broken")
-        if removable and destroy(info.name):
+        if removable and destroy(info.name, stale_only=not everything):
             removed.append(info.name)
     return removed

@@ -69,8 +69,6 @@ _SEQ, _CAPACITY, _WRITER_KEYLEN, _SIZE, _FLOOR = 0, 8, 16, 24, 32
 _TOTALS = 64
 _KEY = 128
 
-_U32 = np.dtype("<u4")
-
 
 def ring_bytes(capacity: int) -> int:
     """Bytes a ring of ``capacity`` retained records takes, rounded to 64."""
@@ -374,21 +372,3 @@ class RingReader:
             low, high,
             values[len(values) - keep:], counts[len(counts) - keep:], times[len(times) - keep:],
         )
-
-    def oldest_time(self, n: int) -> int:
-        """Time of the oldest record retained when ``seq == n`` (n > 0)."""
-        first = n - self.kept(n)
-        return int(self._times[first % self._slots])
-
-    def count_since(self, n: int, cutoff: int) -> int:
-        """How many of the retained records at ``seq == n`` have time >= cutoff."""
-        first = n - self.kept(n)
-        times, slots = self._times, self._slots
-        lo, hi = first, n  # times are increasing along the ring's updates
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if times[mid % slots] < cutoff:
-                lo = mid + 1
-            else:
-                hi = mid
-        return n - lo

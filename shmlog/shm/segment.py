@@ -110,8 +110,10 @@ class Segment:
             try:
                 os.link(_shm_path(temporary), _shm_path(name))
             except FileExistsError:
-                segment.close()
                 raise posix_ipc.ExistentialError(f"{name} exists") from None
+        except BaseException:
+            segment.close()
+            raise
         finally:
             unlink(temporary)
         segment.name = name

@@ -2,9 +2,12 @@
 
 Segments of session ``S`` of user ``U`` are named ``/shmlog-U-S@<part>``:
 ``@ctl`` (members, writers, options: ``shmlog.shm.control``), ``@r0``,
-``@r1``... (scalar rings: ``shmlog.shm.ring``) and ``@i0``... (runtime info:
-``shmlog.shm.info``).  Ring and info segments are added as they fill up, so
-there is no fixed limit on keys or writers' rings.
+``@r1``... (scalar rings: ``shmlog.shm.ring``), ``@i0``... (runtime info:
+``shmlog.shm.info``) and ``@l0``... (log record rings:
+``shmlog.shm.records``).  Ring, info and record segments are added as they
+fill up, so there is no fixed limit on keys or writers' rings.  The log
+writer's lock file (``@writer.lock``) shares the prefix and is removed with
+the segments.
 
 This layer moves bytes and numbers.  It knows keys only as strings and
 processes only as (pid, rank, worker, label); what a key means, and how a
@@ -19,13 +22,14 @@ its first update and never appends to its parent's rings.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import posix_ipc
@@ -119,10 +123,10 @@ class Session:
         # Whether this handle's open() created the session (it was joined otherwise).
         self.created = False
         self.identity: Callable[[], tuple[int, int, str]] = _default_identity
-        self._reset_process_state()
+        self._init_process_state()
         _open_sessions.add(self)
 
-    def _reset_process_state(self) -> None:
+    def _init_process_state(self) -> None:
         # Segments of each growing kind, in index order, and how far the
         # entries of each have been walked: (entries seen, next offset).
         self._segments: dict[int, list[Segment]] = {k: [] for k in _PARTS}
@@ -141,9 +145,7 @@ class Session:
         self._info_index: dict[str, tuple[int, int]] = {}
         # Per-process caches of other layers (a hub's key -> RingWriter) that
         # must be emptied in a forked child.
-        self._fork_caches: list[dict] = getattr(self, "_fork_caches", [])
-        for cache in self._fork_caches:
-            cache.clear()
+        self._fork_caches: list[dict] = []
 
     def register_fork_cache(self, cache: dict) -> None:
         """Empty ``cache`` in a forked child, and when the session closes."""
@@ -191,21 +193,29 @@ class Session:
                 session = cls(name, control, me if member else None)
                 session.created = True
                 return session
-            with control:
-                # A closed session is being unlinked by its last member: try again.
-                if control.read_state().state == STATE_READY:
-                    if control.prune_members() > 0:
-                        if member:
-                            control.add_member(*me)
-                        return cls(name, control, me if member else None)
-                    if not create:
-                        segment.close()
-                        raise SessionError(
-                            f"shmlog session {name!r} is stale: every process that joined it "
-                            f"has exited. Run 'shmlog clean' or call shmlog.init({name!r})."
-                        )
-                    _destroy(control, name)  # stale: replace it
+            stale = False
+            try:
+                with control:
+                    # A closed session is being unlinked by its last member: try again.
+                    if control.read_state().state == STATE_READY:
+                        if control.prune_members() > 0:
+                            if member:
+                                control.add_member(*me)
+                            return cls(name, control, me if member else None)
+                        if create:
+                            _destroy(control, name)  # stale: replace it
+                        else:
+                            stale = True
+            except BaseException:
+                segment.close()
+                raise
+            # Closed only now: leaving ``with control`` unlocks its descriptor.
             segment.close()
+            if stale:
+                raise SessionError(
+                    f"shmlog session {name!r} is stale: every process that joined it "
+                    f"has exited. Run 'shmlog clean' or call shmlog.init({name!r})."
+                )
 
     def close(self) -> None:
         """Leave the session; the last member to leave removes its segments."""
@@ -268,6 +278,18 @@ class Session:
         self._producer = None
         for cache in self._fork_caches:
             cache.clear()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold this handle's lock, then the session lock, across several calls.
+
+        Every method takes them in this order; a caller that took the session
+        lock alone and then called a method would deadlock against a thread
+        of this process holding this handle's lock and waiting for the
+        session lock.
+        """
+        with self._lock, self.control:
+            yield
 
     # -- options -----------------------------------------------------------------
 
@@ -333,16 +355,8 @@ class Session:
 
     def _new_ring(self, raw_key: bytes, slot: int, capacity: int) -> RingWriter:
         check_capacity(capacity, "ring capacity")
-        config = self.control.read_config()
         size = ring_bytes(capacity)
-        index = None
-        for i, segment in enumerate(self._ring_segments):
-            if arena.free_bytes(segment) >= size:
-                index = i
-                break
-        if index is None:
-            segment_bytes = max(config.get("segment_bytes", DEFAULT_SEGMENT_BYTES), size + 64)
-            index = self._add_segment(KIND_RINGS, segment_bytes)
+        index = self._segment_with_room(KIND_RINGS, size)
         segment = self._ring_segments[index]
         offset = arena.reserve(segment, size)
         format_ring(segment.buf, offset, capacity, slot, raw_key)
@@ -350,6 +364,22 @@ class Session:
         self._refresh_rings()
         d, q = self._ring_views[index]
         return RingWriter(d, q, offset)
+
+    def _segment_with_room(self, kind: int, size: int) -> int:
+        """Index of the first segment of ``kind`` with ``size`` bytes free (lock held).
+
+        When none has, one is added: ``segment_bytes`` (the session's option)
+        for rings and records, DEFAULT_INFO_SEGMENT_BYTES for runtime info, or
+        more for an entry that would not fit.
+        """
+        for index, segment in enumerate(self._segments[kind]):
+            if arena.free_bytes(segment) >= size:
+                return index
+        if kind == KIND_INFO:
+            wanted = DEFAULT_INFO_SEGMENT_BYTES
+        else:
+            wanted = self.control.read_config().get("segment_bytes", DEFAULT_SEGMENT_BYTES)
+        return self._add_segment(kind, max(wanted, size + 64))
 
     def _add_segment(self, kind: int, size: int) -> int:
         """Create the next segment of ``kind`` and publish it (lock held)."""
@@ -368,7 +398,13 @@ class Session:
         name = f"{self._prefix}{part}{index}"
         unlink(name)  # left by a process that died before publishing it
         segment = Segment.create(name, size, kind, self.generation)
-        arena.init_arena(segment)
+        try:
+            arena.init_arena(segment)
+        finally:
+            # It is attached again below like any published segment; this
+            # descriptor would otherwise stay open (and keep the pages
+            # reserved after the session is unlinked) for the process's life.
+            segment.close()
         self.control.write_state(**{field: index + 1})
         self._attach_new_segments(kind)
         return index
@@ -501,16 +537,7 @@ class Session:
                 return None
             capacity = max(256, 2 * len(payload))
             size = info.entry_bytes(capacity)
-            index = None
-            for i, segment in enumerate(self._info_segments):
-                if arena.free_bytes(segment) >= size:
-                    index = i
-                    break
-            if index is None:
-                config = self.control.read_config()
-                wanted = config.get("info_segment_bytes", DEFAULT_INFO_SEGMENT_BYTES)
-                index = self._add_segment(KIND_INFO, max(wanted, size + 64))
-            segment = self._info_segments[index]
+            segment = self._info_segments[self._segment_with_room(KIND_INFO, size)]
             offset = arena.reserve(segment, size)
             info.format_entry(segment.buf, offset, raw_key, payload, capacity)
             arena.publish(segment, offset, size)
@@ -546,15 +573,7 @@ class Session:
                         break
                 else:
                     size = records.ring_bytes(capacity)
-                    index = None
-                    for i, segment in enumerate(self._segments[KIND_RECORDS]):
-                        if arena.free_bytes(segment) >= size:
-                            index = i
-                            break
-                    if index is None:
-                        config = self.control.read_config()
-                        wanted = config.get("segment_bytes", DEFAULT_SEGMENT_BYTES)
-                        index = self._add_segment(KIND_RECORDS, max(wanted, size + 64))
+                    index = self._segment_with_room(KIND_RECORDS, size)
                     segment = self._segments[KIND_RECORDS][index]
                     offset = arena.reserve(segment, size)
                     records.format_ring(segment.buf, offset, capacity, slot)
@@ -632,8 +651,12 @@ def _destroy(control: Control, name: str) -> None:
     unlink(ctl)
 
 
-def destroy(name: str) -> bool:
-    """Remove session ``name`` whatever its state; False when it did not exist."""
+def destroy(name: str, stale_only: bool = False) -> bool:
+    """Remove session ``name`` whatever its state; False when it did not exist.
+
+    ``stale_only``: only when no member is alive, as seen under the session
+    lock (a stale session that ``shmlog.init`` replaced meanwhile stays).
+    """
     check_name(name)
     ctl_name = "/" + prefix(name) + "ctl"
     try:
@@ -648,9 +671,15 @@ def destroy(name: str) -> bool:
             unlink(segment_name)
         return True
     control = Control(segment)
-    with control:
-        _destroy(control, name)
-    segment.close()
+    try:
+        with control:
+            if stale_only and control.read_state().state == STATE_READY and (
+                control.live_members()
+            ):
+                return False
+            _destroy(control, name)
+    finally:
+        segment.close()
     return True
 
 

@@ -1,9 +1,9 @@
 """MMEngine's log line layout, as a formatter that needs only the record.
 
-Records will later reach the process that writes them as plain data (rebuilt
-with ``logging.makeLogRecord``), far from the logger that made them.  So the
-formatter reads nothing but record attributes, and whether to colour is an
-argument rather than something it looks up on a handler or logger.
+Inside a session, records reach the process that writes them as plain data
+(rebuilt with ``logging.makeLogRecord``), far from the logger that made them.
+So the formatter reads nothing but record attributes, and whether to colour
+is an argument rather than something it looks up on a handler or logger.
 """
 
 from __future__ import annotations

@@ -38,10 +38,10 @@ import posix_ipc
 
 from ..api.shared_hub import SEPARATOR
 from ..shm import codec
-from ..shm.control import STATE_CLOSED, STATE_READY, Control
+from ..shm.control import STATE_CLOSED, Control
 from ..shm.inspect import list_sessions
 from ..shm.ring import RingReader
-from ..shm.segment import KIND_CONTROL, Segment, SegmentError, SegmentNotReady
+from ..shm.segment import KIND_CONTROL, Segment, SegmentError
 from ..shm.session import Session, SessionError, check_name, prefix
 
 __all__ = [
@@ -69,7 +69,6 @@ REPORTED_KEY = "progress"
 FRAME_SEPARATOR = "\f\n"
 # Records per ring used to estimate a rate before a second refresh exists.
 _RATE_RECORDS = 10
-_ATTACH_TIMEOUT = 5.0
 
 
 class SessionGone(Exception):
@@ -108,7 +107,7 @@ def _problem(control: Control, name: str) -> str | None:
     return None
 
 
-def attach_readonly(name: str, timeout: float = _ATTACH_TIMEOUT) -> Session:
+def attach_readonly(name: str) -> Session:
     """Map session ``name`` for reading only: no member, no writer slot, no store.
 
     ``Session.open`` would take the session lock and prune dead members;
@@ -117,35 +116,25 @@ def attach_readonly(name: str, timeout: float = _ATTACH_TIMEOUT) -> Session:
     """
     check_name(name)
     ctl_name = "/" + prefix(name) + "ctl"
-    deadline = time.monotonic() + timeout
-    while True:
-        segment = None
-        try:
-            segment = Segment.attach(ctl_name, KIND_CONTROL)
-        except posix_ipc.ExistentialError:
-            raise SessionError(
-                f"no shmlog session named {name!r} exists for uid {os.getuid()} (it was "
-                f"closed, or never created); 'shmlog ls' lists the sessions"
-            ) from None
-        except SegmentNotReady:
-            pass
-        except (SegmentError, OSError) as exc:
-            raise SessionError(f"cannot read shmlog session {name!r}: {exc}") from None
-        if segment is not None:
-            control = Control(segment)
-            if control.read_state().state == STATE_READY:
-                problem = _problem(control, name)
-                if problem is None:
-                    return Session(name, control, None)
-                segment.close()
-                raise SessionError(problem)
-            closing = control.read_state().state == STATE_CLOSED
-            segment.close()
-            if closing:
-                raise SessionError(f"shmlog session {name!r} is closing")
-        if time.monotonic() > deadline:
-            raise SessionError(f"shmlog session {name!r} is still being created; try again")
-        time.sleep(0.01)
+    try:
+        segment = Segment.attach(ctl_name, KIND_CONTROL)
+    except posix_ipc.ExistentialError:
+        raise SessionError(
+            f"no shmlog session named {name!r} exists for uid {os.getuid()} (it was "
+            f"closed, or never created); 'shmlog ls' lists the sessions"
+        ) from None
+    except (SegmentError, OSError) as exc:
+        raise SessionError(f"cannot read shmlog session {name!r}: {exc}") from None
+    # A control segment appears whole (see Segment.create): ready or closed.
+    control = Control(segment)
+    if control.read_state().state == STATE_CLOSED:
+        problem: str | None = f"shmlog session {name!r} is closing"
+    else:
+        problem = _problem(control, name)
+    if problem is not None:
+        segment.close()
+        raise SessionError(problem)
+    return Session(name, control, None)
 
 
 # -- sampling ----------------------------------------------------------------------------

@@ -66,7 +66,6 @@ class LogWriter:
         self._handlers: dict[tuple, logging.Handler | None] = {}
         self._by_path: dict[str, logging.Handler] = {}
         self._last_route: dict[int, tuple] = {}
-        self.written = 0
 
     # -- files ---------------------------------------------------------------
 
@@ -79,7 +78,7 @@ class LogWriter:
     def _mark_opened(self, path: str) -> None:
         from ..shm import codec
 
-        with self._segments.control:
+        with self._segments.exclusive():
             opened = self._opened()
             opened.add(path)
             self._segments.info_set(_OPENED_KEY, codec.encode("opened files", sorted(opened)))
@@ -99,9 +98,16 @@ class LogWriter:
                 if path in self._opened():
                     mode = "a"
                 cfg = None if cfg_text is None else json.loads(cfg_text)
-                handler = build_file_handler(
-                    log_file, rank, world_size, distributed, mode, cfg, level, self._per_node
-                )
+                try:
+                    handler = build_file_handler(
+                        log_file, rank, world_size, distributed, mode, cfg, level, self._per_node
+                    )
+                except OSError as exc:
+                    # One file that cannot be opened must not stop the writer
+                    # (and every other process's file with it).
+                    print(f"shmlog: cannot open log file {path}: {exc}; records for it are "
+                          f"not written", file=sys.stderr)
+                    handler = None
                 if handler is not None:
                     self._mark_opened(path)
                     self._by_path[path] = handler
@@ -110,7 +116,7 @@ class LogWriter:
 
     # -- records ---------------------------------------------------------------
 
-    def drain(self, limit: int | None = None) -> int:
+    def drain(self) -> int:
         """Write every pending record (oldest first across rings); returns how many."""
         consumers = self._segments.record_consumers()
         heads: dict[int, tuple] = {}
@@ -119,7 +125,7 @@ class LogWriter:
             if record is not None:
                 heads[index] = record
         done = 0
-        while heads and (limit is None or done < limit):
+        while heads:
             index = min(heads, key=lambda i: heads[i][0])
             data = heads[index]
             consumer = consumers[index]
@@ -144,7 +150,6 @@ class LogWriter:
                             heads[other] = record
         for consumer in consumers:
             self._report_drops(consumer)
-        self.written += done
         return done
 
     def _write(self, data: tuple[Any, ...], writer_slot: int) -> None:
@@ -180,9 +185,6 @@ class LogWriter:
         else:
             print(message, file=sys.stderr)
         consumer.mark_reported(dropped)
-
-    def pending(self) -> int:
-        return sum(c.pending() for c in self._segments.record_consumers())
 
     def close(self) -> None:
         for handler in self._by_path.values():
@@ -221,7 +223,6 @@ class ProgressLines:
         self._file: logging.Handler | None = None
         self._jsonl = None
         self._tb: Any = None
-        self.lines = 0
         if export_dir is not None:
             os.makedirs(export_dir, exist_ok=True)
             self._jsonl = open(  # noqa: SIM115 (kept open for the writer's life)
@@ -271,7 +272,6 @@ class ProgressLines:
         self._terminal.handle(record)
         if self._file is not None:
             self._file.handle(record)
-        self.lines += 1
 
     def _export(self, tag: dict[str, Any], p: dict[str, Any]) -> None:
         step = int(p.get("iter", 0)) + 1
@@ -326,7 +326,7 @@ class _EtaView:
         self._hub = hub
         self._progress = progress
         self.log_scalars = hub.log_scalars(until=progress.get("at_ns"))
-        self._window = processor.window_size if isinstance(processor.window_size, int) else 10
+        self._window = processor.window_size
 
     def get_info(self, key: str, default: Any = None) -> Any:
         if key == "eta":
@@ -346,12 +346,31 @@ class _EtaView:
         return float(buffer.mean(self._window)) * max(remaining, 0)
 
 
+TENSORBOARD_MISSING = (
+    "tensorboard=True needs tensorboardX, or torch with tensorboard, installed "
+    "(pip install 'shmlog[tensorboard]')"
+)
+
+
+def _torch_tensorboard_installed() -> bool:
+    import importlib.util
+
+    return bool(importlib.util.find_spec("torch") and importlib.util.find_spec("tensorboard"))
+
+
+def tensorboard_installed() -> bool:
+    """Whether :func:`_tensorboard` can make a writer (checked without importing one)."""
+    import importlib.util
+
+    return bool(importlib.util.find_spec("tensorboardX")) or _torch_tensorboard_installed()
+
+
 def _tensorboard(export_dir: str, wanted: bool | None) -> Any:
     """A SummaryWriter into ``<export_dir>/tensorboard``, or None.
 
     ``wanted`` None means "if installed": tensorboardX, else PyTorch's writer
     when both torch and tensorboard are installed.  True makes a missing one
-    an error; False turns the export off.
+    an error (``shmlog.init`` checks first); False turns the export off.
     """
     if wanted is False:
         return None
@@ -362,15 +381,10 @@ def _tensorboard(export_dir: str, wanted: bool | None) -> Any:
         return SummaryWriter(logdir)
     except ImportError:
         pass
-    import importlib.util
-
-    if importlib.util.find_spec("torch") and importlib.util.find_spec("tensorboard"):
+    if _torch_tensorboard_installed():
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(logdir)
     if wanted:
-        raise ImportError(
-            "tensorboard=True needs tensorboardX, or torch with tensorboard, installed "
-            "(pip install 'shmlog[tensorboard]')"
-        )
+        raise ImportError(TENSORBOARD_MISSING)
     return None
