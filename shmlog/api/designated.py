@@ -35,6 +35,29 @@ STARTUP_GRACE_SECONDS = 3.0
 BUSY_SLEEP, IDLE_SLEEP = 0.001, 0.02
 
 
+# Writer locks this process holds.  A forked child (a DataLoader worker of a
+# member that took over writing) must not keep their descriptors: with filelock
+# releases before 4.x it would, and the lock would outlive its writer.
+_held: list[filelock.BaseFileLock] = []
+
+
+def _drop_inherited_locks() -> None:
+    for lock in _held:
+        context = getattr(lock, "_context", None)
+        fd = getattr(context, "lock_file_fd", None)
+        if isinstance(fd, int):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            context.lock_file_fd = None
+            context.lock_counter = 0
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 def lock_path(name: str) -> str:
     return f"/dev/shm/{prefix(name)}writer.lock"
 
@@ -61,6 +84,7 @@ def serve(session: Any, lock: filelock.BaseFileLock, stop: threading.Event,
     options = segments.options()
     writer = LogWriter(segments, per_node=not options.get("shared_storage", True))
     lines = None
+    _held.append(lock)
     try:
         if _closing(segments):
             return
@@ -107,6 +131,7 @@ def serve(session: Any, lock: filelock.BaseFileLock, stop: threading.Event,
                 os.unlink(lock_path(session.name))
             except OSError:
                 pass
+        _held.remove(lock)
         lock.release()
 
 

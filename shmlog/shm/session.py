@@ -196,8 +196,13 @@ class Session:
             stale = False
             try:
                 with control:
+                    state = control.read_state().state
+                    if state == STATE_CLOSED and _still_named(segment):
+                        # Its last member died between closing and unlinking
+                        # it (it would hold this lock otherwise): finish that.
+                        _destroy(control, name)
                     # A closed session is being unlinked by its last member: try again.
-                    if control.read_state().state == STATE_READY:
+                    if state == STATE_READY:
                         if control.prune_members() > 0:
                             if member:
                                 control.add_member(*me)
@@ -639,6 +644,16 @@ def _create_or_attach(
                 f"closed, or never created)"
             ) from None
         return None, False
+
+
+def _still_named(segment: Segment) -> bool:
+    """Whether ``segment``'s name still refers to it (not unlinked, not replaced)."""
+    try:
+        return os.stat(f"/dev/shm/{segment.name.lstrip('/')}").st_ino == os.fstat(
+            segment.fd
+        ).st_ino
+    except OSError:
+        return False
 
 
 def _destroy(control: Control, name: str) -> None:
