@@ -320,3 +320,32 @@ def _log_new_keys_when_told(attached, go) -> None:
     with pytest.raises(shm_session.SessionError, match="was closed by its last member"):
         for k in range(30):
             hub.update_scalar(f"late/{k}", 1.0)
+
+
+CLOSED_BUT_NOT_UNLINKED = r"""
+import os, sys
+import shmlog
+from shmlog.shm.control import STATE_CLOSED
+
+session = shmlog.init(sys.argv[1], log_writer="none")
+with session.shared.control:
+    session.shared.control.write_state(state=STATE_CLOSED)
+os._exit(0)  # dies between marking the session closed and unlinking it
+"""
+
+
+def test_session_left_closed_by_a_dead_member_is_replaced(name: str) -> None:
+    """A member killed halfway through removing its session does not block the name."""
+    import subprocess
+    import sys
+    import time
+
+    subprocess.run([sys.executable, "-c", CLOSED_BUT_NOT_UNLINKED, name], check=True,
+                   timeout=60)
+    assert shm_entries(name), "the dead member's segments should still be there"
+    started = time.monotonic()
+    with shmlog.init(name, log_writer="none") as session:
+        assert time.monotonic() - started < 5
+        MessageHub.get_instance("after").update_scalar("k", 1.0)
+        assert session.shared.control.read_state().state == 1
+    assert shm_entries(name) == []
