@@ -66,15 +66,22 @@ class RecordProducer:
         self._buf = buf
         self._at = offset
         self._data = offset + HEADER_BYTES
-        self.capacity = _u64(buf, offset + _CAPACITY)
-        self._head = _u64(buf, offset + _HEAD)
+        # The header as u64 words, kept: each put reads ``consumed`` and
+        # stores ``head``, single aligned loads and stores through this view.
+        self._words = buf[offset : offset + HEADER_BYTES].cast("Q")
+        self.capacity = self._words[_CAPACITY // 8]
+        self._head = self._words[_HEAD // 8]
         # Whether the last put was refused: the caller then stops waiting for
         # room until a put succeeds again (see shmlog.api.record_handler).
         self.dropping = False
 
+    def release(self) -> None:
+        """Let go of the segment (its mapping cannot close while a view is held)."""
+        self._words.release()
+
     def backlog(self) -> int:
         """Bytes published but not yet consumed."""
-        return self._head - _u64(self._buf, self._at + _CONSUMED)
+        return self._head - self._words[_CONSUMED // 8]
 
     def put(self, record: tuple[Any, ...], block_seconds: float) -> bool:
         """Publish ``record``; False (and counted as dropped) if it never fits.
@@ -87,16 +94,17 @@ class RecordProducer:
             payload = marshal.dumps(_truncate(record, self.capacity // _MAX_RECORD_FRACTION - 64))
         needed = (4 + len(payload) + 7) & ~7
         buf = self._buf
+        words = self._words
         head = self._head
         position = head % self.capacity
         waste = 0 if position + needed <= self.capacity else self.capacity - position
         deadline = None
-        while self.capacity - (head - _u64(buf, self._at + _CONSUMED)) < waste + needed:
+        while self.capacity - (head - words[_CONSUMED // 8]) < waste + needed:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + block_seconds
             if now >= deadline:
-                _put64(buf, self._at + _DROPPED, _u64(buf, self._at + _DROPPED) + 1)
+                words[_DROPPED // 8] += 1
                 return False
             time.sleep(0.0005)
         if waste:
@@ -110,7 +118,7 @@ class RecordProducer:
         if fence is not None:
             fence()
         head += needed
-        _put64(buf, self._at + _HEAD, head)
+        words[_HEAD // 8] = head
         self._head = head
         return True
 

@@ -243,6 +243,9 @@ class Session:
         for cache in self._fork_caches:
             cache.clear()
         self._readers = {}
+        if self._producer is not None:
+            self._producer.release()
+            self._producer = None
         for d, q in self._ring_views:
             for view in (d, q):
                 try:
@@ -565,6 +568,11 @@ class Session:
 
     def record_producer(self, capacity: int) -> RecordProducer:
         """This process's record ring, created (or taken over) on first use."""
+        producer = self._producer
+        if producer is not None:
+            # Every log record passes here: no lock, no system call.  A forked
+            # child never sees its parent's producer (after_fork_in_child).
+            return producer
         with self._lock:
             if self._pid != os.getpid():
                 self.after_fork_in_child()
