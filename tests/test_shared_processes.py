@@ -322,9 +322,29 @@ def _racing_writer(name: str, capacity: int):
     return session, writer, started, stop
 
 
+def _force_fences(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Use the barriers that protect CPUs without TSO ordering, here too."""
+    from shmlog.shm import fence as fence_module
+    from shmlog.shm import info, records, ring
+
+    monkeypatch.setenv("SHMLOG_FENCE", "1")
+    barrier = fence_module._make_fence()
+    assert barrier is not None
+    for module, attr in ((ring, "fence"), (ring, "_fence"), (info, "fence"), (records, "fence")):
+        monkeypatch.setattr(module, attr, barrier)
+
+
+@pytest.mark.parametrize("fenced", [False, True], ids=["tso", "fenced"])
 @pytest.mark.filterwarnings("ignore:.*window_size 10 is longer:UserWarning")
-def test_reader_racing_writer_sees_consistent_snapshots(name: str) -> None:
-    """Every lock-free read is a published state: exact totals, consecutive records."""
+def test_reader_racing_writer_sees_consistent_snapshots(
+    name: str, fenced: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every lock-free read is a published state: exact totals, consecutive records.
+
+    ``fenced`` runs writer and reader with the barriers used on other CPUs.
+    """
+    if fenced:
+        _force_fences(monkeypatch)
     min_reads, max_reads, min_states = 2000, 50_000, 100
     capacity = 64
     session, writer, started, stop = _racing_writer(name, capacity)
