@@ -50,7 +50,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchkit import CHILD_TIMEOUT, fork_context, format_ns, run_reporting_child
+from benchkit import (
+    CHILD_TIMEOUT,
+    fork_context,
+    format_ns,
+    load_average,
+    run_reporting_child,
+    shm_entries,
+)
 
 SHM_DIR = "/dev/shm"
 
@@ -468,22 +475,6 @@ def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
 # -- report ------------------------------------------------------------------------------------------
 
 
-def _shm_entries() -> set[str]:
-    try:
-        return set(os.listdir(SHM_DIR))
-    except OSError:
-        return set()
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages: other work on the machine skews every figure."""
-    try:
-        with open("/proc/loadavg") as source:
-            return " ".join(source.read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
@@ -495,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     import shmlog
 
     started = time.perf_counter()
-    shm_before = _shm_entries()
+    shm_before = shm_entries()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -521,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     from shmlog.shm.session import prefix
 
     ours = tuple(prefix(name) for name in SESSIONS)
-    leaked = sorted(e for e in _shm_entries() - shm_before if e.startswith(ours))
+    leaked = sorted(e for e in shm_entries() - shm_before if e.startswith(ours))
     if leaked:
         print(f"WARNING: {SHM_DIR} is not as found: this run left behind {leaked}")
     else:

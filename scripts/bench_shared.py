@@ -59,7 +59,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchkit import CHILD_TIMEOUT, fork_context, format_ns, run_reporting_child
+from benchkit import (
+    CHILD_TIMEOUT,
+    fork_context,
+    format_ns,
+    load_average,
+    run_reporting_child,
+    shm_entries,
+)
 
 SHM_DIR = "/dev/shm"
 
@@ -604,22 +611,6 @@ def print_c(result: dict[str, Any], sizes: dict[str, int]) -> list[str]:
 # -- report -------------------------------------------------------------------------------------
 
 
-def _shm_entries() -> set[str]:
-    try:
-        return set(os.listdir(SHM_DIR))
-    except OSError:
-        return set()
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load averages: other work on the machine skews every figure."""
-    try:
-        with open("/proc/loadavg") as source:
-            return " ".join(source.read().split()[:3])
-    except OSError:
-        return "unknown"
-
-
 def machine() -> dict[str, Any]:
     import numpy as np
 
@@ -653,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
-    shm_before = _shm_entries()
+    shm_before = shm_entries()
     info = machine()
     print(f"machine: {info['cpu_count']} CPUs ({info['usable_cpus']} usable), "
           f"{info['machine']}, Linux {info['kernel']}; Python {info['python']}, "
@@ -707,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     from shmlog.shm.session import prefix
 
-    shm_after = _shm_entries()
+    shm_after = shm_entries()
     ours = tuple(prefix(name) for name in SESSIONS)
     leaked = sorted(e for e in shm_after - shm_before if e.startswith(ours))
     gone = sorted(shm_before - shm_after)

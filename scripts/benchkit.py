@@ -7,6 +7,7 @@ one of them runs).
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait as wait_for
@@ -57,3 +58,20 @@ def format_ns(ns: float) -> str:
     if ns >= 1e4:
         return f"{ns / 1e3:.1f} us"
     return f"{ns:.0f} ns"
+
+
+def shm_entries(directory: str = "/dev/shm") -> set[str]:
+    """What /dev/shm holds now, to check a run left it as it found it."""
+    try:
+        return set(os.listdir(directory))
+    except OSError:
+        return set()
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: other work on the machine skews every figure."""
+    try:
+        with open("/proc/loadavg") as source:
+            return " ".join(source.read().split()[:3])
+    except OSError:
+        return "unknown"
