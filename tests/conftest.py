@@ -2,7 +2,9 @@
 
 Leftovers are reported, never deleted here: on a machine where another run
 (or a real training job) uses shmlog at the same time, what looks new may be
-theirs.  ``shmlog clean`` removes what really is stale.
+theirs.  A new session whose creator is alive and not one of this run's
+processes is theirs and is not counted; one whose creator is gone is.
+``shmlog clean`` removes what really is stale.
 """
 
 from __future__ import annotations
@@ -19,6 +21,39 @@ def _shmlog_entries() -> set[str]:
         return {e for e in os.listdir(SHM) if e.startswith("shmlog")}
     except OSError:
         return set()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return int(raw[raw.rindex(b")") + 2 :].split()[1])
+
+
+def _someone_elses(entry: str) -> bool:
+    """Whether ``entry`` belongs to a session another live process tree created."""
+    from shmlog.shm.control import Control
+    from shmlog.shm.segment import KIND_CONTROL, Segment
+
+    ctl = "/" + entry[: entry.rindex("@")] + "@ctl"
+    try:
+        segment = Segment.attach(ctl, KIND_CONTROL)
+    except Exception:  # noqa: BLE001 (gone or unreadable: count it)
+        return False
+    try:
+        creator = Control(segment).read_state().creator
+    finally:
+        segment.close()
+    pid, me = creator, os.getpid()
+    while pid and pid != me:
+        pid = _parent(pid)
+    return pid != me and _parent(creator) is not None  # alive, and not ours
+
+
+def _leaked(before: set[str]) -> list[str]:
+    return sorted(e for e in _shmlog_entries() - before if not _someone_elses(e))
 
 
 _before_session: set[str] = set()
@@ -49,13 +84,13 @@ def _dev_shm_left_as_found():
     """Fail the test that leaves shmlog segments behind."""
     before = _shmlog_entries()
     yield
-    leaked = _shmlog_entries() - before
+    leaked = _leaked(before)
     if leaked:
-        pytest.fail(f"test left shared memory behind in {SHM}: {sorted(leaked)}")
+        pytest.fail(f"test left shared memory behind in {SHM}: {leaked}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    leaked = _shmlog_entries() - _before_session
+    leaked = _leaked(_before_session)
     if leaked:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
