@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
     if command == "lint":
         return subprocess.call([python, "-m", "ruff", "check", "shmlog", "tests", "scripts", *rest])
     status = 0
-    for script in ("scripts/bench_history.py", "scripts/bench_shared.py"):
+    for script in ("scripts/bench_history.py", "scripts/bench_shared.py",
+                   "scripts/bench_logging.py"):
         print(f"== {script}", flush=True)
         status |= subprocess.call([python, script, *rest])
     return status
