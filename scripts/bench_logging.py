@@ -54,9 +54,11 @@ from benchkit import (
     CHILD_TIMEOUT,
     fork_context,
     format_ns,
+    join_children,
     load_average,
     run_reporting_child,
     shm_entries,
+    wait_events,
 )
 
 SHM_DIR = "/dev/shm"
@@ -111,28 +113,6 @@ def _shmlog_logger(name: str, log_file: str) -> logging.Logger:
 
 
 # -- child processes ----------------------------------------------------------------------------
-
-
-def _wait_all(events: list[Any], children: list[Any], what: str) -> None:
-    """Wait for every event; fail (rather than hang) when a child has died."""
-    deadline = time.monotonic() + CHILD_TIMEOUT
-    for event in events:
-        while not event.wait(1.0):
-            dead = [c for c in children if c.exitcode not in (None, 0)]
-            if dead or time.monotonic() > deadline:
-                codes = [c.exitcode for c in children]
-                raise RuntimeError(f"waiting for {what}: children exit codes {codes}")
-
-
-def _join(children: list[Any]) -> None:
-    for child in children:
-        child.join(CHILD_TIMEOUT)
-        if child.is_alive():
-            child.terminate()
-            child.join()
-    codes = [c.exitcode for c in children]
-    if any(codes):
-        raise RuntimeError(f"a child failed: exit codes {codes}")
 
 
 def _shmlog_producer(worker: int, log_file: str, records: int, ready: Any, start: Any) -> None:
@@ -208,18 +188,18 @@ def throughput_shmlog(processes: int, records: int, workdir: str) -> dict[str, A
         for child in children:
             child.start()
         try:
-            _wait_all(ready, children, "producers to be ready")
+            wait_events(ready, children, "producers to be ready")
             cpu_before = _cpu_seconds(writer)
             t0 = time.perf_counter_ns()
             start.set()
-            _join(children)
+            join_children(children)
             flushed = session.flush(timeout=CHILD_TIMEOUT)
             elapsed = time.perf_counter_ns() - t0
             cpu_after = _cpu_seconds(writer)
             same_writer = session.writer_pid == writer
         finally:
             start.set()
-            _join(children)
+            join_children(children)
     path = os.path.join(workdir, "shmlog", "shmlog.log")
     counts = [_ordered_count(path, records, f"INFO - [worker{w}] ") for w in range(processes)]
     with open(path, encoding="utf-8") as source:
@@ -248,14 +228,14 @@ def throughput_files(processes: int, records: int, workdir: str) -> dict[str, An
     for child in children:
         child.start()
     try:
-        _wait_all(ready, children, "producers to be ready")
+        wait_events(ready, children, "producers to be ready")
         t0 = time.perf_counter_ns()
         start.set()
-        _join(children)
+        join_children(children)
         elapsed = time.perf_counter_ns() - t0
     finally:
         start.set()
-        _join(children)
+        join_children(children)
     counts = [_ordered_count(path, records) for path in paths]
     seconds = elapsed / 1e9
     return {
@@ -288,15 +268,15 @@ def throughput_queue(processes: int, records: int, workdir: str) -> dict[str, An
         child.start()
     listener.start()
     try:
-        _wait_all(ready, children, "producers to be ready")
+        wait_events(ready, children, "producers to be ready")
         t0 = time.perf_counter_ns()
         start.set()
-        _join(children)
+        join_children(children)
         listener.stop()  # handles everything queued before it returns
         elapsed = time.perf_counter_ns() - t0
     finally:
         start.set()
-        _join(children)
+        join_children(children)
         if listener._thread is not None:
             listener.stop()
         handler.close()

@@ -63,9 +63,11 @@ from benchkit import (
     CHILD_TIMEOUT,
     fork_context,
     format_ns,
+    join_children,
     load_average,
     run_reporting_child,
     shm_entries,
+    wait_events,
 )
 
 SHM_DIR = "/dev/shm"
@@ -192,24 +194,6 @@ def _mmengine_importable() -> bool:
 
 
 # -- child processes -------------------------------------------------------------------------
-
-
-def _wait_event(event: Any, children: list[Any], what: str) -> None:
-    """Wait for ``event``; fail (rather than hang) when a child has died."""
-    deadline = time.monotonic() + CHILD_TIMEOUT
-    while not event.wait(1.0):
-        dead = [c for c in children if c.exitcode not in (None, 0)]
-        if dead or time.monotonic() > deadline:
-            codes = [c.exitcode for c in children]
-            raise RuntimeError(f"waiting for {what}: children exit codes {codes}")
-
-
-def _stop(children: list[Any]) -> None:
-    for child in children:
-        child.join(CHILD_TIMEOUT)
-        if child.is_alive():
-            child.terminate()
-            child.join()
 
 
 # -- (a) update_scalar cost --------------------------------------------------------------------
@@ -376,11 +360,11 @@ def _fanin_round(ctx: Any, hub: Any, hub_name: str, key: str, writers: int,
         child.start()
     try:
         for event in ready:
-            _wait_event(event, children, "writers to be ready")
+            wait_events([event], children, "writers to be ready")
         t0 = time.perf_counter_ns()
         start.set()
         for event in done:
-            _wait_event(event, children, "writers to finish")
+            wait_events([event], children, "writers to finish")
         buffer = hub.get_scalar(key)
         totals = buffer.totals()
         exact = _exact(totals, expected)
@@ -389,7 +373,7 @@ def _fanin_round(ctx: Any, hub: Any, hub_name: str, key: str, writers: int,
         exact = exact and sorted(per_writer.values()) == [updates] * writers
     finally:
         release.set()
-        _stop(children)
+        join_children(children, check=False)
     return {
         "updates": expected, "seconds": elapsed / 1e9, "rate": expected / (elapsed / 1e9),
         "exact": exact, "totals": list(totals), "per_writer": per_writer,
@@ -412,7 +396,7 @@ def fanin_queue(writers: int, updates: int) -> dict[str, Any]:
         child.start()
     try:
         for event in ready:
-            _wait_event(event, children, "queue writers to be ready")
+            wait_events([event], children, "queue writers to be ready")
         get, update = queue.get, hub.update_scalar
         t0 = time.perf_counter_ns()
         start.set()
@@ -423,7 +407,7 @@ def fanin_queue(writers: int, updates: int) -> dict[str, Any]:
         exact = _exact(totals, expected)
         elapsed = time.perf_counter_ns() - t0
     finally:
-        _stop(children)
+        join_children(children, check=False)
         queue.close()
         queue.join_thread()
     return {"updates": expected, "seconds": elapsed / 1e9, "rate": expected / (elapsed / 1e9),
@@ -525,7 +509,7 @@ def section_c(sizes: dict[str, int]) -> dict[str, Any]:
             for phase, history in enumerate(targets):
                 fill = time.perf_counter()
                 for w in range(writers):
-                    _wait_event(ready[w][phase], children, f"writers to reach {history}")
+                    wait_events([ready[w][phase]], children, f"writers to reach {history}")
                 fill = time.perf_counter() - fill
                 result["points"][history] = _time_lines(
                     processor, hub, keys, writers, history, sizes, fill)
@@ -534,7 +518,7 @@ def section_c(sizes: dict[str, int]) -> dict[str, Any]:
         finally:
             for event in go:
                 event.set()
-            _stop(children)
+            join_children(children, check=False)
     short, long = (result["points"][t]["median_us"] for t in targets)
     result["ratio"] = long / short
     return result

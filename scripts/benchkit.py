@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import wait as wait_for
@@ -49,6 +50,30 @@ def run_reporting_child(target: Callable[..., Any], *args: Any) -> Any:
     if status != "ok":
         raise RuntimeError(f"child {target.__name__} failed:\n{payload}")
     return payload
+
+
+def wait_events(events: list[Any], children: list[Any], what: str) -> None:
+    """Wait for every event; fail (rather than hang) when a child has died."""
+    deadline = time.monotonic() + CHILD_TIMEOUT
+    for event in events:
+        while not event.wait(1.0):
+            dead = [c for c in children if c.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                codes = [c.exitcode for c in children]
+                raise RuntimeError(f"waiting for {what}: children exit codes {codes}")
+
+
+def join_children(children: list[Any], check: bool = True) -> None:
+    """Join every child (terminating one that outlives the timeout); with ``check``,
+    raise if one failed."""
+    for child in children:
+        child.join(CHILD_TIMEOUT)
+        if child.is_alive():
+            child.terminate()
+            child.join()
+    codes = [c.exitcode for c in children]
+    if check and any(codes):
+        raise RuntimeError(f"a child failed: exit codes {codes}")
 
 
 def format_ns(ns: float) -> str:
