@@ -28,6 +28,7 @@ import filelock
 
 from ..shm.control import STATE_CLOSED, process_start
 from ..shm.session import prefix
+from ..sinks.files import master_log_file
 from ..sinks.writer import LogWriter, ProgressLines
 
 CHECK_SECONDS = 0.25
@@ -92,11 +93,9 @@ def serve(session: Any, lock: filelock.BaseFileLock, stop: threading.Event,
         if options.get("log_processor") is not None:
             log_file = options.get("log_file")
             export_dir = None
-            if log_file is not None:
-                stem = os.path.splitext(os.path.basename(log_file))[0]
-                suffix = "_logs" if not options.get("shared_storage", True) else ""
-                export_dir = os.path.join(os.path.dirname(os.path.abspath(log_file)),
-                                          stem + suffix)
+            if log_file is not None:  # beside the master log file
+                per_node = not options.get("shared_storage", True)
+                export_dir = os.path.dirname(master_log_file(log_file, per_node))
             lines = ProgressLines(
                 session.hub(options.get("hub", "mmengine")),
                 options["log_processor"], int(options.get("log_interval", 10)), log_file,
@@ -104,11 +103,16 @@ def serve(session: Any, lock: filelock.BaseFileLock, stop: threading.Event,
             )
             lines.bind_file(writer)
             writer.on_progress = lines.handle
+        members_checked = 0.0
         while True:
             done = writer.drain()
-            finished = stop.is_set() or _closing(segments) or (
-                until_members_leave and segments.live_members() == 0
-            )
+            leaving = False
+            if until_members_leave and time.monotonic() - members_checked >= CHECK_SECONDS:
+                # Reading the member table (and /proc for each member) is not
+                # free: a few times a second is enough to notice the end.
+                members_checked = time.monotonic()
+                leaving = segments.live_members() == 0
+            finished = stop.is_set() or _closing(segments) or leaving
             if finished:
                 if not _closing(segments):
                     writer.drain()
