@@ -145,12 +145,11 @@ def _queue_producer(queue: Any, records: int, ready: Any, start: Any) -> None:
 
 def _cpu_seconds(pid: int) -> float | None:
     """utime + stime of ``pid`` in seconds, None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as source:
-            raw = source.read()
-    except OSError:
+    from shmlog.shm.control import proc_stat
+
+    fields = proc_stat(pid)
+    if fields is None:
         return None
-    fields = raw[raw.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -24,12 +24,10 @@ def _shmlog_entries() -> set[str]:
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    return int(raw[raw.rindex(b")") + 2 :].split()[1])
+    from shmlog.shm.control import proc_stat
+
+    fields = proc_stat(pid)
+    return None if fields is None else int(fields[1])
 
 
 def _someone_elses(entry: str) -> bool:

@@ -62,15 +62,22 @@ assert _CTL_AT + _CTL.size <= CONFIG_AT
 assert _WRITER.size == 64
 
 
-def process_start(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot, None when it is gone."""
+def proc_stat(pid: int) -> list[bytes] | None:
+    """Fields 3 onwards of ``/proc/<pid>/stat`` (state, ppid, ...), None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may hold spaces.
-    fields = raw[raw.rindex(b")") + 2 :].split()
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, None when it is gone."""
+    fields = proc_stat(pid)
+    if fields is None:
+        return None
     if fields[0] in (b"Z", b"X"):  # zombie or dead: not running any more
         return None
     return int(fields[19])
