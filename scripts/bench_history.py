@@ -40,7 +40,7 @@ Plan = dict[int, tuple[int, int]]  # history length -> (updates per batch, repea
 Results = dict[str, dict[int, float]]  # operation -> history length -> median ns/update
 
 # shmlog's cost does not depend on the length, so every length gets the same plan.
-SHMLOG_PLAN: Plan = {length: (5_000, 9) for length in LENGTHS}
+SHMLOG_PLAN: Plan = dict.fromkeys(LENGTHS, (5_000, 9))
 # MMEngine copies the history on every update (~ms at 1M): fewer, smaller batches.
 MMENGINE_PLAN: Plan = {0: (1_000, 7), 10_000: (500, 7), 100_000: (100, 5), 1_000_000: (20, 5)}
 

@@ -84,7 +84,7 @@ def _body(i: int) -> str:
 
 def _file_handler(path: str) -> logging.Handler:
     """A FileHandler writing MMEngine's file format (the same one the writer uses)."""
-    from shmlog.sinks.formatter import FILE_DATEFMT, MMFormatter
+    from shmlog.format.formatter import FILE_DATEFMT, MMFormatter
 
     handler = logging.FileHandler(path, "w", encoding="utf-8")
     handler.setFormatter(MMFormatter(color=False, datefmt=FILE_DATEFMT))
@@ -103,7 +103,7 @@ def _plain_logger(name: str, handler: logging.Handler) -> logging.Logger:
 def _shmlog_logger(name: str, log_file: str) -> logging.Logger:
     """An MMLogger whose file output goes to the session; its terminal shows errors only."""
     from shmlog import MMLogger
-    from shmlog.sinks.formatter import TerminalHandler
+    from shmlog.format.formatter import TerminalHandler
 
     logger = MMLogger.get_instance(name, log_file=log_file)
     for handler in logger.handlers:

@@ -268,7 +268,7 @@ def launch(args: argparse.Namespace) -> int:
         print(f"  {path.name}: {len(path.read_text().splitlines())} lines")
     print(f"scalars file: {run_dir / 'scalars.jsonl'}")
     try:
-        from shmlog.sinks.plot import PlotError, plot
+        from shmlog.tools.plot import PlotError, plot
 
         png = plot(run_dir, run_dir / "curves.png", title="shmlog demo")
         print(f"curves:       {png}")

@@ -11,9 +11,10 @@ from .api.dataloader import track_data_time, worker_init_fn
 from .api.logger import MMLogger, print_log
 from .api.manager import ManagerMixin
 from .api.message_hub import MessageHub
-from .api.session import Session, current_session, init, report_progress
-from .readers.history_buffer import HistoryBuffer
-from .readers.log_processor import LogProcessor
+from .api.progress import report_progress
+from .api.session import Session, current_session, init
+from .format.log_processor import LogProcessor
+from .stats.history_buffer import HistoryBuffer
 
 __all__ = [
     "HistoryBuffer",

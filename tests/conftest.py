@@ -17,8 +17,9 @@ SHM = "/dev/shm"
 
 
 def _shmlog_entries() -> set[str]:
+    """The names in /dev/shm that shmlog could have made: ``shmlog-<uid>-<session>@<part>``."""
     try:
-        return {e for e in os.listdir(SHM) if e.startswith("shmlog")}
+        return {e for e in os.listdir(SHM) if e.startswith("shmlog-") and "@" in e}
     except OSError:
         return set()
 

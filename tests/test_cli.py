@@ -190,7 +190,8 @@ def shmlog_cli(*args):
 
 live = shmlog.init("live")
 owner = subprocess.Popen(
-    [sys.executable, "-c", "import shmlog, sys; shmlog.init('stale'); print('ready', flush=True); sys.stdin.read()"],
+    [sys.executable, "-c",
+     "import shmlog, sys; shmlog.init('stale'); print('ready', flush=True); sys.stdin.read()"],
     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
 )
 assert owner.stdout.readline().strip() == "ready"

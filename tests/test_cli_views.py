@@ -32,10 +32,10 @@ from pathlib import Path
 import pytest
 
 import shmlog
-from shmlog import MessageHub, cli
+from shmlog import MessageHub
 from shmlog.shm.inspect import SessionInfo
 from shmlog.shm.session import SessionError, destroy
-from shmlog.sinks import plot, top
+from shmlog.tools import cli, plot, tail, top, watch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,7 +75,7 @@ def default_sigint() -> None:
 SHMLOG_WITH_CTRL_C = [
     sys.executable, "-c",
     ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-     "from shmlog.cli import main; sys.exit(main(sys.argv[1:]))"),
+     "from shmlog.tools.cli import main; sys.exit(main(sys.argv[1:]))"),
 ]
 
 
@@ -321,7 +321,7 @@ def test_top_defaults_to_the_only_live_session(
         return SessionInfo(session, 1, status, 1, 1, 1, 1, 1)
 
     listed: list[SessionInfo] = []
-    monkeypatch.setattr(top, "list_sessions", lambda: listed)
+    monkeypatch.setattr(watch, "list_sessions", lambda: listed)
     with pytest.raises(SessionError, match="no live shmlog session"):
         top.choose_session(None)
     listed[:] = [info("old", "stale"), info(name, "alive")]
@@ -520,7 +520,7 @@ def test_tail_finds_the_master_log_of_a_run_dir(tmp_path: Path, capfdbinary) -> 
     now = time.time()
     os.utime(old, (now - 100, now - 100))
     os.utime(master, (now - 10, now - 10))
-    assert cli.find_master_log(tmp_path) == master
+    assert tail.find_master_log(tmp_path) == master
     assert cli.main(["tail", str(tmp_path), "--no-follow"]) == 0
     assert capfdbinary.readouterr().out == b"rank 0 line\n"
 

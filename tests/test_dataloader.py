@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 
 import shmlog
 from shmlog import MessageHub
-from shmlog.api import dataloader as shmlog_dataloader
-from shmlog.api.shared_hub import SEPARATOR
+from shmlog.api.process import PROCESS
+from shmlog.wire import SEPARATOR
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -45,7 +45,7 @@ def _worker_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SHMLOG_WORKER_ID", "SHMLOG_SESSION"):
         monkeypatch.delenv(var, raising=False)
     # "Warn once" is per process; each test starts with nothing warned.
-    monkeypatch.setattr(shmlog_dataloader, "_warned", set())
+    monkeypatch.setattr(PROCESS, "warned", set())
 
 
 @pytest.fixture

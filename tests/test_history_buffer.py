@@ -30,8 +30,8 @@ from hypothesis.stateful import (
 )
 
 from shmlog import HistoryBuffer
-from shmlog.readers import history_buffer as history_buffer_module
-from shmlog.readers.storage import LocalRing
+from shmlog.stats import history_buffer as history_buffer_module
+from shmlog.stats.storage import LocalRing
 
 # -- fixtures and helpers ----------------------------------------------------------
 

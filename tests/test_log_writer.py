@@ -37,6 +37,7 @@ from _writer_workers import (
 import shmlog
 from shmlog import LogProcessor, MessageHub, MMLogger
 from shmlog.shm.control import process_start
+from shmlog.wire import Progress, ProgressMarker
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 DROPPED = re.compile(r"^shmlog: (\d+) log record\(s\) from (\S+) were dropped\b")
@@ -243,12 +244,18 @@ def test_writer_killed_mid_run_loses_nothing(tmp_path: Path, name: str) -> None:
 # -- fairness between rings -------------------------------------------------------------------
 
 
+def _marker(ring: int, created: float) -> tuple:
+    """A progress marker as it crosses the ring, naming its ring in ``batch_idx``."""
+    progress = Progress("train", ring, 0, 0, None, None, None, "iter", created)
+    return tuple(ProgressMarker(created, None, tuple(progress)))
+
+
 class _Ring:
     """A record ring as the writer sees it, holding progress markers (no files involved)."""
 
     def __init__(self, writer: int, created: list[float]) -> None:
         self.writer = writer
-        self.records = [(t, None, {"ring": writer, "created": t}) for t in created]
+        self.records = [_marker(writer, t) for t in created]
         self.at = 0
 
     def next(self):
@@ -277,17 +284,17 @@ def test_a_busy_ring_does_not_starve_one_that_was_empty() -> None:
     """A ring with nothing to write when a pass began gets its turn during the pass, in
     creation order, while other producers keep the pass going (else its producer blocks
     and then drops)."""
-    from shmlog.sinks.writer import REPOLL_RECORDS, LogWriter
+    from shmlog.writer.drain import REPOLL_RECORDS, LogWriter
 
     busy = _Ring(0, [float(i) for i in range(1000)])
     idle = _Ring(1, [])
     writer = LogWriter(_Segments([busy, idle]))
     written: list[dict] = []
 
-    def on_progress(progress: dict) -> None:
-        written.append(progress)
+    def on_progress(progress: Progress) -> None:
+        written.append({"ring": progress.batch_idx, "created": progress.at_ns})
         if len(written) == 100:  # the idle producer logs, while the pass goes on
-            idle.records.append((50.5, None, {"ring": 1, "created": 50.5}))
+            idle.records.append(_marker(1, 50.5))
 
     writer.on_progress = on_progress
     assert writer.drain() == 1001
@@ -368,6 +375,10 @@ def test_full_ring_drops_with_a_bound_and_reports_the_count(
     assert at > messages.index(f"main line {len(kept) - 1} {padding}")
 
 
+# More markers than fit in the largest gap 8 KB records leave in a 256 KiB ring.
+MARKERS = 300
+
+
 @pytest.mark.timeout(120)
 def test_full_ring_costs_one_wait_across_loggers_and_progress_markers(
     tmp_path: Path, name: str
@@ -391,10 +402,10 @@ def test_full_ring_costs_one_wait_across_loggers_and_progress_markers(
         try:
             for i in range(40):  # ~8 KiB each: about 30 fit, then one wait, then drops
                 first.info(f"first line {i} {padding}")
-            for i in range(60):  # markers (all of one size) fill any gap left, then drop
+            for i in range(MARKERS):  # markers (all of one size) fill any gap left, then drop
                 marker(i)
             began = time.perf_counter()
-            for i in range(60, 70):  # neither fits any more
+            for i in range(MARKERS, MARKERS + 10):  # neither fits any more
                 second.info(f"second line {i} {padding}")
                 marker(i)
             spent = time.perf_counter() - began
@@ -412,9 +423,9 @@ def test_full_ring_costs_one_wait_across_loggers_and_progress_markers(
     markers_kept = text.count(" - Epoch(train)")
     # (Whether any marker fitted in the gap the big records left depends on
     # record sizes, which include the log file's path.)
-    assert 0 < len(kept) < 40 and markers_kept < 60
+    assert 0 < len(kept) < 40 and markers_kept < MARKERS
     counts = [int(m.group(1)) for m in map(DROPPED.match, messages) if m is not None]
-    assert counts == [(40 - len(kept)) + (70 - markers_kept) + 10]
+    assert counts == [(40 - len(kept)) + (MARKERS + 10 - markers_kept) + 10]
 
 
 # -- flushing ------------------------------------------------------------------------------------------
@@ -592,18 +603,18 @@ def test_writer_pid_is_the_same_from_every_member(tmp_path: Path, name: str) -> 
 def test_a_writer_waiting_for_the_lock_leaves_no_lock_file(tmp_path: Path, name: str) -> None:
     """A second would-be writer polling the lock while the session ends (a sidecar that
     started after a member's standby took over) must not re-create the removed lock file."""
-    from shmlog.api import designated
+    from shmlog.writer import election, serve
 
     with shmlog.init(name, log_writer="thread") as session:
         logger = MMLogger.get_instance(f"lock-{name}", log_file=str(tmp_path / "tmp.log"))
         logger.info("written by this process's standby thread")
         assert session.flush()
         assert session.writer_pid == os.getpid()
-        sidecar = designated.start_sidecar(name)
+        sidecar = serve.start_sidecar(name)
         try:
             # Attached (its mappings show the control segment): from here on it
             # only waits for the lock this process holds.
-            control = f"{designated.lock_path(name)[:-len('writer.lock')]}ctl"
+            control = f"{election.lock_path(name)[:-len('writer.lock')]}ctl"
             deadline = time.monotonic() + TIMEOUT
             while time.monotonic() < deadline:
                 with open(f"/proc/{sidecar.pid}/maps") as maps:
@@ -617,7 +628,7 @@ def test_a_writer_waiting_for_the_lock_leaves_no_lock_file(tmp_path: Path, name:
             sidecar.wait(TIMEOUT)
             raise
     assert sidecar.wait(TIMEOUT) == 0
-    assert not os.path.exists(designated.lock_path(name))
+    assert not os.path.exists(election.lock_path(name))
 
 
 # -- a node without shared storage -----------------------------------------------------------------------

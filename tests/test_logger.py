@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from shmlog import MMLogger, print_log
-from shmlog.api import dist
-from shmlog.sinks.files import build_file_handler, log_file_for_rank, master_log_file
-from shmlog.sinks.formatter import (
+from shmlog.api import process as dist
+from shmlog.format.files import build_file_handler, log_file_for_rank, master_log_file
+from shmlog.format.formatter import (
     FILE_DATEFMT,
     DuplicateWarningFilter,
     MMFormatter,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from shmlog import MessageHub
-from shmlog.api import backend
 from shmlog.api.manager import ManagerMixin
+from shmlog.api.process import PROCESS
 
 
 class Widget(ManagerMixin):
@@ -60,7 +60,7 @@ REGISTRIES = (ManagerMixin, Widget, Gadget, SubWidget, Fragile, MessageHub)
 @pytest.fixture(autouse=True)
 def _isolated_registries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Registries are process-global: start empty, put everything back afterwards."""
-    monkeypatch.setattr(backend, "_resolver", None)
+    monkeypatch.setattr(PROCESS, "resolver", None)
     saved = {cls: OrderedDict(cls.__dict__["_instance_dict"]) for cls in REGISTRIES}
     for cls in REGISTRIES:
         cls._instance_dict.clear()
@@ -247,4 +247,4 @@ def test_threads_sharing_a_hub_by_name() -> None:
 
     results = _run_together(16, log)
     assert len({id(r) for r in results}) == 1
-    assert {k: v for k, v in results[0].runtime_info.items()} == {f"worker{i}": i for i in range(16)}
+    assert dict(results[0].runtime_info.items()) == {f"worker{i}": i for i in range(16)}

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from shmlog import HistoryBuffer, MessageHub
-from shmlog.api import backend
 from shmlog.api import message_hub as message_hub_module
-from shmlog.readers import history_buffer as history_buffer_module
+from shmlog.api.process import PROCESS
+from shmlog.stats import history_buffer as history_buffer_module
 
 # -- fixtures --------------------------------------------------------------------
 
@@ -28,7 +28,7 @@ from shmlog.readers import history_buffer as history_buffer_module
 @pytest.fixture(autouse=True)
 def _isolated_hubs(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Local mode, an empty hub registry, and the previous registry put back after."""
-    monkeypatch.setattr(backend, "_resolver", None)
+    monkeypatch.setattr(PROCESS, "resolver", None)
     monkeypatch.setattr(history_buffer_module, "_WARNED_KEYS", set())
     saved = OrderedDict(MessageHub._instance_dict)
     MessageHub._instance_dict.clear()

@@ -32,7 +32,7 @@ from _shared_workers import (
 
 import shmlog
 from shmlog import MessageHub
-from shmlog.shm import info
+from shmlog.shm import info, lifecycle
 from shmlog.shm import session as shm_session
 from shmlog.shm.segment import HEADER, KIND_CONTROL, LAYOUT_VERSION, MAGIC, SegmentError
 
@@ -235,7 +235,7 @@ def test_abandoned_half_created_session_is_replaced_or_refused_clearly(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A zero-filled control segment (creator killed mid-creation) does not hang init()."""
-    monkeypatch.setattr(shm_session, "_OPEN_TIMEOUT", 1.0)
+    monkeypatch.setattr(lifecycle, "_OPEN_TIMEOUT", 1.0)
     path = _plant(name, bytes(80_000))
     try:
         try:
@@ -270,8 +270,8 @@ def test_info_entry_left_mid_rewrite_by_a_killed_writer_does_not_hang_readers(na
         hub.update_info("epoch", 3)
         hub.update_info("other", "kept")
         shared = session.shared
-        index, offset = shared._info_index["torn\x1fepoch"]
-        buf = shared._info_segments[index].buf
+        index, offset = shared.info._index["torn\x1fepoch"]
+        buf = shared.info.segments[index].buf
         # What info.rewrite leaves when its process dies after its first store.
         seq = info._u(buf, offset, 8)
         info._put(buf, offset, 8, seq + 1)

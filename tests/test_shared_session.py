@@ -23,7 +23,7 @@ from _shared_workers import (
 
 import shmlog
 from shmlog import HistoryBuffer, MessageHub
-from shmlog.api import backend
+from shmlog.api.process import PROCESS
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -123,7 +123,7 @@ def test_bad_scalar_gets_the_local_error_and_changes_nothing(
 ) -> None:
     """In a session a refused value raises what a local hub raises and leaves no record."""
     with monkeypatch.context() as local_mode:
-        local_mode.setattr(backend, "_resolver", None)
+        local_mode.setattr(PROCESS, "resolver", None)
         local = MessageHub(name="local-reference")
         expected = _error_of(lambda: local.update_scalar("train/loss", value, count))
     assert "'train/loss'" in expected[1]

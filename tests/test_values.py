@@ -1,6 +1,6 @@
 """What a scalar, a count and a window may be, and what the refusal says.
 
-Every value that reaches a history goes through ``shmlog._values``; these
+Every value that reaches a history goes through ``shmlog.stats.values``; these
 tests pin down which inputs are accepted (and become exactly which float) and
 that each refusal names the key, the value and what would have been accepted.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shmlog._values import ACCEPTED, check_window, to_count, to_float
+from shmlog.stats.values import ACCEPTED, check_window, to_count, to_float
 
 
 class FakeTensor:

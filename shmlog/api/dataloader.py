@@ -24,17 +24,11 @@ main process).  A fetch that raises (including the StopIteration that ends an
 IterableDataset) records nothing, so the number of updates is exactly the
 number of batches built.
 
-How: the fetcher is the only object that sees both ends of "fetch and
-collate", and torch creates it in the worker right after ``worker_init_fn``
-(and again after each epoch for persistent workers) through
-``torch.utils.data._DatasetKind.create_fetcher``.  The worker init function
-therefore wraps that factory, in the worker process only (a worker is a
-process of its own, so no other loader is affected).  With ``num_workers=0``
-the main process fetches; :func:`track_data_time` wraps the fetcher of each
-iterator the loader creates, and the values are recorded under the main
-process's own label (``'main'``, or ``'rank<r>'`` under torchrun).  Both hooks
-are private torch API; where a torch version lacks them, loading still works
-and a warning says that data time is not recorded.
+How: the worker init function wraps torch's fetcher factory in each worker,
+and with ``num_workers=0`` :func:`track_data_time` wraps the fetcher of each
+iterator the loader creates, whose values are recorded under the main
+process's own label (``'main'``, or ``'rank<r>'`` under torchrun); see
+``shmlog.api.fetch_timer``.
 
 Labels: each worker claims its writer slot in the session before the user's
 ``worker_init_fn`` runs, labelled ``'worker<id>'`` (``'rank<r>/worker<id>'``
@@ -56,24 +50,24 @@ and ``forkserver`` start methods.
 from __future__ import annotations
 
 import os
-import sys
-import threading
-import warnings
 from collections.abc import Callable
-from time import perf_counter
 from typing import Any
 
-from ..shm.session import SessionError
+from ..format.checks import MODES
+from ..shm.names import SessionError
+from .fetch_timer import (
+    Recorder,
+    TimedFetcher,
+    in_dataloader_worker,
+    install_fetch_timer,
+    warn_once,
+)
 from .message_hub import MessageHub
-from .session import ENV_SESSION, current_session
+from .process import ENV_SESSION, PROCESS
 
 __all__ = ["WorkerInit", "track_data_time", "worker_init_fn"]
 
-MODES = ("train", "val", "test")
 DEFAULT_HUB = "mmengine"
-
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
 
 
 # -- argument checks ------------------------------------------------------------------
@@ -120,109 +114,6 @@ def _check_user_fn(user_fn: Any) -> Callable[[int], Any] | None:
             f"worker_init_fn=shmlog.worker_init_fn() (or shmlog.worker_init_fn(your_fn))"
         )
     raise TypeError(f"user_fn: expected a callable taking the worker id, or None, got {user_fn!r}")
-
-
-def _warn_once(tag: str, message: str) -> None:
-    with _warned_lock:
-        if tag in _warned:
-            return
-        _warned.add(tag)
-    warnings.warn(message, stacklevel=3)
-
-
-# -- timing -------------------------------------------------------------------------------
-
-
-class _Recorder:
-    """Records one data time per batch into MessageHub ``hub`` under ``key``.
-
-    The hub is looked up on first use, in the process that records: a forked
-    worker must use its own view of the hub, not one resolved in its parent.
-    """
-
-    __slots__ = ("_hub", "hub", "key")
-
-    def __init__(self, key: str, hub: str) -> None:
-        self.key = key
-        self.hub = hub
-        self._hub: MessageHub | None = None
-
-    def __call__(self, seconds: float) -> None:
-        hub = self._hub
-        if hub is None:
-            hub = self._hub = MessageHub.get_instance(self.hub)
-        hub.update_scalar(self.key, seconds)
-
-    def __getstate__(self) -> dict[str, str]:
-        return {"key": self.key, "hub": self.hub}
-
-    def __setstate__(self, state: dict[str, str]) -> None:
-        self.key = state["key"]
-        self.hub = state["hub"]
-        self._hub = None
-
-
-class _TimedFetcher:
-    """A torch dataset fetcher that times each ``fetch`` (dataset reads + collate).
-
-    One ``perf_counter`` pair and one ``update_scalar`` per batch; a fetch that
-    raises records nothing.  Other attributes are the wrapped fetcher's, for
-    code that inspects it (``dataset``, ``dataset_iter``, ...).
-    """
-
-    def __init__(self, fetcher: Any, record: _Recorder) -> None:
-        self.__dict__["_fetcher"] = fetcher
-        self.__dict__["_record"] = record
-
-    def fetch(self, possibly_batched_index: Any) -> Any:
-        start = perf_counter()
-        data = self._fetcher.fetch(possibly_batched_index)
-        self._record(perf_counter() - start)
-        return data
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            fetcher = self.__dict__["_fetcher"]
-        except KeyError:
-            raise AttributeError(name) from None
-        return getattr(fetcher, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._fetcher, name, value)
-
-
-class _TimedFetcherFactory:
-    """Stands in for ``_DatasetKind.create_fetcher`` inside one worker process."""
-
-    def __init__(self, inner: Callable[..., Any], record: _Recorder) -> None:
-        self.inner = inner
-        self.record = record
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _TimedFetcher(self.inner(*args, **kwargs), self.record)
-
-
-def _install_fetch_timer(record: _Recorder) -> bool:
-    """Time every fetcher torch creates from now on in this (worker) process."""
-    try:
-        from torch.utils.data import dataloader as torch_dataloader
-    except ImportError:  # pragma: no cover - a worker always has torch
-        return False
-    kind = getattr(torch_dataloader, "_DatasetKind", None)
-    current = getattr(kind, "__dict__", {}).get("create_fetcher")
-    if not isinstance(current, staticmethod):
-        _warn_once(
-            "no-create-fetcher",
-            "shmlog: this torch version has no DataLoader fetcher factory "
-            "(_DatasetKind.create_fetcher); DataLoader workers are labelled in the "
-            "session but their data time is not recorded",
-        )
-        return False
-    inner = current.__func__
-    if isinstance(inner, _TimedFetcherFactory):  # installed before: replace the settings
-        inner = inner.inner
-    kind.create_fetcher = staticmethod(_TimedFetcherFactory(inner, record))
-    return True
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -278,8 +169,8 @@ class WorkerInit:
         if self._sent_from is not None and os.getppid() != self._sent_from[1]:
             _use_session(self._sent_from[0])
         _claim_writer_slot()
-        if _in_dataloader_worker():
-            _install_fetch_timer(_Recorder(self.key, self.hub))
+        if in_dataloader_worker():
+            install_fetch_timer(Recorder(self.key, self.hub))
         if self.user_fn is not None:
             self.user_fn(worker_id)
 
@@ -290,7 +181,7 @@ class WorkerInit:
 def _session_name() -> str | None:
     """The session this process is in, if any (None when it cannot be opened)."""
     try:
-        session = current_session()
+        session = PROCESS.current()
     except SessionError:
         return None
     return None if session is None else session.name
@@ -309,18 +200,9 @@ def _claim_writer_slot() -> None:
     # Attaches a spawned worker (SHMLOG_SESSION) and takes its slot now: the
     # label is then 'worker<id>' whoever writes first, and a restarted worker
     # adopts its predecessor's slot before logging anything.
-    session = current_session()
+    session = PROCESS.current()
     if session is not None:
         session.shared.writer_slot()
-
-
-def _in_dataloader_worker() -> bool:
-    # A direct call from the main process (a test, a framework) must not patch
-    # the main process's fetcher factory: that would time every loader in it.
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return False
-    return torch.utils.data.get_worker_info() is not None
 
 
 def worker_init_fn(
@@ -364,14 +246,14 @@ class _TrackedIterators:
         self.loader = loader
         self.key = key
         self.hub = hub
-        self.record = _Recorder(key, hub)
+        self.record = Recorder(key, hub)
 
     def __call__(self) -> Any:
         loader = self.loader
         if loader.num_workers > 0:
             _wrap_worker_init(loader, self.key, self.hub)
             if _no_session():
-                _warn_once(
+                warn_once(
                     "no-session",
                     "shmlog.track_data_time: no shmlog session is open, so each DataLoader "
                     "worker records its data time in a MessageHub private to that worker "
@@ -379,10 +261,10 @@ class _TrackedIterators:
                 )
         iterator = type(loader)._get_iterator(loader)
         fetcher = getattr(iterator, "_dataset_fetcher", None)
-        if fetcher is not None and not isinstance(fetcher, _TimedFetcher):
-            iterator._dataset_fetcher = _TimedFetcher(fetcher, self.record)
+        if fetcher is not None and not isinstance(fetcher, TimedFetcher):
+            iterator._dataset_fetcher = TimedFetcher(fetcher, self.record)
         elif loader.num_workers == 0 and fetcher is None:
-            _warn_once(
+            warn_once(
                 "no-main-fetcher",
                 "shmlog.track_data_time: this torch version's single-process DataLoader "
                 "iterator has no _dataset_fetcher; data time with num_workers=0 is not "
@@ -393,7 +275,7 @@ class _TrackedIterators:
 
 def _no_session() -> bool:
     try:
-        return current_session() is None
+        return PROCESS.current() is None
     except SessionError:
         return False  # the worker's first MessageHub call will raise it clearly
 
@@ -455,7 +337,7 @@ def track_data_time(
     hub = _check_hub(hub)
     _wrap_worker_init(loader, resolved, hub)
     if not callable(getattr(type(loader), "_get_iterator", None)):
-        _warn_once(
+        warn_once(
             "no-get-iterator",
             "shmlog.track_data_time: this torch version's DataLoader has no _get_iterator; "
             "only DataLoader workers are timed",

@@ -3,7 +3,7 @@
 MMLogger lives outside ``logging``'s logger tree: it is reached by instance
 name through ManagerMixin, owns its handlers and never propagates, so a
 third-party ``basicConfig`` or root handler neither hides nor duplicates its
-lines.  Formatting and file layout live in :mod:`shmlog.sinks` so that they
+lines.  Formatting and file layout live in :mod:`shmlog.format` so that they
 can be reused where records are written on another process's behalf.
 """
 
@@ -14,24 +14,23 @@ import os
 import sys
 from typing import Any
 
-from ..sinks.files import (
+from ..format.files import (
     build_file_handler,
     check_file_handler_cfg,
     check_file_mode,
     log_file_for_rank,
     master_log_file,
 )
-from ..sinks.formatter import (
+from ..format.formatter import (
     TERMINAL_DATEFMT,
     DuplicateWarningFilter,
     MMFormatter,
     TerminalHandler,
     parse_level,
 )
-from .dist import get_rank, get_world_size
 from .manager import ManagerMixin
+from .process import PROCESS, get_rank, get_world_size
 from .record_handler import SessionFileHandler, make_route
-from .session import current_session, in_session
 
 __all__ = ["MMLogger", "print_log"]
 
@@ -42,7 +41,7 @@ class MMLogger(logging.Logger, ManagerMixin):
     Use :meth:`get_instance` (not ``logging.getLogger``) to create or fetch
     one.  The terminal handler writes to ``sys.stdout``; on ranks other than
     0 it shows ERROR and above only.  With ``log_file`` a file handler is
-    added; see :mod:`shmlog.sinks.files` for which rank writes which file.
+    added; see :mod:`shmlog.format.files` for which rank writes which file.
 
     Args:
         name: instance name for :meth:`get_instance`.
@@ -110,7 +109,7 @@ class MMLogger(logging.Logger, ManagerMixin):
                     file_handler_cfg, level,
                 )
 
-            session = current_session() if in_session() else None
+            session = PROCESS.current() if PROCESS.in_session() else None
             # A node without storage shared with the others writes <stem>_logs/.
             per_node = session is not None and not session.options.get("shared_storage", True)
             own = log_file_for_rank(
@@ -121,7 +120,7 @@ class MMLogger(logging.Logger, ManagerMixin):
             if own is not None:
                 # Inside a session the designated log writer opens the files;
                 # a process only creates its own when it logs outside one.
-                local = None if in_session() else make_local()
+                local = None if PROCESS.in_session() else make_local()
                 route = make_route(
                     log_file, bool(distributed), world_size, file_mode, file_handler_cfg, level
                 )

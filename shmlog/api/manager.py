@@ -1,30 +1,21 @@
 """Named, process-global instances (MMEngine's ``ManagerMixin`` contract).
 
 Each subclass keeps its own registry, so ``MessageHub.get_instance('a')`` and
-``MMLogger.get_instance('a')`` never collide.  One re-entrant lock serialises
-creation: two threads asking for the same new name get the same object.
+``MMLogger.get_instance('a')`` never collide.  One re-entrant lock (the
+process's registry lock, ``shmlog.api.process``) serialises creation: two
+threads asking for the same new name get the same object.
 """
 
 from __future__ import annotations
 
-import os
-import threading
 import warnings
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .process import PROCESS
+
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated
     from typing import Self
-
-_LOCK = threading.RLock()
-
-
-def _reinit_after_fork() -> None:
-    global _LOCK
-    _LOCK = threading.RLock()  # a parent thread may have held it at fork
-
-
-os.register_at_fork(after_in_child=_reinit_after_fork)
 
 
 class ManagerMixin:
@@ -59,7 +50,7 @@ class ManagerMixin:
             raise TypeError(
                 f"{cls.__name__}.get_instance name: expected a non-empty str, got {name!r}"
             )
-        with _LOCK:
+        with PROCESS.registry_lock:
             registry = cls._instance_dict
             if name not in registry:
                 registry[name] = cls(name=name, **kwargs)
@@ -74,7 +65,7 @@ class ManagerMixin:
     @classmethod
     def get_current_instance(cls) -> Self:
         """Return the most recently created instance."""
-        with _LOCK:
+        with PROCESS.registry_lock:
             if not cls._instance_dict:
                 raise RuntimeError(
                     f"{cls.__name__}.get_current_instance() needs an instance: call "

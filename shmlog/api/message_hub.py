@@ -4,8 +4,9 @@ Outside a session a hub keeps everything in this process, as MMEngine does.
 Inside a session (``shmlog.init``) the same calls go to shared memory:
 ``update_scalar`` appends to this process's own ring for the key, and
 ``get_scalar`` returns a HistoryBuffer that merges every process's ring.
-Which of the two applies is decided per call, so a hub created before
-``shmlog.init`` (at import time, say) starts sharing once the session exists.
+Which of the two applies is decided per call (:meth:`MessageHub._store`), so
+a hub created before ``shmlog.init`` (at import time, say) starts sharing
+once the session exists.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from .._values import to_count, to_float
-from ..readers.history_buffer import HistoryBuffer
-from . import backend as _backend
+from ..stats.history_buffer import HistoryBuffer
+from ..stats.local_hub import LocalHub
+from ..stats.values import to_count, to_float
+from .logger import print_log
 from .manager import ManagerMixin
+from .process import PROCESS
 
 
 class MessageHub(ManagerMixin):
@@ -49,14 +52,20 @@ class MessageHub(ManagerMixin):
             value._name = key
         self._runtime_info: OrderedDict[str, Any] = _as_ordered("runtime_info", runtime_info)
         self._resumed_keys: OrderedDict[str, bool] = _as_ordered("resumed_keys", resumed_keys)
+        self._local = LocalHub(self._log_scalars, self._runtime_info)
         self._bound_token: object | None = None
         self._bound_local: Any = None
-        shared = _backend.shared_hub(name)
+        shared = PROCESS.shared_hub(name)
         if shared is not None:
             for key, buffer in self._log_scalars.items():
                 shared.load_scalar(key, buffer)
             for key, value in self._runtime_info.items():
                 shared.update_info(key, value)
+
+    def _store(self) -> Any:
+        """Where this hub's data is now: the session's SharedHub, or this process's LocalHub."""
+        shared = PROCESS.shared_hub(self._instance_name)
+        return self._local if shared is None else shared
 
     @classmethod
     def get_current_instance(cls) -> MessageHub:
@@ -77,7 +86,7 @@ class MessageHub(ManagerMixin):
             and count == 1
             and self._resumed_keys.get(key) is resumed
         ):
-            token = _backend.token
+            token = PROCESS.token
             if token is None:  # no session: this process's own ring
                 buffer = self._log_scalars.get(key)
                 if buffer is not None:
@@ -97,20 +106,15 @@ class MessageHub(ManagerMixin):
         weight = to_count(count, key)
         if self._resumed_keys.get(key) is not resumed:
             self._set_resumed_keys(key, resumed)
-        shared = _backend.shared_hub(self._instance_name)
-        if shared is not None:
-            shared.update_scalar(key, number, weight)
-            # Cache the binding for the hot path; the token is read after the
-            # lookup, which may itself have attached this process.
-            self._bound_local = shared._local
-            self._bound_token = _backend.token
+        shared = PROCESS.shared_hub(self._instance_name)
+        if shared is None:
+            self._local.update_scalar(key, number, weight)
             return
-        buffer = self._log_scalars.get(key)
-        if buffer is None:
-            buffer = HistoryBuffer()
-            buffer._name = key
-            self._log_scalars[key] = buffer
-        buffer._storage.append(number, weight)
+        shared.update_scalar(key, number, weight)
+        # Cache the binding for the hot path; the token is read after the
+        # lookup, which may itself have attached this process.
+        self._bound_local = shared._local
+        self._bound_token = PROCESS.token
 
     def update_scalars(self, log_dict: dict[str, Any], resumed: bool = True) -> None:
         """Update several scalars; each value is a number or ``dict(value=..., count=...)``."""
@@ -137,8 +141,7 @@ class MessageHub(ManagerMixin):
 
     def get_scalar(self, key: str) -> HistoryBuffer:
         """The HistoryBuffer of ``key``; KeyError when nothing was logged under it."""
-        shared = _backend.shared_hub(self._instance_name)
-        buffer = shared.get_scalar(key) if shared is not None else self._log_scalars.get(key)
+        buffer = self._store().get_scalar(key)
         if buffer is None:
             raise KeyError(
                 f"{key!r} is not a scalar of MessageHub {self._instance_name!r}; "
@@ -149,21 +152,14 @@ class MessageHub(ManagerMixin):
     @property
     def log_scalars(self) -> OrderedDict[str, HistoryBuffer]:
         """Every scalar of this hub (in a session: of every process)."""
-        shared = _backend.shared_hub(self._instance_name)
-        if shared is not None:
-            return shared.log_scalars()
-        return self._log_scalars
+        return self._store().log_scalars()
 
     # -- runtime info ----------------------------------------------------------
 
     def update_info(self, key: str, value: Any, resumed: bool = True) -> None:
         """Set runtime info ``key`` to ``value`` (the last write wins)."""
         self._set_resumed_keys(key, resumed)
-        shared = _backend.shared_hub(self._instance_name)
-        if shared is not None:
-            shared.update_info(key, value)
-        else:
-            self._runtime_info[key] = value
+        self._store().update_info(key, value)
 
     def update_info_dict(self, info_dict: dict[str, Any], resumed: bool = True) -> None:
         """Set several runtime info entries."""
@@ -176,25 +172,16 @@ class MessageHub(ManagerMixin):
 
     def get_info(self, key: str, default: Any = None) -> Any:
         """Runtime info ``key``, or ``default`` when it was never set."""
-        shared = _backend.shared_hub(self._instance_name)
-        if shared is not None:
-            return shared.get_info(key, default)
-        return self._runtime_info.get(key, default)
+        return self._store().get_info(key, default)
 
     def pop_info(self, key: str, default: Any = None) -> Any:
         """Remove runtime info ``key`` and return its value (or ``default``)."""
-        shared = _backend.shared_hub(self._instance_name)
-        if shared is not None:
-            return shared.pop_info(key, default)
-        return self._runtime_info.pop(key, default)
+        return self._store().pop_info(key, default)
 
     @property
     def runtime_info(self) -> OrderedDict[str, Any]:
         """Every runtime info entry of this hub."""
-        shared = _backend.shared_hub(self._instance_name)
-        if shared is not None:
-            return shared.runtime_info()
-        return self._runtime_info
+        return self._store().runtime_info()
 
     # -- resuming ----------------------------------------------------------------
 
@@ -249,7 +236,7 @@ class MessageHub(ManagerMixin):
         missing = [k for k in ("log_scalars", "runtime_info", "resumed_keys") if k not in state_dict]
         if missing:
             raise KeyError(f"load_state_dict: the state dict lacks {missing}")
-        shared = _backend.shared_hub(self._instance_name)
+        store = self._store()
         for key, buffer in state_dict["log_scalars"].items():
             if not isinstance(buffer, HistoryBuffer):
                 _warn(f"log_scalars[{key!r}] is a {type(buffer).__name__}, not a "
@@ -257,19 +244,13 @@ class MessageHub(ManagerMixin):
                 continue
             restored = copy.deepcopy(buffer)
             restored._name = key
-            if shared is not None:
-                shared.load_scalar(key, restored)
-            else:
-                self._log_scalars[key] = restored
+            store.load_scalar(key, restored)
         for key, value in state_dict["runtime_info"].items():
             try:
                 value = copy.deepcopy(value)
             except Exception:  # noqa: BLE001 (deepcopy may raise anything)
                 _warn(f"runtime info {key!r} cannot be deep-copied; restoring a reference")
-            if shared is not None:
-                shared.update_info(key, value)
-            else:
-                self._runtime_info[key] = value
+            store.update_info(key, value)
         known = set(self.log_scalars) | set(self.runtime_info)
         for key, resumed in state_dict["resumed_keys"].items():
             if key not in known:
@@ -295,6 +276,7 @@ class MessageHub(ManagerMixin):
         )
         self._runtime_info = state["runtime_info"]
         self._resumed_keys = state["resumed_keys"]
+        self._local = LocalHub(self._log_scalars, self._runtime_info)
         self._bound_token = None
         self._bound_local = None
 
@@ -308,7 +290,4 @@ def _as_ordered(name: str, value: dict[str, Any] | None) -> OrderedDict[str, Any
 
 
 def _warn(message: str) -> None:
-    # Imported here: the logger module imports the hub's package.
-    from .logger import print_log
-
     print_log(message, logger="current", level=logging.WARNING)

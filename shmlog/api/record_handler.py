@@ -19,13 +19,14 @@ import fcntl
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..sinks.files import build_file_handler, log_file_for_rank
-from . import backend
+from ..format.files import build_file_handler, log_file_for_rank
+from ..shm.records import RecordProducer
+from ..wire import LogRecordData, Progress, ProgressMarker, Route
+from .process import PROCESS, identity
 
 BLOCK_SECONDS = 0.2
 RING_BYTES = 256 << 10
@@ -38,15 +39,11 @@ def make_route(
     mode: str,
     cfg: dict[str, Any] | None,
     level: int,
-) -> tuple[str, bool, int, str, str | None, int]:
-    """Where a record goes, as plain data: what ``build_file_handler`` needs.
-
-    (absolute log_file, distributed, world size, file mode, handler config as
-    JSON or None, level)
-    """
+) -> Route:
+    """Where a record goes, as plain data: what ``build_file_handler`` needs."""
     cfg_text = None if cfg is None else json.dumps(cfg, sort_keys=True, default=str)
-    return (os.path.abspath(log_file), bool(distributed), int(world_size), mode, cfg_text,
-            int(level))
+    return Route(os.path.abspath(log_file), bool(distributed), int(world_size), mode, cfg_text,
+                 int(level))
 
 
 class SessionFileHandler(logging.Handler):
@@ -54,12 +51,12 @@ class SessionFileHandler(logging.Handler):
 
     def __init__(
         self,
-        route: tuple[str, bool, int, str, str | None, int],
+        route: Route,
         local: logging.Handler | None,
         make_local: Callable[[], logging.Handler | None],
         rank: int,
     ) -> None:
-        super().__init__(level=route[5])
+        super().__init__(level=route.level)
         self.route = route
         self._local = local
         self._make_local = make_local
@@ -71,8 +68,8 @@ class SessionFileHandler(logging.Handler):
         # the log writer must append to it, not truncate it again, and this
         # process, when it logs outside the session again, must write after
         # what the writer added rather than over it from its old position.
-        if local is not None and route[3].startswith("w"):
-            self.route = (*route[:3], "a", *route[4:])
+        if local is not None and route.mode.startswith("w"):
+            self.route = route._replace(mode="a")
             _append_only(local)
 
     @property
@@ -88,7 +85,7 @@ class SessionFileHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             # Raises when SHMLOG_SESSION names a session that is gone.
-            shared = backend.token is not None and _session()
+            shared = PROCESS.token is not None and PROCESS.current()
         except Exception:  # noqa: BLE001 (logging must never raise into the caller)
             self.handleError(record)
             return
@@ -134,16 +131,17 @@ class SessionFileHandler(logging.Handler):
         if who is None or who[0] != record.process:
             # Once per process (a forked child has another pid): the identity
             # reads the environment, too slow to do for every record.
-            rank, worker, _label = session.shared.identity()
-            who = self._who = (record.process, self._rank if rank < 0 else rank, worker)
-        data = (
+            me = identity()
+            who = self._who = (record.process, me.rank if me.distributed else self._rank,
+                               me.worker)
+        data = LogRecordData(
             record.created, record.levelno, record.levelname, record.name, message,
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
-            who[1], who[2], who[0], self.route,
+            who[1], who[2], who[0], tuple(self.route),
         )
         self._shipped = True
-        with _ship_lock:
-            _put(session.shared.record_producer(RING_BYTES), data)
+        with PROCESS.ship_lock:
+            _put(session.shared.record_producer(RING_BYTES), tuple(data))
 
     def flush(self) -> None:
         if self._local is not None:
@@ -155,13 +153,14 @@ class SessionFileHandler(logging.Handler):
         super().close()
 
 
-def ship_progress(session: Any, progress: dict[str, Any]) -> bool:
+def ship_progress(session: Any, progress: Progress) -> bool:
     """Put a progress marker into this process's record ring (see ``report_progress``)."""
-    with _ship_lock:
-        return _put(session.shared.record_producer(RING_BYTES), (time.time(), None, progress))
+    marker = ProgressMarker(time.time(), None, tuple(progress))
+    with PROCESS.ship_lock:
+        return _put(session.shared.record_producer(RING_BYTES), tuple(marker))
 
 
-def _put(producer: Any, data: tuple[Any, ...]) -> bool:
+def _put(producer: RecordProducer, data: tuple[Any, ...]) -> bool:
     """Put ``data``, waiting for room only if the ring's previous put did not fail.
 
     The state belongs to the ring, not to a handler: every MMLogger of the
@@ -183,18 +182,6 @@ def _append_only(handler: logging.Handler) -> None:
         pass
 
 
-_current_session: Any = None
-
-
-def _session() -> Any:
-    global _current_session
-    if _current_session is None:  # imported late: the session module imports this one
-        from .session import current_session
-
-        _current_session = current_session
-    return _current_session()
-
-
 def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:
     """Wait until the log writer consumed this process's records (or everyone's)."""
     shared = session.shared
@@ -213,14 +200,3 @@ def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:
 
 
 _FORMATTER = logging.Formatter()
-
-# One record ring per process, shared by every MMLogger of the process.
-_ship_lock = threading.Lock()
-
-
-def _reinit_after_fork() -> None:
-    global _ship_lock
-    _ship_lock = threading.Lock()  # a parent thread may have held it at fork
-
-
-os.register_at_fork(after_in_child=_reinit_after_fork)

@@ -3,8 +3,9 @@
 The session name travels in the ``SHMLOG_SESSION`` environment variable (for
 spawned and forkserver children, and for any program they run), in inherited
 memory (for forked children) and in the Process objects of multiprocessing
-(for forkserver children, whose server keeps the environment it started with).  A process that finds the variable
-set attaches on its first MessageHub call, with no code of its own.
+(for forkserver children, whose server keeps the environment it started
+with; see ``shmlog.api.process``).  A process that finds the variable set
+attaches on its first MessageHub call, with no code of its own.
 
 Only processes that call :func:`init` are members: the session lives while
 one of them does, and the last one to leave unlinks its segments, whether it
@@ -15,42 +16,24 @@ children) write and read but never keep a session alive.
 
 from __future__ import annotations
 
-import atexit
-import inspect
-import multiprocessing
-import multiprocessing.util
 import os
-import re
-import secrets
-import signal
-import sys
 import threading
-import time
 import warnings
 from typing import Any
-
-import filelock
 
 from ..shm.session import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,
     SessionError,
+    SessionSegments,
     check_capacity,
 )
-from ..shm.session import Session as SharedSegments
-from ..sinks.writer import TENSORBOARD_MISSING, progress_due, tensorboard_installed
-from . import backend, designated
-from .record_handler import ship_progress, wait_drained
-from .shared_hub import SharedHub
+from ..stats.shared_hub import SharedHub
+from . import options as _options
+from .process import ENV_SESSION, PROCESS, identity
+from .record_handler import wait_drained
 
-ENV_SESSION = "SHMLOG_SESSION"
-ENV_WORKER = "SHMLOG_WORKER_ID"
 FLUSH_SECONDS = 10.0
-
-_lock = threading.RLock()
-_active: Session | None = None
-_hooks_installed = False
-_signals_installed = False
 
 
 class Session:
@@ -60,18 +43,25 @@ class Session:
     idempotent; the last member to close removes the shared memory.
     """
 
-    def __init__(self, segments: SharedSegments, member: bool, previous_env: str | None) -> None:
+    def __init__(self, segments: SessionSegments, member: bool, previous_env: str | None) -> None:
         self._segments = segments
         self._member = member
         self._previous_env = previous_env
         self._hubs: dict[str, SharedHub] = {}
-        # Not the module lock: close() holds that while it waits for this
+        # Not the process lock: close() holds that while it waits for this
         # process's standby thread, which needs a hub to format progress lines.
         self._hubs_lock = threading.Lock()
         self._options = segments.options()
-        self._standby: designated.Standby | None = None
+        self._standby: Any = None
         self._sidecar: Any = None
-        segments.identity = _identity_for(member)
+        self._creator_pid = os.getpid()
+        segments.identity = self._identity
+
+    def _identity(self) -> tuple[int, int, str]:
+        """(rank, worker, label) of the writer slots this process claims."""
+        me = identity()
+        own = "" if self._member and os.getpid() == self._creator_pid else f"pid{os.getpid()}"
+        return (me.rank if me.distributed else -1), me.worker, me.label(own)
 
     @property
     def writer_pid(self) -> int:
@@ -100,7 +90,7 @@ class Session:
         return self._segments.closed
 
     @property
-    def shared(self) -> SharedSegments:
+    def shared(self) -> SessionSegments:
         """The shared-memory layer under this session (segments, rings, info)."""
         return self._segments
 
@@ -126,8 +116,7 @@ class Session:
         self._segments.update_options(capacities=capacities)
 
     def close(self) -> None:
-        global _active
-        with _lock:
+        with PROCESS.lock:
             if self.closed:
                 return
             try:
@@ -140,25 +129,26 @@ class Session:
                         os.environ.pop(ENV_SESSION, None)
                     else:
                         os.environ[ENV_SESSION] = self._previous_env
-                    _tell_multiprocessing(os.environ.get(ENV_SESSION))
-                if _active is self:
-                    _active = None
+                    PROCESS.tell_multiprocessing(os.environ.get(ENV_SESSION))
+                if PROCESS.session is self:
+                    PROCESS.session = None
                     # Hubs go back to this process's own memory, or to the session
                     # the environment still names (a child that attached to it).
-                    backend.install(_lazy_resolver if os.environ.get(ENV_SESSION) else None)
+                    PROCESS.install(PROCESS.lazy_resolver if os.environ.get(ENV_SESSION) else None)
                 self._segments.close()
 
     def _leave_writing(self) -> None:
         """Flush this process's records, and hand over or finish log writing."""
         if self._segments.closed or self._segments._pid != os.getpid():
             return
-        last = False
         try:
             last = self._member and self._segments.live_members() <= 1
             writes_logs = self._options.get("log_writer", "sidecar") != "none"
             pending = writes_logs and self._segments.record_consumers()
             if pending and not wait_drained(self, FLUSH_SECONDS, everyone=last):
-                self._drain_here()
+                from ..writer.serve import drain_here
+
+                drain_here(self._segments, FLUSH_SECONDS)
             if self._standby is not None:
                 self._standby.stop()
         except (SessionError, ValueError, OSError):
@@ -167,24 +157,21 @@ class Session:
             # The sidecar exits once no member is left (now, or after the
             # members that outlive this one leave); reap it then so it does
             # not linger as a zombie of this process.
-            self._reap_sidecar_later()
+            sidecar = self._sidecar
+            threading.Thread(
+                target=lambda: sidecar.wait(), name="shmlog-reap-sidecar", daemon=True
+            ).start()
 
-    def _reap_sidecar_later(self) -> None:
-        sidecar = self._sidecar
-        threading.Thread(
-            target=lambda: sidecar.wait(), name="shmlog-reap-sidecar", daemon=True
-        ).start()
+    def after_fork_in_child(self) -> None:
+        """A forked child is never a member, whatever its parent was.
 
-    def _drain_here(self) -> None:
-        """No writer drained the rings in time: write them from this process."""
-        lock = filelock.FileLock(designated.lock_path(self.name))
-        try:
-            lock.acquire(timeout=FLUSH_SECONDS)
-        except filelock.Timeout:
-            return
-        stop = threading.Event()
-        stop.set()
-        designated.serve(self, lock, stop, until_members_leave=False)
+        Neither the parent's sidecar nor its standby thread is the child's.
+        """
+        self._member = False
+        self._hubs_lock = threading.Lock()
+        self._sidecar = None
+        self._standby = None
+        self._segments.after_fork_in_child()
 
     def __enter__(self) -> Session:  # noqa: PYI034 (typing.Self needs 3.11)
         return self
@@ -248,64 +235,32 @@ def init(
     Options apply when this call creates the session; joining processes use
     the creator's.
     """
-    global _active
-    check_capacity(capacity, "capacity")
-    for key, value in (capacities or {}).items():
-        check_capacity(value, f"capacities[{key!r}]")
-    if isinstance(segment_bytes, bool) or not isinstance(segment_bytes, int) or segment_bytes < 4096:
-        raise ValueError(f"segment_bytes: expected an int >= 4096, got {segment_bytes!r}")
-    if log_writer not in ("sidecar", "thread", "none"):
-        raise ValueError(
-            f"log_writer: expected 'sidecar', 'thread' or 'none', got {log_writer!r}"
-        )
-    if isinstance(log_interval, bool) or not isinstance(log_interval, int) or log_interval < 1:
-        raise ValueError(f"log_interval: expected an int >= 1, got {log_interval!r}")
-    if log_processor is not None:
-        if not isinstance(log_processor, dict):
-            raise TypeError(
-                f"log_processor: expected a LogProcessor config dict, got "
-                f"{type(log_processor).__name__}"
-            )
-        from ..readers.log_processor import LogProcessor
-
-        LogProcessor(**log_processor)  # refuse a bad config here, not in the writer
-    if tensorboard and not tensorboard_installed():
-        raise ImportError(TENSORBOARD_MISSING)  # here, not in the writer
+    options = _options.session_options(
+        capacity=capacity, capacities=capacities, segment_bytes=segment_bytes,
+        log_writer=log_writer, log_file=log_file, log_processor=log_processor,
+        log_interval=log_interval, hub=hub, shared_storage=shared_storage,
+        tensorboard=tensorboard,
+    )
     if name is None:
-        name = default_name()
-    if shared_storage is None:
-        shared_storage = _default_shared_storage()
-    options = {
-        "capacity": capacity,
-        "capacities": dict(capacities or {}),
-        "segment_bytes": segment_bytes,
-        "log_writer": log_writer,
-        "log_file": None if log_file is None else os.path.abspath(os.fspath(log_file)),
-        "log_processor": log_processor,
-        "log_interval": log_interval,
-        "hub": hub,
-        "shared_storage": bool(shared_storage),
-        "tensorboard": tensorboard,
-    }
-    with _lock:
-        if _active is not None and not _active.closed:
-            if _active.name == name and _active._member:
-                return _active
-            if _active._member:
+        name = _options.default_name()
+    with PROCESS.lock:
+        active = PROCESS.session
+        if active is not None and not active.closed:
+            if active.name == name and active._member:
+                return active
+            if active._member:
                 raise SessionError(
-                    f"this process is already in shmlog session {_active.name!r}; close it "
+                    f"this process is already in shmlog session {active.name!r}; close it "
                     f"before calling shmlog.init({name!r})"
                 )
-            _active.close()
-        segments = SharedSegments.open(name, member=True, create=True, options=options)
+            active.close()
+        segments = SessionSegments.open(name, member=True, create=True, options=options)
         previous = os.environ.get(ENV_SESSION)
         stored = segments.options()
         if not segments.created:
             # Joining: the creator's options rule.  Say so when this call asked
-            # for something else (defaults are not a request).
-            defaults = _init_defaults()
-            ignored = {k: v for k, v in options.items()
-                       if stored.get(k) != v and v != defaults.get(k)}
+            # for something else.
+            ignored = _options.ignored(options, stored)
             if ignored:
                 kept = {k: stored.get(k) for k in ignored}
                 warnings.warn(
@@ -315,290 +270,63 @@ def init(
                 )
         session = Session(segments, member=True, previous_env=previous)
         os.environ[ENV_SESSION] = name
-        _tell_multiprocessing(name)
-        _active = session
-        backend.install(_resolver)
-        _install_process_hooks()
+        PROCESS.tell_multiprocessing(name)
+        _activate(session)
         mode = stored.get("log_writer", "sidecar")
-        if mode == "sidecar" and segments.created:
-            session._sidecar = designated.start_sidecar(name)
         if mode != "none":
-            session._standby = designated.Standby(session, expect_sidecar=mode == "sidecar")
+            # Only members load the log writer: a DataLoader worker never does.
+            from ..writer import election
+            from ..writer.serve import Standby, start_sidecar
+
+            PROCESS.on_fork(election.forget_inherited_locks)
+            if mode == "sidecar" and segments.created:
+                session._sidecar = start_sidecar(name)
+            session._standby = Standby(segments, expect_sidecar=mode == "sidecar")
         return session
 
 
-def report_progress(
-    mode: str,
-    batch_idx: int,
-    *,
-    iter: int,
-    epoch: int = 0,
-    dataloader_len: int | None = None,
-    max_iters: int | None = None,
-    max_epochs: int | None = None,
-    event: str = "iter",
-    hub: str | None = None,
-) -> None:
-    """Tell the session's log writer where the training loop is.
-
-    Call it after each iteration (``event='iter'``) and after a val/test
-    loop (``event='epoch_end'``); the writer formats MMEngine's line for
-    this state at every ``log_interval``.  ``iter`` is the number of
-    training iterations done before this one (MMEngine's ``runner.iter``).
-    """
-    from .message_hub import MessageHub
-
-    if event not in ("iter", "epoch_end"):
-        raise ValueError(f"event: expected 'iter' or 'epoch_end', got {event!r}")
-    if mode not in ("train", "val", "test"):
-        raise ValueError(f"mode: expected 'train', 'val' or 'test', got {mode!r}")
-    session = current_session()
-    options = {} if session is None else session._options
-    progress = {
-        "mode": mode, "batch_idx": int(batch_idx), "iter": int(iter), "epoch": int(epoch),
-        "dataloader_len": dataloader_len, "max_iters": max_iters, "max_epochs": max_epochs,
-        "event": event, "at_ns": time.monotonic_ns(),
-    }
-    cfg = options.get("log_processor") or {}
-    if not progress_due(progress, int(options.get("log_interval", 10)),
-                        bool(cfg.get("by_epoch", True))):
-        return
-    name = hub or options.get("hub", "mmengine")
-    MessageHub.get_instance(name).update_info("progress", progress, resumed=False)
-    if session is not None and cfg:
-        ship_progress(session, progress)
-
-
-_MP_CONFIG_KEY = "shmlog_session"
-
-
-def _tell_multiprocessing(name: str | None) -> None:
-    """Record this process's session for the children multiprocessing starts from now on.
-
-    A forkserver forks its children from a server process started once, with
-    the environment of that moment: started before ``init`` (or during an
-    earlier session) its children would miss ``SHMLOG_SESSION`` or see a
-    stale one.  multiprocessing copies ``current_process()._config`` into
-    every Process object and ships it to spawn and forkserver children, so
-    the name goes there too ('' for none) and :func:`_joined_by_multiprocessing`
-    applies it in the child.  (Stopping the forkserver instead would block
-    until its running children exit, and make them look dead meanwhile.)
-    """
-    multiprocessing.current_process()._config[_MP_CONFIG_KEY] = name or ""
-
-
-def _joined_by_multiprocessing(_hook: object = None) -> None:
-    """In a multiprocessing child, before its target runs: take the parent's session."""
-    config = multiprocessing.current_process()._config
-    if _MP_CONFIG_KEY not in config or (_active is not None and not _active.closed):
-        return  # not started by a shmlog process, or forked with the session in memory
-    name = config[_MP_CONFIG_KEY]
-    if name:
-        os.environ[ENV_SESSION] = name
-        backend.install(_lazy_resolver)
-    else:
-        os.environ.pop(ENV_SESSION, None)
-        backend.install(None)
-
-
-class _ForkHook:
-    """A weakref-able owner for multiprocessing's after-fork registry."""
-
-
-_FORK_HOOK = _ForkHook()
-
-
-def _default_shared_storage() -> bool:
-    explicit = os.environ.get("SHMLOG_SHARED_STORAGE")
-    if explicit is not None:
-        return explicit not in ("0", "false", "False", "no")
-    try:
-        return int(os.environ.get("NNODES", os.environ.get("GROUP_WORLD_SIZE", "1"))) <= 1
-    except ValueError:
-        return True
-
-
-def _init_defaults() -> dict[str, Any]:
-    """The options ``init`` stores when called with no keyword arguments."""
-    defaults = {
-        name: p.default for name, p in inspect.signature(init).parameters.items()
-        if p.kind is p.KEYWORD_ONLY
-    }
-    defaults["capacities"] = {}
-    defaults["shared_storage"] = _default_shared_storage()
-    return defaults
-
-
-def in_session() -> bool:
-    """Whether this process is in, or will attach to, a session (no attaching here)."""
-    return (_active is not None and not _active.closed) or bool(os.environ.get(ENV_SESSION))
+def _activate(session: Session) -> None:
+    PROCESS.session = session
+    PROCESS.install(_resolver)
+    PROCESS.install_exit_hooks(_close_active)
 
 
 def current_session() -> Session | None:
     """The session this process is in or attached to (attaching if the environment says so)."""
-    with _lock:
-        if _active is not None and not _active.closed:
-            return _active
+    with PROCESS.lock:
+        active = PROCESS.session
+        if active is not None and not active.closed:
+            return active
         if os.environ.get(ENV_SESSION):
             return _attach_from_env()
         return None
 
 
-def default_name() -> str:
-    """The name ``init()`` uses when none is given."""
-    inherited = os.environ.get(ENV_SESSION)
-    if inherited:
-        return inherited
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
-    if run_id:
-        # Every rank of one torchrun launch on a node sees the same run id and
-        # master port; a restart gets new workers and a new session.
-        parts = [run_id, os.environ.get("MASTER_PORT", ""),
-                 os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")]
-        return _sanitize("torchrun-" + "-".join(p for p in parts if p))
-    return f"run-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-def _sanitize(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-    return cleaned[:64]
-
-
 def _resolver(hub_name: str) -> SharedHub | None:
-    session = _active
+    session = PROCESS.session
     if session is None or session.closed:
-        return _lazy_resolver(hub_name)
+        return PROCESS.lazy_resolver(hub_name)
     return session.hub(hub_name)
 
 
-def _lazy_resolver(hub_name: str) -> SharedHub | None:
-    session = current_session()
-    return None if session is None else session.hub(hub_name)
-
-
 def _attach_from_env() -> Session:
-    global _active
     name = os.environ[ENV_SESSION]
     try:
-        segments = SharedSegments.open(name, member=False, create=False)
+        segments = SessionSegments.open(name, member=False, create=False)
     except (SessionError, ValueError) as exc:
         raise SessionError(
             f"{ENV_SESSION}={name!r} is set in this process's environment, but: {exc}"
         ) from None
     session = Session(segments, member=False, previous_env=None)
-    _active = session
-    backend.install(_resolver)
-    _install_process_hooks()
+    _activate(session)
     return session
 
 
-def _identity_for(member: bool):
-    def identity() -> tuple[int, int, str]:
-        rank = _env_int("RANK")
-        worker = _worker_id()
-        prefix = f"rank{rank}" if rank >= 0 else ""
-        if worker >= 0:
-            own = f"worker{worker}"
-        elif member and os.getpid() == creator_pid:
-            own = ""
-        else:
-            own = f"pid{os.getpid()}"
-        label = "/".join(p for p in (prefix, own) if p) or "main"
-        return rank, worker, label
-
-    creator_pid = os.getpid()
-    return identity
-
-
-def _env_int(name: str) -> int:
-    try:
-        return int(os.environ.get(name, "-1"))
-    except ValueError:
-        return -1
-
-
-def _worker_id() -> int:
-    explicit = os.environ.get(ENV_WORKER)
-    if explicit is not None:
-        try:
-            return int(explicit)
-        except ValueError:
-            return -1
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            info = torch.utils.data.get_worker_info()
-        except AttributeError:
-            return -1
-        if info is not None:
-            return int(info.id)
-    return -1
-
-
-# -- process exit ---------------------------------------------------------------
-
-
 def _close_active() -> None:
-    session = _active
+    session = PROCESS.session
     if session is not None:
         session.close()
 
 
-def _on_signal(signum: int, frame: Any) -> None:
-    _close_active()
-    previous = _previous_handlers.get(signum, signal.SIG_DFL)
-    if callable(previous):
-        previous(signum, frame)
-        return
-    if previous == signal.SIG_IGN:
-        return
-    # Default disposition: die of the same signal, as the parent expects.
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-_previous_handlers: dict[int, Any] = {}
-
-
-def _install_process_hooks() -> None:
-    global _hooks_installed, _signals_installed
-    if not _hooks_installed:
-        _hooks_installed = True
-        atexit.register(_close_active)
-    # Handlers can only be set from the main thread: a session opened in
-    # another one gets them when the main thread next opens or attaches one.
-    if _signals_installed or threading.current_thread() is not threading.main_thread():
-        return
-    _signals_installed = True
-    for signum in (signal.SIGTERM,):
-        previous = signal.getsignal(signum)
-        if previous is _on_signal:
-            continue
-        _previous_handlers[signum] = previous
-        signal.signal(signum, _on_signal)
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    # A thread of the parent may have held it at fork.
-    _lock = threading.RLock()
-    # A forked child is never a member, whatever its parent was, and neither
-    # the parent's sidecar nor its standby thread is the child's.
-    session = _active
-    if session is not None:
-        session._member = False
-        session._segments.identity = _identity_for(False)
-        session._hubs_lock = threading.Lock()
-        session._sidecar = None
-        session._standby = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-# Runs in every multiprocessing child once its Process object is current (for
-# targets whose module imports shmlog); a target that imports shmlog only
-# when it runs is covered by the call below.
-multiprocessing.util.register_after_fork(_FORK_HOOK, _joined_by_multiprocessing)
-
-if os.environ.get(ENV_SESSION):
-    backend.install(_lazy_resolver)
-_joined_by_multiprocessing()
+PROCESS.current = current_session
+PROCESS.start()

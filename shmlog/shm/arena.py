@@ -1,42 +1,50 @@
 """Segments that hold a growing list of entries (rings, runtime info slots).
 
-Both the rings segments (``@r<i>``) and the info segments (``@i<i>``) are
-filled from the front under the session lock and read without it.  Their
-kind-specific header fields, after the common header::
+Scalar rings segments (``@r<i>``), info segments (``@i<i>``) and record
+segments (``@l<i>``) are filled from the front under the session lock and
+read without it.  Their kind-specific header fields, after the common
+header::
 
     40      used     u64  bytes taken, header included (entries start at 64)
     48      count    u64  entries published
 
 Every entry starts 64-byte aligned and keeps its own size (u64) at offset 24,
-so a reader walks from one entry to the next.  An entry is written whole
-before ``count`` is raised past it; ``count`` is the only thing readers trust.
+so a reader walks from one entry to the next (``shmlog.shm.directory`` does,
+for every kind).  An entry is written whole before ``count`` is raised past
+it; ``count`` is the only thing readers trust.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 from .segment import HEADER_SIZE, Segment, read_u64, write_u64
 
 _USED, _COUNT = 40, 48
 ENTRY_SIZE_AT = 24
 
-
-_u64, _put_u64 = read_u64, write_u64
+__all__ = [
+    "ENTRY_SIZE_AT",
+    "HEADER_SIZE",
+    "entry_size_in",
+    "free_bytes",
+    "init_arena",
+    "publish",
+    "published",
+    "reserve",
+]
 
 
 def init_arena(segment: Segment) -> None:
-    _put_u64(segment.buf, _USED, HEADER_SIZE)
-    _put_u64(segment.buf, _COUNT, 0)
+    write_u64(segment.buf, _USED, HEADER_SIZE)
+    write_u64(segment.buf, _COUNT, 0)
 
 
 def free_bytes(segment: Segment) -> int:
-    return segment.size - _u64(segment.buf, _USED)
+    return segment.size - read_u64(segment.buf, _USED)
 
 
 def reserve(segment: Segment, size: int) -> int:
     """Offset for a new entry of ``size`` bytes (caller holds the session lock)."""
-    used = _u64(segment.buf, _USED)
+    used = read_u64(segment.buf, _USED)
     if used + size > segment.size:
         raise MemoryError(f"segment {segment.name} has {segment.size - used} bytes left, {size} needed")
     return used
@@ -45,23 +53,14 @@ def reserve(segment: Segment, size: int) -> int:
 def publish(segment: Segment, offset: int, size: int) -> None:
     """Make the entry at ``offset`` visible; it must be fully written."""
     buf = segment.buf
-    _put_u64(buf, _USED, offset + size)
-    _put_u64(buf, _COUNT, _u64(buf, _COUNT) + 1)
+    write_u64(buf, _USED, offset + size)
+    write_u64(buf, _COUNT, read_u64(buf, _COUNT) + 1)
 
 
 def published(segment: Segment) -> int:
-    return _u64(segment.buf, _COUNT)
+    return read_u64(segment.buf, _COUNT)
 
 
-def entry_size(segment: Segment, offset: int) -> int:
-    return _u64(segment.buf, offset + ENTRY_SIZE_AT)
-
-
-def walk(segment: Segment, offset: int, index: int) -> Iterator[tuple[int, int]]:
-    """(index, offset) of each published entry from (``index``, ``offset``) on."""
-    buf = segment.buf
-    count = published(segment)
-    while index < count:
-        yield index, offset
-        offset += _u64(buf, offset + ENTRY_SIZE_AT)
-        index += 1
+def entry_size_in(buf: memoryview, offset: int) -> int:
+    """The size of the entry at ``offset``: where the next one starts."""
+    return read_u64(buf, offset + ENTRY_SIZE_AT)

@@ -121,6 +121,20 @@ class Control:
         self._thread_lock = threading.RLock()
         self._depth = 0
 
+    def reopen_in_child(self, segment: Segment) -> None:
+        """Use ``segment``, a fresh mapping of the same control segment, after fork.
+
+        ``flock`` on the descriptor inherited from the parent would share the
+        parent's lock instead of competing with it; the thread lock may have
+        been held by a parent thread at fork.
+        """
+        old = self.segment
+        self.segment = segment
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        os.close(old.fd)
+        old.fd = -1
+
     # -- the session lock --------------------------------------------------
 
     def __enter__(self) -> None:

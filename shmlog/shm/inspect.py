@@ -11,11 +11,11 @@ from typing import NamedTuple
 
 import posix_ipc
 
-from . import arena
 from .control import STATE_CLOSED, Control
-from .ring import read_header
-from .segment import KIND_CONTROL, KIND_RINGS, SHM_DIR, Segment, SegmentError
-from .session import destroy, prefix
+from .names import prefix
+from .scalars import RingDirectory
+from .segment import SHM_DIR, SegmentError
+from .session import attach_control, destroy
 
 
 class SessionInfo(NamedTuple):
@@ -59,15 +59,14 @@ def describe(name: str) -> SessionInfo:
     """A one-line summary of session ``name``."""
     size = _segment_bytes(name)
     try:
-        segment = Segment.attach("/" + prefix(name) + "ctl", KIND_CONTROL)
+        control = attach_control(name)
     except (posix_ipc.Error, SegmentError, OSError) as exc:
         return SessionInfo(name, 0, f"broken: {exc}", 0, 0, 0, size, 0)
     try:
-        control = Control(segment)
         state = control.read_state()
         members = len(control.live_members())
         writers = sum(1 for w in control.writers() if w.alive())
-        keys = _count_keys(name, state.ring_segments, segment.generation)
+        keys = _count_keys(name, control)
         if state.state == STATE_CLOSED:
             status = "closing"
         else:
@@ -76,22 +75,17 @@ def describe(name: str) -> SessionInfo:
             name, state.creator, status, members, writers, keys, size, state.created_ns
         )
     finally:
-        segment.close()
+        control.segment.close()
 
 
-def _count_keys(name: str, count: int, generation: int) -> int:
-    keys: set[str] = set()
-    for index in range(count):
-        try:
-            segment = Segment.attach(f"/{prefix(name)}r{index}", KIND_RINGS, generation)
-        except (posix_ipc.Error, SegmentError, OSError):
-            continue
-        try:
-            for _, offset in arena.walk(segment, 64, 0):
-                keys.add(read_header(segment.buf, offset).key)
-        finally:
-            segment.close()
-    return len(keys)
+def _count_keys(name: str, control: Control) -> int:
+    rings = RingDirectory(name, control, control.segment.generation)
+    try:
+        return len(rings.keys())
+    except (posix_ipc.Error, SegmentError, OSError, RuntimeError):
+        return 0  # a segment vanished: the session is being removed
+    finally:
+        rings.close()
 
 
 def list_sessions() -> list[SessionInfo]:

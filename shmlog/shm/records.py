@@ -64,7 +64,6 @@ class RecordProducer:
 
     def __init__(self, buf: memoryview, offset: int) -> None:
         self._buf = buf
-        self._at = offset
         self._data = offset + HEADER_BYTES
         # The header as u64 words, kept: each put reads ``consumed`` and
         # stores ``head``, single aligned loads and stores through this view.
@@ -72,7 +71,7 @@ class RecordProducer:
         self.capacity = self._words[_CAPACITY // 8]
         self._head = self._words[_HEAD // 8]
         # Whether the last put was refused: the caller then stops waiting for
-        # room until a put succeeds again (see shmlog.api.record_handler).
+        # room until a put succeeds again (see ``shmlog.api.record_handler``).
         self.dropping = False
 
     def release(self) -> None:
@@ -135,10 +134,9 @@ class RecordConsumer:
     """The reading end, used only by the designated log writer."""
 
     def __init__(self, buf: memoryview, offset: int) -> None:
-        self._buf = buf
+        self.buf = self._buf = buf
         self._at = offset
         self.offset = offset
-        self.segment_index = -1
         self._data = offset + HEADER_BYTES
         self.capacity = _u64(buf, offset + _CAPACITY)
         self.writer = int.from_bytes(buf[offset + _WRITER : offset + _WRITER + 4], "little")

@@ -1,6 +1,6 @@
 """Single-writer rings of (value, count, time) records, published without locks.
 
-One ring belongs to one (writer process, key).  Only its writer stores into
+One ring belongs to one (writing thread, key).  Only its writer stores into
 it, so appending needs no lock, no system call and no allocation; any number
 of readers copy records out concurrently and never block the writer.
 
@@ -242,12 +242,16 @@ _EMPTY_I = np.empty(0, dtype=np.int64)
 class RingReader:
     """Copies consistent snapshots out of one ring, from any process."""
 
-    __slots__ = ("_d", "_floor", "_q", "_recs", "_seq", "_slots", "_times", "_tot",
-                 "capacity", "key", "offset", "writer")
+    __slots__ = ("_d", "_floor", "_q", "_recs", "_seq", "_slots", "_tot",
+                 "capacity", "key", "offset", "segment", "writer")
 
-    def __init__(self, buf: memoryview, d: memoryview, q: memoryview, offset: int) -> None:
+    def __init__(
+        self, buf: memoryview, d: memoryview, q: memoryview, offset: int, segment: int = 0
+    ) -> None:
         header = read_header(buf, offset)
         self.offset = offset
+        # Index of the rings segment it lives in (its writer maps the same views).
+        self.segment = segment
         self.capacity = header.capacity
         self.writer = header.writer
         self.key = header.key
@@ -262,7 +266,6 @@ class RingReader:
             buf, dtype=np.float64, count=3 * self._slots, offset=offset + HEADER_BYTES
         ).reshape(self._slots, 3)
         self._recs = records
-        self._times = records.view(np.int64)[:, 2]
 
     def updates(self) -> int:
         return self._q[self._seq]

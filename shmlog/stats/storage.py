@@ -3,7 +3,7 @@
 HistoryBuffer talks to its storage through five calls (``append``,
 ``retained``, ``tail``, ``window`` and ``totals``) so the same statistics code
 runs over a private ring in this process (:class:`LocalRing`) and over records
-that other processes write into shared memory (``shmlog.readers.merged``).
+that other processes write into shared memory (``shmlog.stats.merged``).
 
 Two facts shape the interface:
 

@@ -4,7 +4,7 @@ The public surface is MMEngine's (constructor, ``update``, ``data``,
 ``min``/``max``/``mean``/``current``, ``statistics``, ``register_statistics``)
 so that code written for MMEngine runs unchanged.  What differs is underneath:
 
-* storage is a ring (see :mod:`shmlog.readers.storage`), so ``update`` does not
+* storage is a ring (see :mod:`shmlog.stats.storage`), so ``update`` does not
   slow down as the history grows;
 * global statistics come from running totals, so they stay exact over the whole
   run even after the ring dropped its oldest records;
@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._values import check_window, to_count, to_float
 from .storage import HistoryStorage, LocalRing, Totals
+from .values import check_window, to_count, to_float
 
 DEFAULT_MAX_LENGTH = 1_000_000
 

@@ -12,36 +12,31 @@ and running totals, so its cost does not grow with the length of a history.
 from __future__ import annotations
 
 import datetime
-import numbers
 import re
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from .history_buffer import HistoryBuffer
+from ..stats.history_buffer import HistoryBuffer
+from .checks import (
+    MISSING,
+    MODES,
+    NO_WINDOW,
+    WINDOW,
+    Statistic,
+    check_mode,
+    compile_pattern,
+    flag,
+    non_negative_int,
+    parse_custom_cfg,
+    positive_int,
+    required,
+)
 
-MODES = ("train", "val", "test")
 DEFAULT_MEAN_PATTERN = r".*(loss|time|data_time|grad_norm).*"
-
-# Keys every custom_cfg entry understands; anything else goes to the method.
-_DATA_SRC, _METHOD, _LOG_NAME, _WINDOW = "data_src", "method_name", "log_name", "window_size"
-_KNOWN_KEYS = (_DATA_SRC, _METHOD, _LOG_NAME, _WINDOW)
-_SPECIAL_WINDOWS = ("epoch", "global")
-_NO_WINDOW = object()  # the entry has no window_size key: the method gets none
-_MISSING = object()
-
-
-class _Statistic(NamedTuple):
-    """One validated ``custom_cfg`` entry."""
-
-    data_src: str
-    log_name: str
-    method_name: str
-    window: Any  # _NO_WINDOW, None, an int >= 1, 'epoch' or 'global'
-    kwargs: dict[str, Any]
 
 
 class LogProcessor:
@@ -87,12 +82,12 @@ class LogProcessor:
         log_with_hierarchy: bool = False,
         mean_pattern: str | re.Pattern[str] = DEFAULT_MEAN_PATTERN,
     ) -> None:
-        self.window_size = _positive_int("window_size", window_size)
-        self.by_epoch = _flag("by_epoch", by_epoch)
-        self.num_digits = _non_negative_int("num_digits", num_digits)
-        self.log_with_hierarchy = _flag("log_with_hierarchy", log_with_hierarchy)
-        self.mean_pattern = _compile("mean_pattern", mean_pattern)
-        self._custom_cfg, self._statistics = _parse_custom_cfg(custom_cfg, self.by_epoch)
+        self.window_size = positive_int("window_size", window_size)
+        self.by_epoch = flag("by_epoch", by_epoch)
+        self.num_digits = non_negative_int("num_digits", num_digits)
+        self.log_with_hierarchy = flag("log_with_hierarchy", log_with_hierarchy)
+        self.mean_pattern = compile_pattern("mean_pattern", mean_pattern)
+        self._custom_cfg, self._statistics = parse_custom_cfg(custom_cfg, self.by_epoch)
 
     @property
     def custom_cfg(self) -> list[dict[str, Any]]:
@@ -111,7 +106,7 @@ class LogProcessor:
 
     def get_log_after_iter(self, runner: Any, batch_idx: int, mode: str) -> tuple[dict, str]:
         """``(tag, log_str)`` after iteration ``batch_idx`` of the ``mode`` loop."""
-        _check_mode(mode, MODES, "get_log_after_iter")
+        check_mode(mode, MODES, "get_log_after_iter")
         needs_len = self.by_epoch or mode != "train"
         return self.format_iter(
             runner.message_hub,
@@ -125,7 +120,7 @@ class LogProcessor:
         self, runner: Any, batch_idx: int, mode: str, with_non_scalar: bool = False
     ) -> tuple[dict, str]:
         """``(tag, log_str)`` after a whole validation or test epoch."""
-        _check_mode(mode, ("val", "test"), "get_log_after_epoch")
+        check_mode(mode, ("val", "test"), "get_log_after_epoch")
         return self.format_epoch(
             runner.message_hub,
             mode,
@@ -174,9 +169,9 @@ class LogProcessor:
             memory: when given, shown as ``memory: N`` and put in ``tag``
                 (the line MMEngine writes on CUDA machines).
         """
-        _check_mode(mode, MODES, "format_iter")
-        batch_idx = _non_negative_int("batch_idx", batch_idx)
-        iter = _non_negative_int("iter", iter)
+        check_mode(mode, MODES, "format_iter")
+        batch_idx = non_negative_int("batch_idx", batch_idx)
+        iter = non_negative_int("iter", iter)
         scalars = _scalars_of(message_hub.log_scalars, mode)
         values = self._collect(scalars, self._statistics, batch_idx, iter)
         tag = self._shown(values, mode)
@@ -188,7 +183,7 @@ class LogProcessor:
             learning_rates.append(f"{name}: {values.pop(name):.{digits}e}")
 
         if self.by_epoch:
-            size = _required("dataloader_len", dataloader_len)
+            size = required("dataloader_len", dataloader_len)
             position = f"[{str(batch_idx + 1).rjust(len(str(size)))}/{size}]"
             if mode == "test":
                 line = f"Epoch(test) {position}  "
@@ -200,18 +195,18 @@ class LogProcessor:
                 tag["epoch"] = shown_epoch
                 line = f"Epoch({mode}){epoch_str}{position}  "
         elif mode == "train":
-            total = _required("max_iters", max_iters)
+            total = required("max_iters", max_iters)
             line = f"Iter(train) [{str(iter + 1).rjust(len(str(total)))}/{total}]  "
         else:
-            size = _required("dataloader_len", dataloader_len)
+            size = required("dataloader_len", dataloader_len)
             line = f"Iter({mode}) [{str(batch_idx + 1).rjust(len(str(size)))}/{size}]  "
         tag["iter"] = iter + 1 if training else 0
         line += " ".join(learning_rates) + "  "
 
         # Timing is shown next to the eta only when an iteration timer runs.
         if "time" in values and "data_time" in values:
-            eta = message_hub.get_info("eta", _MISSING)
-            if eta is not _MISSING:
+            eta = message_hub.get_info("eta", MISSING)
+            if eta is not MISSING:
                 line += (
                     f"eta: {datetime.timedelta(seconds=int(eta))}  "
                     f"time: {values.pop('time'):.{digits}f}  "
@@ -255,10 +250,10 @@ class LogProcessor:
         under the mode's prefix (non-scalar metrics) is shown in the line; it
         is put in ``tag`` only when ``with_non_scalar`` is true.
         """
-        _check_mode(mode, ("val", "test"), "format_epoch")
-        batch_idx = _non_negative_int("batch_idx", batch_idx)
-        iter = _non_negative_int("iter", iter)
-        size = _required("dataloader_len", dataloader_len)
+        check_mode(mode, ("val", "test"), "format_epoch")
+        batch_idx = non_negative_int("batch_idx", batch_idx)
+        iter = non_negative_int("iter", iter)
+        size = required("dataloader_len", dataloader_len)
         training = max_iters is not None or max_epochs is not None
 
         if not self.by_epoch:
@@ -272,7 +267,7 @@ class LogProcessor:
         replaced = {_strip(stat.data_src, mode) for stat in statistics}
         for name in ("time", "data_time"):
             if name not in replaced:
-                statistics.append(_Statistic(name, name, "mean", "epoch", {}))
+                statistics.append(Statistic(name, name, "mean", "epoch", {}))
         scalars = _scalars_of(message_hub.log_scalars, mode)
         values = self._shown(self._collect(scalars, statistics, batch_idx, iter), mode)
         non_scalars = self._non_scalars(message_hub.runtime_info, mode)
@@ -295,7 +290,7 @@ class LogProcessor:
     def _collect(
         self,
         scalars: Mapping[str, HistoryBuffer],
-        statistics: Sequence[_Statistic],
+        statistics: Sequence[Statistic],
         batch_idx: int,
         iter: int,
     ) -> OrderedDict[str, Any]:
@@ -311,13 +306,13 @@ class LogProcessor:
             if buffer is None:
                 continue
             kwargs = dict(stat.kwargs)
-            if stat.window is not _NO_WINDOW:
+            if stat.window is not NO_WINDOW:
                 if stat.window == "epoch":
-                    kwargs[_WINDOW] = batch_idx + 1
+                    kwargs[WINDOW] = batch_idx + 1
                 elif stat.window == "global":
-                    kwargs[_WINDOW] = iter + 1
+                    kwargs[WINDOW] = iter + 1
                 else:
-                    kwargs[_WINDOW] = stat.window
+                    kwargs[WINDOW] = stat.window
             # Replacing an existing name keeps its place; a new one goes last.
             values[stat.log_name] = buffer.statistics(stat.method_name, **kwargs)
         return values
@@ -394,129 +389,3 @@ def _strip(key: str, mode: str) -> str:
     return key.removeprefix(prefix)
 
 
-def _check_mode(mode: Any, allowed: Sequence[str], where: str) -> None:
-    if mode not in allowed:
-        raise ValueError(f"{where} mode: expected one of {list(allowed)}, got {mode!r}")
-
-
-def _required(name: str, value: int | None) -> int:
-    if value is None:
-        raise ValueError(f"{name} is needed for this line, got None")
-    return _non_negative_int(name, value)
-
-
-# -- argument validation --------------------------------------------------------------
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name}: expected an int >= 1, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
-    return int(value)
-
-
-def _non_negative_int(name: str, value: Any) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name}: expected an int >= 0, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
-    return int(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
-def _compile(name: str, pattern: Any) -> re.Pattern[str]:
-    if isinstance(pattern, re.Pattern):
-        return pattern
-    if not isinstance(pattern, str):
-        raise TypeError(
-            f"{name}: expected a regular expression string, got {type(pattern).__name__} "
-            f"{pattern!r}"
-        )
-    try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise ValueError(
-            f"{name}: {pattern!r} is not a valid regular expression ({error})"
-        ) from None
-
-
-def _parse_custom_cfg(
-    custom_cfg: Any, by_epoch: bool
-) -> tuple[list[dict[str, Any]], tuple[_Statistic, ...]]:
-    """Validate ``custom_cfg``; return a private copy and the parsed entries."""
-    if custom_cfg is None:
-        return [], ()
-    if isinstance(custom_cfg, (str, bytes, Mapping)) or not isinstance(custom_cfg, Sequence):
-        raise TypeError(
-            f"custom_cfg: expected a list of dicts or None, got {type(custom_cfg).__name__} "
-            f"{custom_cfg!r}"
-        )
-    copies: list[dict[str, Any]] = []
-    statistics: list[_Statistic] = []
-    seen: dict[str, int] = {}
-    for index, entry in enumerate(custom_cfg):
-        where = f"custom_cfg[{index}]"
-        if not isinstance(entry, Mapping):
-            raise TypeError(f"{where}: expected a dict, got {type(entry).__name__} {entry!r}")
-        entry = dict(entry)
-        for key in (_DATA_SRC, _METHOD):
-            if key not in entry:
-                raise ValueError(f"{where}: the entry needs a {key!r} key, got {entry!r}")
-        for key in (_DATA_SRC, _METHOD, _LOG_NAME):
-            if key in entry and (not isinstance(entry[key], str) or not entry[key]):
-                raise TypeError(
-                    f"{where}[{key!r}]: expected a non-empty str, got "
-                    f"{type(entry[key]).__name__} {entry[key]!r}"
-                )
-        data_src = entry[_DATA_SRC]
-        log_name = entry.get(_LOG_NAME, data_src)
-        window = _parse_window(where, entry.get(_WINDOW, _NO_WINDOW), by_epoch)
-        if log_name in seen:
-            raise ValueError(
-                f"{where}: log_name {log_name!r} (for data_src {data_src!r}) is already "
-                f"produced by custom_cfg[{seen[log_name]}]; each log_name may appear once, "
-                f"and an entry without log_name replaces its data_src, which may happen "
-                f"only once. Give the entry a distinct log_name."
-            )
-        seen[log_name] = index
-        kwargs = {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
-        copies.append(entry)
-        statistics.append(_Statistic(data_src, log_name, entry[_METHOD], window, kwargs))
-    return copies, tuple(statistics)
-
-
-def _parse_window(where: str, window: Any, by_epoch: bool) -> Any:
-    if window is _NO_WINDOW or window is None:
-        return window
-    if isinstance(window, str):
-        if window not in _SPECIAL_WINDOWS:
-            raise ValueError(
-                f"{where}['window_size']: expected an int >= 1, 'epoch' or 'global', "
-                f"got {window!r}"
-            )
-        if window == "epoch" and not by_epoch:
-            raise ValueError(
-                f"{where}['window_size']: 'epoch' needs by_epoch=True (this LogProcessor "
-                f"has by_epoch=False); use an int or 'global'"
-            )
-        return window
-    if not _is_int(window):
-        raise TypeError(
-            f"{where}['window_size']: expected an int >= 1, 'epoch' or 'global', got "
-            f"{type(window).__name__} {window!r}"
-        )
-    if window < 1:
-        raise ValueError(
-            f"{where}['window_size']: expected an int >= 1, 'epoch' or 'global', got {window!r}"
-        )
-    return int(window)

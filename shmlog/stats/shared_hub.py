@@ -1,8 +1,8 @@
 """A MessageHub's view of a session: how hub names and keys map onto rings.
 
-A scalar ``key`` of hub ``name`` lives in rings named ``name + "\\x1f" + key``
-(the ASCII unit separator cannot clash with a printable name), one ring per
-writing thread.  Runtime info uses the same naming for its slots.
+A scalar ``key`` of hub ``name`` lives in rings named ``hub_key(name, key)``
+(``shmlog.wire``), one ring per writing thread.  Runtime info uses the same
+naming for its slots.
 """
 
 from __future__ import annotations
@@ -12,24 +12,23 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from .._values import to_count, to_float
-from ..readers.history_buffer import HistoryBuffer
-from ..readers.merged import MergedRings
 from ..shm import codec
 from ..shm.ring import RingWriter
-from ..shm.session import Session as SharedSegments
-
-SEPARATOR = "\x1f"
+from ..shm.session import SessionSegments
+from ..wire import hub_prefix
+from .history_buffer import HistoryBuffer
+from .merged import MergedRings
+from .values import to_count, to_float
 
 
 class SharedHub:
     """Scalars and runtime info of one hub name inside one session."""
 
     def __init__(
-        self, segments: SharedSegments, name: str, capacity_of: Callable[[str], int]
+        self, segments: SessionSegments, name: str, capacity_of: Callable[[str], int]
     ) -> None:
         self._segments = segments
-        self._prefix = name + SEPARATOR
+        self._prefix = hub_prefix(name)
         self._capacity_of = capacity_of
         # key -> this thread's ring (see Session.writer_slot); each thread's
         # dict is emptied by the session in a forked child.

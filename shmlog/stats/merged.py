@@ -20,6 +20,9 @@ import numpy as np
 from ..shm.ring import RingReader
 from .storage import Totals
 
+_EMPTY_F = np.empty(0, dtype=np.float64)
+_EMPTY_I = np.empty(0, dtype=np.int64)
+
 
 class MergedRings:
     """A read view (plus an append hook) over the rings of one key."""
@@ -83,8 +86,12 @@ class MergedRings:
         )
 
     def tail(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        values, counts, _ = self._merge([self._snapshot(ring, n) for ring in self._rings], n)
+        values, counts, _ = self.records(n)
         return values, counts
+
+    def records(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(values, counts, CLOCK_MONOTONIC times) of the newest ``n`` merged records."""
+        return self._merge([self._snapshot(ring, n) for ring in self._rings], n)
 
     def window(self, n: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """The last ``n`` merged records, reading only each ring's last ``n``.
@@ -93,7 +100,8 @@ class MergedRings:
         old as the window's oldest record: its dropped ones may belong in it.
         """
         snaps = [self._snapshot(ring, n) for ring in self._rings]
-        values, counts, start = self._merge(snaps, n)
+        values, counts, times = self._merge(snaps, n)
+        start = int(times[0]) if len(times) else 0
         complete = len(values) >= n and not any(
             snap.updates > len(snap.times) and len(snap.times) < n
             and len(snap.times) and start < snap.times[0]
@@ -102,12 +110,11 @@ class MergedRings:
         return values, counts, complete
 
     @staticmethod
-    def _merge(snaps: list, n: int | None) -> tuple[np.ndarray, np.ndarray, int]:
-        """The newest ``n`` records of all snapshots in time order, and the oldest time."""
+    def _merge(snaps: list, n: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The newest ``n`` records of all snapshots in time order, with their times."""
         snaps = [s for s in snaps if len(s.values)]
         if not snaps:
-            empty = np.empty(0, dtype=np.float64)
-            return empty, empty, 0
+            return _EMPTY_F, _EMPTY_F, _EMPTY_I
         if len(snaps) == 1:
             values, counts, times = snaps[0].values, snaps[0].counts, snaps[0].times
         else:
@@ -118,7 +125,7 @@ class MergedRings:
             times = times[order]
         if n is not None and len(values) > n:
             values, counts, times = values[-n:], counts[-n:], times[-n:]
-        return values, counts, int(times[0])
+        return values, counts, times
 
     def per_writer(self) -> dict[str, MergedRings]:
         split: dict[str, MergedRings] = {}

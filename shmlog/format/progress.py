@@ -1,0 +1,39 @@
+"""When a training step is logged, and how long the run has left.
+
+Used by the code that decides to log (``shmlog.report_progress``), by the log
+writer that formats the line, and by ``shmlog top``: one rule each, so the
+three never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from typing import Any
+
+from ..wire import Progress
+
+
+def progress_due(progress: Progress, interval: int, by_epoch: bool) -> bool:
+    """Whether MMEngine's LoggerHook would log at this step (``ignore_last`` default)."""
+    if progress.event == "epoch_end":
+        return True
+    if progress.mode == "train" and not by_epoch:
+        return (progress.iter + 1) % interval == 0
+    return (progress.batch_idx + 1) % interval == 0
+
+
+def eta_seconds(mean_iter_seconds: float, iter: int, max_iters: int) -> float:
+    """Seconds left after iteration ``iter`` (0-based) of ``max_iters`` at the given pace."""
+    return float(mean_iter_seconds) * max(int(max_iters) - int(iter) - 1, 0)
+
+
+def format_eta(eta: Any) -> str:
+    """Seconds as MMEngine prints its eta: ``H:MM:SS`` (``1 day, H:MM:SS`` beyond)."""
+    try:
+        seconds = float(eta)
+    except (TypeError, ValueError):
+        return str(eta)
+    if not math.isfinite(seconds):
+        return "-"
+    return str(datetime.timedelta(seconds=int(max(0.0, seconds))))

@@ -1,0 +1,152 @@
+"""The growing segments of one kind, and the one walk over their entries.
+
+Scalar rings (``@r<i>``), runtime info slots (``@i<i>``) and log record rings
+(``@l<i>``) live in segments that are added as they fill up.  The control
+segment counts the published ones of each kind; an entry inside a segment is
+published by the segment's own count (``shmlog.shm.arena``).  A process
+attaches segments in index order as the counts grow and walks each one only
+past the entries it has already seen, so finding new rings costs nothing
+once every process has seen them.
+
+Everything that adds a segment or an entry holds the session lock; walking
+needs no lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import posix_ipc
+
+from . import arena
+from .control import STATE_CLOSED, Control
+from .names import SessionError, part_name
+from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, unlink
+
+# The growing kinds: name part, and the control header field counting them.
+PARTS = {
+    KIND_RINGS: ("r", "ring_segments"),
+    KIND_INFO: ("i", "info_segments"),
+    KIND_RECORDS: ("l", "record_segments"),
+}
+
+
+class SegmentList:
+    """One process's view of the published segments of one kind of one session."""
+
+    def __init__(
+        self,
+        session: str,
+        control: Control,
+        kind: int,
+        generation: int,
+        on_attach: Callable[[Segment], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.control = control
+        self.kind = kind
+        self.part, self._field = PARTS[kind]
+        self.generation = generation
+        self.segments: list[Segment] = []
+        # Per segment: (entries walked, offset of the next one).
+        self._walked: list[tuple[int, int]] = []
+        self._on_attach = on_attach
+
+    def published(self) -> int:
+        return getattr(self.control.read_state(), self._field)
+
+    def attach_new(self) -> None:
+        """Attach every segment published since the last call."""
+        want = self.published()
+        have = self.segments
+        while len(have) < want:
+            name = part_name(self.session, f"{self.part}{len(have)}")
+            try:
+                segment = Segment.attach(name, self.kind, self.generation)
+            except posix_ipc.ExistentialError:
+                raise SessionError(
+                    f"shmlog session {self.session!r} lost its segment {name}: the session "
+                    f"was removed (shmlog clean --all?) while this process was using it"
+                ) from None
+            have.append(segment)
+            self._walked.append((0, arena.HEADER_SIZE))
+            if self._on_attach is not None:
+                self._on_attach(segment)
+
+    def new_entries(self) -> list[tuple[int, int]]:
+        """(segment index, offset) of every entry published since the last call."""
+        self.attach_new()
+        found = []
+        for index, segment in enumerate(self.segments):
+            done, offset = self._walked[index]
+            count = arena.published(segment)
+            if done == count:
+                continue
+            buf = segment.buf
+            while done < count:
+                found.append((index, offset))
+                offset += arena.entry_size_in(buf, offset)
+                done += 1
+            self._walked[index] = (done, offset)
+        return found
+
+    def with_room(self, size: int, default_bytes: int) -> int:
+        """Index of the first segment with ``size`` bytes free, adding one if none has.
+
+        A new segment takes ``default_bytes``, or more for an entry that would
+        not fit.  The caller holds the session lock.
+        """
+        self.attach_new()
+        for index, segment in enumerate(self.segments):
+            if arena.free_bytes(segment) >= size:
+                return index
+        return self._add(max(default_bytes, size + arena.HEADER_SIZE))
+
+    def append(
+        self, size: int, default_bytes: int, fill: Callable[[memoryview, int], None]
+    ) -> tuple[int, int]:
+        """Add an entry of ``size`` bytes written by ``fill(buf, offset)``, then publish it.
+
+        Returns (segment index, offset).  The caller holds the session lock.
+        """
+        index = self.with_room(size, default_bytes)
+        segment = self.segments[index]
+        offset = arena.reserve(segment, size)
+        fill(segment.buf, offset)
+        arena.publish(segment, offset, size)
+        return index, offset
+
+    def _add(self, size: int) -> int:
+        state = self.control.read_state()
+        if state.state == STATE_CLOSED:
+            # Its last member removed the session while this process (a child
+            # that only attached) kept its mappings: a segment created now
+            # would belong to nobody and stay in /dev/shm for good.
+            raise SessionError(
+                f"shmlog session {self.session!r} was closed by its last member; no new keys "
+                f"or runtime info can be added to it"
+            )
+        index = getattr(state, self._field)
+        name = part_name(self.session, f"{self.part}{index}")
+        unlink(name)  # left by a process that died before publishing it
+        segment = Segment.create(name, size, self.kind, self.generation)
+        try:
+            arena.init_arena(segment)
+        finally:
+            # It is attached again below like any published segment; this
+            # descriptor would otherwise stay open (and keep the pages
+            # reserved after the session is unlinked) for the process's life.
+            segment.close()
+        self.control.write_state(**{self._field: index + 1})
+        self.attach_new()
+        return index
+
+    def total_bytes(self) -> int:
+        self.attach_new()
+        return sum(s.size for s in self.segments)
+
+    def close(self) -> None:
+        for segment in self.segments:
+            segment.close()
+        self.segments = []
+        self._walked = []

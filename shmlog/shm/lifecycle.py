@@ -1,0 +1,177 @@
+"""Creating, joining, replacing and removing a session, under its lock.
+
+A session exists once its control segment does: the creator builds it whole
+under a temporary name and links it (``Segment.create`` with ``prepare``), so
+nobody ever attaches to a half-made session.  Joining takes the session lock
+(``flock`` on the control segment), prunes members that died and adds the
+caller.  A session whose members all died is *stale*: creating replaces it,
+joining refuses it.  The last member to leave marks the session closed and
+unlinks every segment; one that died between the two is finished by the next
+process that opens the name.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import posix_ipc
+
+from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, process_start
+from .names import SessionError, check_name, control_name, prefix
+from .segment import KIND_CONTROL, Segment, SegmentError, list_names, unlink
+
+_OPEN_TIMEOUT = 10.0
+
+
+def attach_control(name: str) -> Control:
+    """Map the control segment of session ``name`` without joining the session.
+
+    Raises ``posix_ipc.ExistentialError`` when there is none and
+    :class:`SegmentError` when it is not one this process may use.
+    """
+    return Control(Segment.attach(control_name(check_name(name)), KIND_CONTROL))
+
+
+def open_control(
+    name: str, *, member: bool, create: bool, options: dict[str, Any] | None = None
+) -> tuple[Control, bool, tuple[int, int] | None]:
+    """Create or join session ``name``: (its control, whether created here, this member).
+
+    ``member`` processes keep the session alive; ``create`` allows creating it
+    (and replacing a stale one whose members all died).
+    """
+    check_name(name)
+    deadline = time.monotonic() + _OPEN_TIMEOUT
+    me = (os.getpid(), process_start(os.getpid()) or 0)
+    joined = me if member else None
+
+    def prepare(segment: Segment) -> None:
+        # Everything a joiner reads is in place before the name exists.
+        fresh = Control(segment)
+        fresh.write_config(options or {})
+        fresh.write_state(state=STATE_READY, creator=me[0], created_ns=time.time_ns())
+        if member:
+            fresh.add_member(*me)
+
+    while True:
+        if time.monotonic() > deadline:
+            raise SessionError(f"timed out opening shmlog session {name!r}")
+        control, created = _create_or_attach(name, create, prepare)
+        if control is None:
+            time.sleep(0.001)
+            continue
+        if created:
+            return control, True, joined
+        stale = False
+        try:
+            with control:
+                state = control.read_state().state
+                if state == STATE_CLOSED and _still_named(control.segment):
+                    # Its last member died between closing and unlinking
+                    # it (it would hold this lock otherwise): finish that.
+                    destroy_locked(control, name)
+                # A closed session is being unlinked by its last member: try again.
+                if state == STATE_READY:
+                    if control.prune_members() > 0:
+                        if member:
+                            control.add_member(*me)
+                        return control, False, joined
+                    if create:
+                        destroy_locked(control, name)  # stale: replace it
+                    else:
+                        stale = True
+        except BaseException:
+            control.segment.close()
+            raise
+        # Closed only now: leaving ``with control`` unlocks its descriptor.
+        control.segment.close()
+        if stale:
+            raise SessionError(
+                f"shmlog session {name!r} is stale: every process that joined it "
+                f"has exited. Run 'shmlog clean' or call shmlog.init({name!r})."
+            )
+
+
+def leave(control: Control, name: str, member: tuple[int, int]) -> None:
+    """Remove ``member``; the last one to leave removes the session."""
+    with control:
+        control.remove_member(*member)
+        if control.prune_members() == 0:
+            destroy_locked(control, name)
+
+
+def _create_or_attach(
+    name: str, create: bool, prepare: Callable[[Segment], None]
+) -> tuple[Control | None, bool]:
+    if create:
+        try:
+            segment = Segment.create(
+                control_name(name), CONTROL_BYTES, KIND_CONTROL, secrets.randbits(63), prepare
+            )
+            return Control(segment), True
+        except posix_ipc.ExistentialError:
+            pass
+    try:
+        return attach_control(name), False
+    except posix_ipc.ExistentialError:
+        if not create:
+            raise SessionError(
+                f"no shmlog session named {name!r} exists for uid {os.getuid()} (it was "
+                f"closed, or never created)"
+            ) from None
+        return None, False
+
+
+def _still_named(segment: Segment) -> bool:
+    """Whether ``segment``'s name still refers to it (not unlinked, not replaced)."""
+    try:
+        return os.stat(f"/dev/shm/{segment.name.lstrip('/')}").st_ino == os.fstat(
+            segment.fd
+        ).st_ino
+    except OSError:
+        return False
+
+
+def destroy_locked(control: Control, name: str) -> None:
+    """Mark the session closed and unlink all its segments (lock held)."""
+    control.write_state(state=STATE_CLOSED)
+    ctl = control_name(name)
+    for segment_name in list_names(prefix(name)):
+        if segment_name != ctl:
+            unlink(segment_name)
+    unlink(ctl)
+
+
+def destroy(name: str, stale_only: bool = False) -> bool:
+    """Remove session ``name`` whatever its state; False when it did not exist.
+
+    ``stale_only``: only when no member is alive, as seen under the session
+    lock (a stale session that ``shmlog.init`` replaced meanwhile stays).
+    """
+    try:
+        control = attach_control(name)
+    except posix_ipc.ExistentialError:
+        leftovers = list_names(prefix(name))
+        for segment_name in leftovers:
+            unlink(segment_name)
+        return bool(leftovers)
+    except SegmentError:
+        for segment_name in list_names(prefix(name)):
+            unlink(segment_name)
+        return True
+    try:
+        with control:
+            if stale_only and control.read_state().state == STATE_READY and (
+                control.live_members()
+            ):
+                return False
+            destroy_locked(control, name)
+    finally:
+        control.segment.close()
+    return True
+
+

@@ -1,0 +1,51 @@
+"""A MessageHub's scalars and runtime info kept in this process only.
+
+The same calls as :class:`shmlog.stats.shared_hub.SharedHub`, over two
+dicts, so MessageHub has one code path whether or not a session shares it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from .history_buffer import HistoryBuffer
+
+
+class LocalHub:
+    """Scalars and runtime info of one hub, in this process's memory."""
+
+    def __init__(
+        self, log_scalars: OrderedDict[str, HistoryBuffer], runtime_info: OrderedDict[str, Any]
+    ) -> None:
+        self.scalars = log_scalars
+        self.info = runtime_info
+
+    def update_scalar(self, key: str, value: float, count: float) -> None:
+        buffer = self.scalars.get(key)
+        if buffer is None:
+            buffer = HistoryBuffer()
+            buffer._name = key
+            self.scalars[key] = buffer
+        buffer._storage.append(value, count)
+
+    def get_scalar(self, key: str) -> HistoryBuffer | None:
+        return self.scalars.get(key)
+
+    def log_scalars(self) -> OrderedDict[str, HistoryBuffer]:
+        return self.scalars
+
+    def load_scalar(self, key: str, buffer: HistoryBuffer) -> None:
+        self.scalars[key] = buffer
+
+    def update_info(self, key: str, value: Any) -> None:
+        self.info[key] = value
+
+    def get_info(self, key: str, default: Any = None) -> Any:
+        return self.info.get(key, default)
+
+    def pop_info(self, key: str, default: Any = None) -> Any:
+        return self.info.pop(key, default)
+
+    def runtime_info(self) -> OrderedDict[str, Any]:
+        return self.info

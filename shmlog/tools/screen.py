@@ -1,0 +1,130 @@
+"""The text of one ``shmlog top`` frame: a title, the progress, a row per key and writer.
+
+Rendering turns a :class:`shmlog.tools.watch.Sample` into plain lines; how
+they reach the terminal (curses, ANSI, plain frames) is ``shmlog.tools.top``'s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..format.progress import format_eta
+from .watch import Sample
+
+
+@dataclass
+class Frame:
+    """Lines of one screen; the first ``fixed`` stay put when the rest scrolls."""
+
+    lines: list[str]
+    fixed: int
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.5g}"
+
+
+def format_rate(rate: float | None) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate:.1f}" if rate < 1e5 else f"{rate:.3g}"
+
+
+def format_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _format_count(value: Any) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, np.generic):
+        return str(value.item())
+    return str(value)
+
+
+def progress_line(info: dict[str, Any]) -> str:
+    parts = []
+    for name, total in (("iter", "max_iters"), ("epoch", "max_epochs")):
+        if name in info and total in info:
+            parts.append(f"{name} {_format_count(info[name])}/{_format_count(info[total])}")
+        elif name in info:
+            parts.append(f"{name} {_format_count(info[name])}")
+        elif total in info:
+            parts.append(f"{total} {_format_count(info[total])}")
+    if "eta" in info:
+        parts.append(f"eta {format_eta(info['eta'])}")
+    return "  ".join(parts)
+
+
+def render(sample: Sample, show_writers: bool = True) -> Frame:
+    """The lines of one frame: title, progress, then one row per key (and writer)."""
+    hubs = sorted({k.hub for k in sample.keys} | set(sample.progress))
+    many_hubs = len(hubs) > 1
+    clock = time.strftime("%H:%M:%S", time.localtime(sample.wall))
+    exited = sample.writers_total - sample.writers_alive
+    writers = f"writers {sample.writers_alive}" + (f" (+{exited} exited)" if exited else "")
+    title = (
+        f"shmlog top  session {sample.session}  members {sample.members}  {writers}  "
+        f"keys {len(sample.keys)}  {clock}"
+    )
+    lines = [title]
+    for hub in sorted(sample.progress):
+        text = progress_line(sample.progress[hub])
+        if text:
+            lines.append(f"[{hub}] {text}" if many_hubs else text)
+    lines.append("")
+
+    header = ["HUB"] if many_hubs else []
+    header += ["KEY", "CURRENT", f"MEAN({sample.window})", "RATE/s", "UPDATES", "LAST"]
+    rows: list[list[str]] = []
+    for stat in sample.keys:
+        age = None if stat.last_ns is None else (sample.taken_ns - stat.last_ns) / 1e9
+        row = [stat.hub] if many_hubs else []
+        row += [stat.key, format_value(stat.current), format_value(stat.mean),
+                format_rate(stat.rate), str(stat.updates), format_age(age)]
+        rows.append(row)
+        if not show_writers:
+            continue
+        for w in stat.writers:
+            age = None if w.last_ns is None else (sample.taken_ns - w.last_ns) / 1e9
+            label = "  " + w.label + ("" if w.alive else " (exited)")
+            row = [""] if many_hubs else []
+            row += [label, format_value(w.current), format_value(w.mean),
+                    format_rate(w.rate), str(w.updates), format_age(age)]
+            rows.append(row)
+    if not rows:
+        lines.append("no scalars logged yet")
+        return Frame(lines, len(lines))
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    text_columns = 2 if many_hubs else 1  # left-aligned; the numbers are right-aligned
+
+    def line(cells: list[str]) -> str:
+        out = [c.ljust(w) if i < text_columns else c.rjust(w)
+               for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+
+    lines.append(line(header))
+    fixed = len(lines)
+    lines.extend(line(r) for r in rows)
+    return Frame(lines, fixed)

@@ -1,0 +1,98 @@
+"""Exports of each logged step: ``scalars.jsonl`` and TensorBoard event files.
+
+The log writer calls :meth:`Exports.write` with the ``tag`` dict LogProcessor
+made for a step, the same values the step's line shows.  TensorBoard goes
+through tensorboardX when it is installed, else through PyTorch's writer
+when torch and tensorboard are both installed; neither is needed otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+from typing import Any
+
+from ..wire import Progress
+
+TENSORBOARD_MISSING = (
+    "tensorboard=True needs tensorboardX, or torch with tensorboard, installed "
+    "(pip install 'shmlog[tensorboard]')"
+)
+
+
+def _torch_tensorboard_installed() -> bool:
+    return bool(importlib.util.find_spec("torch") and importlib.util.find_spec("tensorboard"))
+
+
+def tensorboard_installed() -> bool:
+    """Whether :func:`_tensorboard` can make a writer (checked without importing one)."""
+    return bool(importlib.util.find_spec("tensorboardX")) or _torch_tensorboard_installed()
+
+
+def _tensorboard(export_dir: str, wanted: bool | None) -> Any:
+    """A SummaryWriter into ``<export_dir>/tensorboard``, or None.
+
+    ``wanted`` None means "if installed": tensorboardX, else PyTorch's writer
+    when both torch and tensorboard are installed.  True makes a missing one
+    an error (``shmlog.init`` checks first); False turns the export off.
+    """
+    if wanted is False:
+        return None
+    logdir = os.path.join(export_dir, "tensorboard")
+    try:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter(logdir)
+    except ImportError:
+        pass
+    if _torch_tensorboard_installed():
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(logdir)
+    if wanted:
+        raise ImportError(TENSORBOARD_MISSING)
+    return None
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    if callable(item):
+        value = item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+
+class Exports:
+    """Where the values of each logged step go besides the log line."""
+
+    def __init__(self, export_dir: str, tensorboard: bool | None) -> None:
+        os.makedirs(export_dir, exist_ok=True)
+        self._jsonl: Any = open(  # noqa: SIM115 (kept open for the writer's life)
+            os.path.join(export_dir, "scalars.jsonl"), "a", encoding="utf-8"
+        )
+        self._tb: Any = _tensorboard(export_dir, tensorboard)
+
+    def write(self, tag: dict[str, Any], progress: Progress) -> None:
+        step = progress.iter + 1
+        values = {k: _plain(v) for k, v in tag.items()}
+        if self._jsonl is not None:
+            row = {"step": step, "mode": progress.mode, **values}
+            self._jsonl.write(json.dumps(row) + "\n")
+            self._jsonl.flush()
+        if self._tb is not None:
+            for name, value in values.items():
+                if isinstance(value, (int, float)) and name not in ("iter", "epoch"):
+                    self._tb.add_scalar(name, value, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

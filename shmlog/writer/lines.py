@@ -1,0 +1,116 @@
+"""MMEngine's iteration and epoch lines, made by the log writer from shared state.
+
+At every logging step the training loop's ``shmlog.report_progress`` puts a
+progress marker into its record ring; when the writer reaches it (never
+skipping one, in order with the log records around it), :class:`ProgressLines`
+formats the line LogProcessor gives for the shared scalars *as they were when
+the marker was put*, prints it, writes it to the master log file and exports
+the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from ..format.formatter import TERMINAL_DATEFMT, MMFormatter, TerminalHandler
+from ..format.log_processor import LogProcessor
+from ..format.progress import eta_seconds
+from ..stats.shared_hub import SharedHub
+from ..wire import Progress, Route
+from .drain import LogWriter
+from .exports import Exports
+
+
+class ProgressLines:
+    """Formats, prints, writes and exports the line of each progress marker."""
+
+    def __init__(
+        self,
+        hub: SharedHub,
+        processor_cfg: dict[str, Any],
+        log_file: str | None,
+        logger_name: str = "mmengine",
+        export_dir: str | None = None,
+        tensorboard: bool | None = None,
+    ) -> None:
+        self._hub = hub
+        self.processor = LogProcessor(**processor_cfg)
+        self._terminal = TerminalHandler(sys.stdout)
+        self._terminal.setFormatter(MMFormatter(color=True, datefmt=TERMINAL_DATEFMT))
+        self._logger_name = logger_name
+        self._log_file = log_file
+        self._file: logging.Handler | None = None
+        self._exports = None if export_dir is None else Exports(export_dir, tensorboard)
+
+    def bind_file(self, writer: LogWriter) -> None:
+        """Write the lines into the master log file, through ``writer``'s handler for it."""
+        if self._log_file is not None:
+            route = Route(self._log_file, False, 1, "w", None, logging.INFO)
+            self._file = writer.handler_for(route, 0)
+
+    def handle(self, progress: Progress) -> None:
+        """Format, print, write and export the line for one progress marker."""
+        try:
+            tag, line = self._format(progress)
+        except (KeyError, ValueError, TypeError) as exc:
+            line, tag = f"shmlog: cannot format the line for {progress._asdict()}: {exc}", None
+        self._emit(line)
+        if tag is not None and self._exports is not None:
+            self._exports.write(tag, progress)
+
+    def _format(self, p: Progress) -> tuple[dict, str]:
+        view = _HubAsOf(self._hub, p, self.processor.window_size)
+        common = {
+            "iter": p.iter, "epoch": p.epoch, "max_iters": p.max_iters,
+            "max_epochs": p.max_epochs, "dataloader_len": p.dataloader_len,
+        }
+        if p.event == "epoch_end":
+            return self.processor.format_epoch(view, p.mode, p.batch_idx, **common)
+        return self.processor.format_iter(view, p.mode, p.batch_idx, **common)
+
+    def _emit(self, line: str) -> None:
+        record = logging.makeLogRecord({
+            "name": self._logger_name, "msg": line, "levelno": logging.INFO,
+            "levelname": "INFO",
+        })
+        self._terminal.handle(record)
+        if self._file is not None:
+            self._file.handle(record)
+
+    def close(self) -> None:
+        if self._exports is not None:
+            self._exports.close()
+            self._exports = None
+
+
+class _HubAsOf:
+    """The hub as LogProcessor reads it at a marker's time, with ``eta`` computed.
+
+    Its scalars are read as they were when the marker was put (``at_ns``), so
+    the line is the one the training process would have formatted then,
+    however far behind the writer is.
+    """
+
+    def __init__(self, hub: SharedHub, progress: Progress, window: int) -> None:
+        self._hub = hub
+        self._progress = progress
+        self.log_scalars = hub.log_scalars(until=progress.at_ns)
+        self._window = window
+
+    def get_info(self, key: str, default: Any = None) -> Any:
+        if key == "eta":
+            return self._eta(default)
+        return self._hub.get_info(key, default)
+
+    @property
+    def runtime_info(self) -> Any:
+        return self._hub.runtime_info()
+
+    def _eta(self, default: Any) -> Any:
+        buffer = self.log_scalars.get("train/time")
+        max_iters = self._progress.max_iters
+        if buffer is None or not max_iters:
+            return self._hub.get_info("eta", default)
+        return eta_seconds(buffer.mean(self._window), self._progress.iter, max_iters)
