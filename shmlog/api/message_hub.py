@@ -52,7 +52,7 @@ class MessageHub(ManagerMixin):
             value._name = key
         self._runtime_info: OrderedDict[str, Any] = _as_ordered("runtime_info", runtime_info)
         self._resumed_keys: OrderedDict[str, bool] = _as_ordered("resumed_keys", resumed_keys)
-        self._local = LocalHub(self._log_scalars, self._runtime_info)
+        self._local = LocalHub(self)
         self._bound_token: object | None = None
         self._bound_local: Any = None
         shared = PROCESS.shared_hub(name)
@@ -276,7 +276,7 @@ class MessageHub(ManagerMixin):
         )
         self._runtime_info = state["runtime_info"]
         self._resumed_keys = state["resumed_keys"]
-        self._local = LocalHub(self._log_scalars, self._runtime_info)
+        self._local = LocalHub(self)
         self._bound_token = None
         self._bound_local = None
 

@@ -13,13 +13,23 @@ from .history_buffer import HistoryBuffer
 
 
 class LocalHub:
-    """Scalars and runtime info of one hub, in this process's memory."""
+    """Scalars and runtime info of one hub, in this process's memory.
 
-    def __init__(
-        self, log_scalars: OrderedDict[str, HistoryBuffer], runtime_info: OrderedDict[str, Any]
-    ) -> None:
-        self.scalars = log_scalars
-        self.info = runtime_info
+    The dicts are the owner's ``_log_scalars`` and ``_runtime_info``, read
+    on every call: code that replaces them on the hub (MMEngine's own tests
+    do) is still what the hub serves.
+    """
+
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+
+    @property
+    def scalars(self) -> OrderedDict[str, HistoryBuffer]:
+        return self._owner._log_scalars
+
+    @property
+    def info(self) -> OrderedDict[str, Any]:
+        return self._owner._runtime_info
 
     def update_scalar(self, key: str, value: float, count: float) -> None:
         buffer = self.scalars.get(key)
