@@ -16,6 +16,7 @@ This module imports nothing from the package: every layer may use it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, NamedTuple
 
 # -- names in a session ------------------------------------------------------------
@@ -49,9 +50,48 @@ def hub_prefix(hub: str) -> str:
 PROGRESS_KEY = "progress"
 # Runtime info keys (of any hub) that describe where the training loop is.
 PROGRESS_INFO_KEYS = ("iter", "max_iters", "epoch", "max_epochs", "eta")
-# Session-level info (no hub): the log files some writer of the session has
-# opened, so that a successor appends to them instead of truncating them.
-OPENED_FILES_KEY = SEPARATOR + "shmlog" + SEPARATOR + "opened-files"
+# Session-level info (no hub): the log writer's commits, stored in turn under
+# the two keys so that one is always whole (see ``shmlog.writer.commit``).
+COMMIT_KEYS = (
+    SEPARATOR + "shmlog" + SEPARATOR + "commit-0",
+    SEPARATOR + "shmlog" + SEPARATOR + "commit-1",
+)
+
+
+class Commit(NamedTuple):
+    """What the log writer has written for good: a successor continues from here.
+
+    Crosses as a dict (runtime info holds plain data): ``{"seq": ..., "files":
+    {path: [inode, length]}, "rings": {ring ident: [consumed, reported]}}``.
+    """
+
+    seq: int
+    files: dict[str, tuple[int, int]]
+    rings: dict[str, tuple[int, int]]
+
+    def as_data(self) -> dict[str, Any]:
+        return {"seq": self.seq, "files": {p: list(v) for p, v in self.files.items()},
+                "rings": {r: list(v) for r, v in self.rings.items()}}
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Commit:
+        return cls(int(data["seq"]),
+                   {p: (int(v[0]), int(v[1])) for p, v in data["files"].items()},
+                   {r: (int(v[0]), int(v[1])) for r, v in data["rings"].items()})
+
+
+# Session-level info: the routes log records name by id (see LogRecordData).
+ROUTE_KEY_PREFIX = SEPARATOR + "shmlog" + SEPARATOR + "route" + SEPARATOR
+
+
+def route_id(route: tuple) -> str:
+    """A short name for a route, the same in every process (a digest of its fields)."""
+    return hashlib.blake2b(repr(tuple(route)).encode(), digest_size=8).hexdigest()
+
+
+def route_key(ident: str) -> str:
+    """The runtime-info key a route is stored under, by its :func:`route_id`."""
+    return ROUTE_KEY_PREFIX + ident
 
 
 # -- log records ---------------------------------------------------------------------
@@ -88,7 +128,7 @@ class LogRecordData(NamedTuple):
     rank: int
     worker: int  # DataLoader worker id, -1 outside workers
     pid: int
-    route: tuple  # a Route, as a plain tuple
+    route: str  # route_id of its Route, stored in runtime info before the record is put
 
 
 class Progress(NamedTuple):
@@ -130,10 +170,12 @@ def is_progress_marker(data: tuple) -> bool:
 
 
 __all__ = [
-    "OPENED_FILES_KEY",
+    "COMMIT_KEYS",
     "PROGRESS_INFO_KEYS",
     "PROGRESS_KEY",
+    "ROUTE_KEY_PREFIX",
     "SEPARATOR",
+    "Commit",
     "LogRecordData",
     "Progress",
     "ProgressMarker",
@@ -141,5 +183,7 @@ __all__ = [
     "hub_key",
     "hub_prefix",
     "is_progress_marker",
+    "route_id",
+    "route_key",
     "split_hub_key",
 ]

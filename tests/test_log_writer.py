@@ -253,19 +253,38 @@ def _marker(ring: int, created: float) -> tuple:
 class _Ring:
     """A record ring as the writer sees it, holding progress markers (no files involved)."""
 
+    capacity = 1 << 30
+
     def __init__(self, writer: int, created: list[float]) -> None:
         self.writer = writer
+        self.ident = f"fake{writer}"
         self.records = [_marker(writer, t) for t in created]
-        self.at = 0
+        self.cursor = self.committed = self.reported = 0
 
     def next(self):
-        return self.records[self.at] if self.at < len(self.records) else None
+        return self.records[self.cursor] if self.cursor < len(self.records) else None
 
     def done(self) -> None:
-        self.at += 1
+        self.cursor += 1
+
+    def unread(self) -> bool:
+        return self.cursor < len(self.records)
 
     def pending(self) -> int:
-        return len(self.records) - self.at
+        return len(self.records) - self.committed
+
+    def cursor_in_ring(self) -> int:
+        return self.committed
+
+    def reported_in_ring(self) -> int:
+        return self.reported
+
+    def commit(self) -> None:
+        self.committed = self.cursor
+
+    def rewind(self, consumed: int, reported: int) -> None:
+        self.cursor = self.committed = consumed
+        self.reported = reported
 
     def unreported_drops(self) -> int:
         return 0
@@ -274,9 +293,16 @@ class _Ring:
 class _Segments:
     def __init__(self, rings: list[_Ring]) -> None:
         self.rings = rings
+        self.info: dict[str, bytes] = {}
 
     def record_consumers(self) -> list[_Ring]:
         return list(self.rings)
+
+    def info_get(self, key: str) -> bytes | None:
+        return self.info.get(key)
+
+    def info_set(self, key: str, payload: bytes) -> None:
+        self.info[key] = payload
 
 
 @pytest.mark.timeout(120)
@@ -600,21 +626,27 @@ def test_writer_pid_is_the_same_from_every_member(tmp_path: Path, name: str) -> 
 
 
 @pytest.mark.timeout(120)
-def test_a_writer_waiting_for_the_lock_leaves_no_lock_file(tmp_path: Path, name: str) -> None:
-    """A second would-be writer polling the lock while the session ends (a sidecar that
-    started after a member's standby took over) must not re-create the removed lock file."""
-    from shmlog.writer import election, serve
+def test_a_writer_waiting_for_the_lock_exits_with_the_session_and_leaves_nothing(
+    tmp_path: Path, name: str
+) -> None:
+    """A second would-be writer waiting for the lock while the session ends (a sidecar that
+    started after a member's standby took over) exits, and nothing of the session stays in
+    /dev/shm: the election lock is a lock on the control segment, not a file of its own."""
+    from shmlog.shm.names import control_name, prefix
+    from shmlog.writer import serve
 
     with shmlog.init(name, log_writer="thread") as session:
         logger = MMLogger.get_instance(f"lock-{name}", log_file=str(tmp_path / "tmp.log"))
         logger.info("written by this process's standby thread")
         assert session.flush()
         assert session.writer_pid == os.getpid()
-        sidecar = serve.start_sidecar(name)
+        # Not named as the writer: this process's thread stays the writer.
+        sidecar = serve.start_sidecar(session.shared, placeholder=(-1, -1))
+        assert session.writer_pid == os.getpid()
         try:
             # Attached (its mappings show the control segment): from here on it
             # only waits for the lock this process holds.
-            control = f"{election.lock_path(name)[:-len('writer.lock')]}ctl"
+            control = control_name(name).lstrip("/")
             deadline = time.monotonic() + TIMEOUT
             while time.monotonic() < deadline:
                 with open(f"/proc/{sidecar.pid}/maps") as maps:
@@ -628,7 +660,7 @@ def test_a_writer_waiting_for_the_lock_leaves_no_lock_file(tmp_path: Path, name:
             sidecar.wait(TIMEOUT)
             raise
     assert sidecar.wait(TIMEOUT) == 0
-    assert not os.path.exists(election.lock_path(name))
+    assert [e for e in os.listdir("/dev/shm") if e.startswith(prefix(name))] == []
 
 
 # -- a node without shared storage -----------------------------------------------------------------------

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..format.files import build_file_handler, log_file_for_rank
-from ..shm.records import RecordProducer
-from ..wire import LogRecordData, Progress, ProgressMarker, Route
+from ..shm import codec
+from ..shm.control import is_alive
+from ..wire import Progress, ProgressMarker, Route, route_id, route_key
 from .process import PROCESS, identity
 
 BLOCK_SECONDS = 0.2
@@ -71,6 +72,9 @@ class SessionFileHandler(logging.Handler):
         if local is not None and route.mode.startswith("w"):
             self.route = route._replace(mode="a")
             _append_only(local)
+        self._route_id = route_id(self.route)
+        # Sessions (by generation) this handler's route is stored in.
+        self._route_stored: set[int] = set()
 
     @property
     def local_handler(self) -> logging.Handler | None:
@@ -89,9 +93,7 @@ class SessionFileHandler(logging.Handler):
         except Exception:  # noqa: BLE001 (logging must never raise into the caller)
             self.handleError(record)
             return
-        if shared and shared._options.get("log_writer") == "none":
-            shared = None
-        if shared:
+        if shared and shared.ships_records:
             try:
                 self._ship(shared, record)
             except Exception:  # noqa: BLE001 (logging must never raise into the caller)
@@ -134,14 +136,20 @@ class SessionFileHandler(logging.Handler):
             me = identity()
             who = self._who = (record.process, me.rank if me.distributed else self._rank,
                                me.worker)
-        data = LogRecordData(
+        shared = session.shared
+        if shared.generation not in self._route_stored:
+            # Once per session: records name the route by id, the writer looks it up.
+            shared.info_set(route_key(self._route_id),
+                            codec.encode("log route", tuple(self.route)))
+            self._route_stored.add(shared.generation)
+        # A LogRecordData, built as the plain tuple it crosses as (fields in order).
+        data = (
             record.created, record.levelno, record.levelname, record.name, message,
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
-            who[1], who[2], who[0], tuple(self.route),
+            who[1], who[2], who[0], self._route_id,
         )
         self._shipped = True
-        with PROCESS.ship_lock:
-            _put(session.shared.record_producer(RING_BYTES), tuple(data))
+        _put(shared, data)
 
     def flush(self) -> None:
         if self._local is not None:
@@ -155,21 +163,26 @@ class SessionFileHandler(logging.Handler):
 
 def ship_progress(session: Any, progress: Progress) -> bool:
     """Put a progress marker into this process's record ring (see ``report_progress``)."""
-    marker = ProgressMarker(time.time(), None, tuple(progress))
-    with PROCESS.ship_lock:
-        return _put(session.shared.record_producer(RING_BYTES), tuple(marker))
+    return _put(session.shared, tuple(ProgressMarker(time.time(), None, tuple(progress))))
 
 
-def _put(producer: RecordProducer, data: tuple[Any, ...]) -> bool:
+def _put(shared: Any, data: tuple[Any, ...]) -> bool:
     """Put ``data``, waiting for room only if the ring's previous put did not fail.
 
     The state belongs to the ring, not to a handler: every MMLogger of the
     process and every progress marker share it, so a stalled writer costs
-    the process one wait in all, not one per logger or per marker.
+    the process one wait in all, not one per logger or per marker.  A record
+    put while the writer sleeps rings the doorbell.
     """
-    wait = 0.0 if producer.dropping else BLOCK_SECONDS
-    producer.dropping = not producer.put(data, wait)
-    return not producer.dropping
+    producer = shared.record_producer(RING_BYTES)
+    bell = shared.doorbell
+    with PROCESS.ship_lock:
+        start = producer.put(data, 0.0 if producer.dropping else BLOCK_SECONDS, bell.ring)
+        producer.dropping = start < 0
+    # After the lock's release, a full barrier on x86-64 (see shmlog.shm.doorbell).
+    if start >= 0:
+        bell.ring_if_asleep()
+    return start >= 0
 
 
 def _append_only(handler: logging.Handler) -> None:
@@ -183,18 +196,34 @@ def _append_only(handler: logging.Handler) -> None:
 
 
 def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:
-    """Wait until the log writer consumed this process's records (or everyone's)."""
+    """Wait until the log writer committed what this process put so far (or everyone).
+
+    Records put after the call do not count, so a process that keeps
+    logging cannot keep it waiting.  Returns False when the writer did not
+    get there within ``timeout``, or when no writer has been alive for a
+    second (the caller may then write the records itself).
+    """
     shared = session.shared
+    if everyone:
+        targets = [(c.cursor_in_ring, c.head()) for c in shared.record_consumers()]
+    else:
+        producer = shared._producer
+        targets = [] if producer is None else [(producer.committed, producer.position())]
     deadline = time.monotonic() + timeout
+    writerless = None
     while True:
-        if everyone:
-            pending = sum(c.pending() for c in shared.record_consumers())
-        else:
-            producer = shared._producer
-            pending = 0 if producer is None else producer.backlog()
-        if pending == 0:
+        targets = [(committed, end) for committed, end in targets if committed() < end]
+        if not targets:
             return True
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
+            return False
+        pid, start = shared.writer()
+        if is_alive(pid, start):
+            writerless = None
+        elif writerless is None:
+            writerless = now
+        elif now - writerless > 1.0:
             return False
         time.sleep(0.002)
 

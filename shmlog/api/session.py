@@ -21,6 +21,7 @@ import threading
 import warnings
 from typing import Any
 
+from ..shm.control import process_start
 from ..shm.session import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,
@@ -52,6 +53,8 @@ class Session:
         # process's standby thread, which needs a hub to format progress lines.
         self._hubs_lock = threading.Lock()
         self._options = segments.options()
+        # Whether MMLogger's file output goes to the session's writer.
+        self.ships_records = self._options.get("log_writer", "sidecar") != "none"
         self._standby: Any = None
         self._sidecar: Any = None
         self._creator_pid = os.getpid()
@@ -148,7 +151,7 @@ class Session:
             if pending and not wait_drained(self, FLUSH_SECONDS, everyone=last):
                 from ..writer.serve import drain_here
 
-                drain_here(self._segments, FLUSH_SECONDS)
+                drain_here(self._segments)
             if self._standby is not None:
                 self._standby.stop()
         except (SessionError, ValueError, OSError):
@@ -254,7 +257,10 @@ def init(
                     f"before calling shmlog.init({name!r})"
                 )
             active.close()
-        segments = SessionSegments.open(name, member=True, create=True, options=options)
+        segments = SessionSegments.open(
+            name, member=True, create=True, options=options,
+            writer_placeholder=options["log_writer"] == "sidecar",
+        )
         previous = os.environ.get(ENV_SESSION)
         stored = segments.options()
         if not segments.created:
@@ -275,13 +281,13 @@ def init(
         mode = stored.get("log_writer", "sidecar")
         if mode != "none":
             # Only members load the log writer: a DataLoader worker never does.
-            from ..writer import election
-            from ..writer.serve import Standby, start_sidecar
+            from ..writer import serve
 
-            PROCESS.on_fork(election.forget_inherited_locks)
+            PROCESS.on_fork(serve.after_fork_in_child)
             if mode == "sidecar" and segments.created:
-                session._sidecar = start_sidecar(name)
-            session._standby = Standby(segments, expect_sidecar=mode == "sidecar")
+                me = (os.getpid(), process_start(os.getpid()) or 0)
+                session._sidecar = serve.start_sidecar(segments, placeholder=me)
+            session._standby = serve.Standby(segments)
         return session
 
 
@@ -293,6 +299,9 @@ def _activate(session: Session) -> None:
 
 def current_session() -> Session | None:
     """The session this process is in or attached to (attaching if the environment says so)."""
+    active = PROCESS.session
+    if active is not None and not active.closed:
+        return active  # every logged record asks: no lock when the answer is at hand
     with PROCESS.lock:
         active = PROCESS.session
         if active is not None and not active.closed:

@@ -12,6 +12,10 @@ kind-specific header fields (after the common 64-byte header of
     52      created          u64  wall-clock ns, for ``shmlog ls``
     60      record segments  u32  published count of ``@l<i>`` segments
     64      log writer pid   u32  the process writing log files now (0: none)
+    72      log writer start u64  its start time (``/proc/<pid>/stat``), so a
+                                  recycled pid never passes for the writer
+    128     doorbell         32 bytes: a process-shared semaphore the log
+                             writer sleeps on (``shmlog.shm.doorbell``)
     256     config length    u32, then that many bytes of JSON (options of
                              ``shmlog.init``: capacities, segment size)
     4352    members          256 x (pid u64, start time u64)
@@ -43,12 +47,13 @@ from .segment import Segment
 
 STATE_READY, STATE_CLOSED = 1, 2
 
-# at 36: state, creator, ring segments, info segments, created, record segments, log writer
-_CTL = struct.Struct("<IIIIQII")
+# at 36: state, creator, ring segments, info segments, created, record segments,
+# log writer pid, (4 bytes reserved), log writer start time
+_CTL = struct.Struct("<IIIIQIIxxxxQ")
 _CTL_FIELDS = {
     "state": (36, "I"), "creator": (40, "I"), "ring_segments": (44, "I"),
-    "info_segments": (48, "I"), "created_ns": (52, "Q"), "record_segments": (60, "I"),
-    "writer_pid": (64, "I"),
+    "info_segments": (48, "I"), "created_ns": (52, "q"), "record_segments": (60, "I"),
+    "writer_pid": (64, "I"), "writer_start": (72, "Q"),
 }
 _CTL_AT = 36
 CONFIG_AT, CONFIG_MAX = 256, 4096
@@ -95,6 +100,7 @@ class ControlState(NamedTuple):
     created_ns: int
     record_segments: int
     writer_pid: int
+    writer_start: int
 
 
 class Writer(NamedTuple):
@@ -170,10 +176,10 @@ class Control:
         buf = self.segment.buf
         for field, value in changes.items():
             at, fmt = _CTL_FIELDS[field]
-            if fmt == "Q":  # the creation time: written once, before anyone attaches
+            if fmt == "q":  # the creation time: written once, before anyone attaches
                 buf[at : at + 8] = int(value).to_bytes(8, "little")
                 continue
-            view = buf[at : at + 4].cast("I")
+            view = buf[at : at + struct.calcsize(fmt)].cast(fmt)
             view[0] = value
             view.release()
 
@@ -249,6 +255,20 @@ class Control:
 
     def writers(self) -> list[Writer]:
         return [w for w in map(self.writer, range(WRITER_SLOTS)) if w.pid]
+
+    def release_writers(self, pid: int) -> None:
+        """Mark every slot of process ``pid`` as ended (it left the session, alive or not).
+
+        The slots keep their rings and labels, as a dead writer's do, for the
+        next writer of the same label to continue.
+        """
+        buf = self.segment.buf
+        for w in self.writers():
+            if w.pid == pid:
+                at = WRITERS_AT + w.slot * _WRITER.size + 8  # the start time
+                view = buf[at : at + 8].cast("Q")
+                view[0] = 0
+                view.release()
 
     def claim_writer(
         self, pid: int, start: int, rank: int, worker: int, label: str, tid: int = 0

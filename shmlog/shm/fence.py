@@ -20,6 +20,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import threading
 from collections.abc import Callable
 
 _TSO_MACHINES = {"x86_64", "amd64", "i386", "i686"}
@@ -46,3 +47,20 @@ def _make_fence() -> Callable[[], None] | None:
 
 
 fence: Callable[[], None] | None = _make_fence()
+
+
+_BARRIER = threading.Lock()
+
+
+def full_fence() -> None:
+    """A barrier that orders this thread's earlier stores before its later loads.
+
+    Acquiring and releasing a CPython lock is an atomic compare-and-swap on
+    the lock's word, which x86-64 executes as a locked instruction: a full
+    barrier.  Elsewhere ``fence`` is added; there, a reader that a lost
+    wake-up would leave asleep wakes at its own timeout instead.
+    """
+    _BARRIER.acquire()
+    _BARRIER.release()
+    if fence is not None:
+        fence()

@@ -21,6 +21,7 @@ from typing import Any
 import posix_ipc
 
 from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, process_start
+from .doorbell import Doorbell
 from .names import SessionError, check_name, control_name, prefix
 from .segment import KIND_CONTROL, Segment, SegmentError, list_names, unlink
 
@@ -37,12 +38,20 @@ def attach_control(name: str) -> Control:
 
 
 def open_control(
-    name: str, *, member: bool, create: bool, options: dict[str, Any] | None = None
+    name: str,
+    *,
+    member: bool,
+    create: bool,
+    options: dict[str, Any] | None = None,
+    writer_placeholder: bool = False,
 ) -> tuple[Control, bool, tuple[int, int] | None]:
     """Create or join session ``name``: (its control, whether created here, this member).
 
     ``member`` processes keep the session alive; ``create`` allows creating it
-    (and replacing a stale one whose members all died).
+    (and replacing a stale one whose members all died).  With
+    ``writer_placeholder``, a session created here names its creator as its log
+    writer until the creator names the real one (a sidecar it starts), so that
+    processes joining meanwhile wait for that one instead of taking over.
     """
     check_name(name)
     deadline = time.monotonic() + _OPEN_TIMEOUT
@@ -53,6 +62,9 @@ def open_control(
         # Everything a joiner reads is in place before the name exists.
         fresh = Control(segment)
         fresh.write_config(options or {})
+        Doorbell.initialise(segment.mm)
+        if writer_placeholder:
+            fresh.write_state(writer_pid=me[0], writer_start=me[1])
         fresh.write_state(state=STATE_READY, creator=me[0], created_ns=time.time_ns())
         if member:
             fresh.add_member(*me)

@@ -23,7 +23,8 @@ class RecordRings:
     def consumers(self) -> list[RecordConsumer]:
         """Every process's record ring, in the order they were published."""
         for index, offset in self._segments.new_entries():
-            self._consumers.append(RecordConsumer(self._segments.segments[index].buf, offset))
+            buf = self._segments.segments[index].buf
+            self._consumers.append(RecordConsumer(buf, offset, f"l{index}:{offset}"))
         return list(self._consumers)
 
     def producer(self, slot: int, capacity: int, segment_bytes: int) -> RecordProducer:
@@ -42,5 +43,7 @@ class RecordRings:
         return self._segments.total_bytes()
 
     def close(self) -> None:
+        for consumer in self._consumers:
+            consumer.release()
         self._consumers = []
         self._segments.close()

@@ -18,11 +18,16 @@ Positions grow without bound; ``position % capacity`` is the offset in the
 data area.  A record is a u32 length, its payload, and padding to 8 bytes.
 A record never wraps around the end: when it does not fit, a u32 WRAP mark
 sends the reader back to the start.  The producer stores the record first
-and ``head`` last; the reader uses the record first and ``consumed`` last, so
-a log writer killed between the two leaves ``consumed`` before the record and
-its successor writes that one record again: at most one duplicate per ring.
+and ``head`` last.  The reader reads ahead of ``consumed`` (its own cursor,
+in its own memory) and moves ``consumed`` only when it has committed what it
+read: a reader killed at any point leaves ``consumed`` at its last commit,
+and its successor reads from there again (``shmlog.writer.commit`` makes
+that write nothing twice).  ``reported`` moves at the same commits.
 (Ordering and atomicity as in ``shmlog.shm.ring``; ``fence`` covers CPUs
 other than x86-64.)
+
+Waking the reader: a producer that finds the reader asleep after publishing
+rings the session's doorbell (``shmlog.shm.doorbell``).
 
 Payloads are ``marshal`` dumps of plain tuples: only built-in data crosses,
 and it is cheap to make in the training process.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import marshal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .fence import fence
@@ -79,13 +85,24 @@ class RecordProducer:
         self._words.release()
 
     def backlog(self) -> int:
-        """Bytes published but not yet consumed."""
+        """Bytes published but not yet committed by the reader."""
         return self._head - self._words[_CONSUMED // 8]
 
-    def put(self, record: tuple[Any, ...], block_seconds: float) -> bool:
-        """Publish ``record``; False (and counted as dropped) if it never fits.
+    def position(self) -> int:
+        """Where the next record goes: every record put so far ends before it."""
+        return self._head
 
-        Waits at most ``block_seconds`` for the log writer to make room.
+    def committed(self) -> int:
+        """How far the reader has committed."""
+        return self._words[_CONSUMED // 8]
+
+    def put(self, record: tuple[Any, ...], block_seconds: float,
+            wake: Callable[[], None] | None = None) -> int:
+        """Publish ``record``; returns the position it starts at, -1 when dropped.
+
+        Waits at most ``block_seconds`` for the reader to make room (after
+        ringing ``wake`` once, in case the reader sleeps); a record that never
+        fits is dropped and counted.
         """
         payload = marshal.dumps(record)
         if len(payload) + 8 > self.capacity // _MAX_RECORD_FRACTION:
@@ -94,7 +111,7 @@ class RecordProducer:
         needed = (4 + len(payload) + 7) & ~7
         buf = self._buf
         words = self._words
-        head = self._head
+        head = start = self._head
         position = head % self.capacity
         waste = 0 if position + needed <= self.capacity else self.capacity - position
         deadline = None
@@ -102,9 +119,11 @@ class RecordProducer:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + block_seconds
+                if wake is not None:
+                    wake()
             if now >= deadline:
                 words[_DROPPED // 8] += 1
-                return False
+                return -1
             time.sleep(0.0005)
         if waste:
             at = self._data + position
@@ -119,7 +138,7 @@ class RecordProducer:
         head += needed
         words[_HEAD // 8] = head
         self._head = head
-        return True
+        return start
 
 
 def _truncate(record: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
@@ -131,46 +150,89 @@ def _truncate(record: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
 
 
 class RecordConsumer:
-    """The reading end, used only by the designated log writer."""
+    """The reading end, used only by the designated log writer.
 
-    def __init__(self, buf: memoryview, offset: int) -> None:
+    ``cursor`` is how far this reader has read (its own memory); ``consumed``
+    in the ring is how far it has committed.  ``ident`` names the ring in the
+    writer's commit records: ``l<segment index>:<offset>``.
+    """
+
+    def __init__(self, buf: memoryview, offset: int, ident: str = "") -> None:
         self.buf = self._buf = buf
-        self._at = offset
         self.offset = offset
+        self.ident = ident
         self._data = offset + HEADER_BYTES
-        self.capacity = _u64(buf, offset + _CAPACITY)
+        # Header words and the data area as u32 words, kept: reading a record
+        # is then a few loads, with no view made per record.
+        self._words = buf[offset : offset + HEADER_BYTES].cast("Q")
+        self.capacity = self._words[_CAPACITY // 8]
+        self._lengths = buf[self._data : self._data + self.capacity].cast("I")
         self.writer = int.from_bytes(buf[offset + _WRITER : offset + _WRITER + 4], "little")
-        self._pending_end = 0
+        self.cursor = self.committed = self._words[_CONSUMED // 8]
+        self.reported = self._words[_REPORTED // 8]
+        self._pending_end = self.cursor
+
+    def release(self) -> None:
+        """Let go of the segment (its mapping cannot close while a view is held)."""
+        self._lengths.release()
+        self._words.release()
+
+    def cursor_in_ring(self) -> int:
+        """The ring's ``consumed``: what the writers committed so far."""
+        return self._words[_CONSUMED // 8]
+
+    def reported_in_ring(self) -> int:
+        return self._words[_REPORTED // 8]
+
+    def head(self) -> int:
+        return self._words[_HEAD // 8]
 
     def pending(self) -> int:
-        return _u64(self._buf, self._at + _HEAD) - _u64(self._buf, self._at + _CONSUMED)
+        """Bytes published but not yet committed."""
+        words = self._words
+        return words[_HEAD // 8] - words[_CONSUMED // 8]
+
+    def unread(self) -> bool:
+        """Whether records were published past this reader's cursor."""
+        return self._words[_HEAD // 8] > self.cursor
 
     def next(self) -> tuple[Any, ...] | None:
-        """The oldest unconsumed record, or None; call :meth:`done` after using it."""
-        buf = self._buf
-        consumed = _u64(buf, self._at + _CONSUMED)
-        head = _u64(buf, self._at + _HEAD)
+        """The record at the cursor, or None; call :meth:`done` after using it."""
+        cursor = self.cursor
+        head = self._words[_HEAD // 8]
         if fence is not None:
             fence()
-        while consumed < head:
-            position = consumed % self.capacity
-            at = self._data + position
-            length = int.from_bytes(buf[at : at + 4], "little")
+        while cursor < head:
+            position = cursor % self.capacity
+            length = self._lengths[position >> 2]
             if length == WRAP:
-                consumed += self.capacity - position
-                _put64(buf, self._at + _CONSUMED, consumed)
+                cursor = self.cursor = cursor + self.capacity - position
                 continue
-            record = marshal.loads(bytes(buf[at + 4 : at + 4 + length]))
-            self._pending_end = consumed + ((4 + length + 7) & ~7)
+            at = self._data + position + 4
+            record = marshal.loads(self._buf[at : at + length])
+            self._pending_end = cursor + ((4 + length + 7) & ~7)
             return record
         return None
 
     def done(self) -> None:
-        """Mark the record returned by :meth:`next` as written."""
-        _put64(self._buf, self._at + _CONSUMED, self._pending_end)
+        """Move the cursor past the record :meth:`next` returned."""
+        self.cursor = self._pending_end
 
     def unreported_drops(self) -> int:
-        return _u64(self._buf, self._at + _DROPPED) - _u64(self._buf, self._at + _REPORTED)
+        return self._words[_DROPPED // 8] - self.reported
 
     def mark_reported(self, count: int) -> None:
-        _put64(self._buf, self._at + _REPORTED, _u64(self._buf, self._at + _REPORTED) + count)
+        """Count ``count`` drops as reported (in the ring at the next commit)."""
+        self.reported += count
+
+    def commit(self) -> None:
+        """Publish the cursor and the reported count: the writer committed them."""
+        words = self._words
+        words[_REPORTED // 8] = self.reported
+        words[_CONSUMED // 8] = self.committed = self.cursor
+
+    def rewind(self, consumed: int, reported: int) -> None:
+        """Continue from a commit (a successor's recovery): cursor and ring both."""
+        self.cursor = self._pending_end = consumed
+        self.reported = reported
+        self.commit()

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import posix_ipc
 
 MAGIC = b"SHMLOGv1"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 HEADER = struct.Struct("<8sIIQQI")  # magic, version, kind, size, generation, uid
 HEADER_SIZE = 64
 

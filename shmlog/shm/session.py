@@ -5,9 +5,10 @@ Segments of session ``S`` of user ``U`` are named ``/shmlog-U-S@<part>``
 ``shmlog.shm.control``), ``@r<i>`` (scalar rings: ``shmlog.shm.scalars``),
 ``@i<i>`` (runtime info: ``shmlog.shm.infostore``) and ``@l<i>`` (log record
 rings: ``shmlog.shm.logrings``).  Ring, info and record segments are added as
-they fill up, so there is no fixed limit on keys or writers' rings.  The log
-writer's lock file (``@writer.lock``) shares the prefix and is removed with
-the segments.
+they fill up, so there is no fixed limit on keys or writers' rings.  The
+control segment also holds the log writer's doorbell and election lock
+(``shmlog.shm.doorbell``, ``shmlog.shm.exclusive``): a session has no other
+names in /dev/shm.
 
 This layer moves bytes and numbers.  It knows keys only as strings and
 processes only as (pid, rank, worker, label); what a key means, and how a
@@ -33,6 +34,7 @@ from typing import Any
 import posix_ipc
 
 from .control import Control, Writer, process_start
+from .doorbell import Doorbell
 from .infostore import InfoStore
 from .lifecycle import attach_control, destroy, leave, open_control
 from .logrings import RecordRings
@@ -70,6 +72,8 @@ class SessionSegments:
         # Per-process caches of other layers (a hub's key -> RingWriter) that
         # must be emptied in a forked child.
         self._fork_caches: list[dict] = []
+        self.doorbell = Doorbell(control.segment.mm)
+        self._claimed = False  # whether this process took a writer slot
         self._init_stores()
 
     def _init_stores(self) -> None:
@@ -96,10 +100,12 @@ class SessionSegments:
         member: bool,
         create: bool,
         options: dict[str, Any] | None = None,
+        writer_placeholder: bool = False,
     ) -> SessionSegments:
         """Create or join ``name`` (see ``shmlog.shm.lifecycle.open_control``)."""
         control, created, joined = open_control(
-            name, member=member, create=create, options=options
+            name, member=member, create=create, options=options,
+            writer_placeholder=writer_placeholder,
         )
         session = cls(name, control, joined)
         session.created = created
@@ -121,6 +127,15 @@ class SessionSegments:
                     leave(self.control, self.name, self._member)
                 except (OSError, ValueError):
                     pass
+            if self._pid == os.getpid() and self._claimed:
+                try:
+                    with self.control:
+                        self.control.release_writers(self._pid)
+                except (OSError, ValueError):
+                    pass
+            if self._pid == os.getpid() and (self._claimed or self._member is not None):
+                # The log writer sleeps on the doorbell: it notices at once.
+                self.doorbell.ring()
             self._unmap()
 
     def _unmap(self) -> None:
@@ -158,6 +173,7 @@ class SessionSegments:
         self.control.reopen_in_child(fresh)
         self._local = threading.local()
         self._producer = None
+        self._claimed = False
         for cache in self._fork_caches:
             cache.clear()
 
@@ -213,6 +229,7 @@ class SessionSegments:
                     pid, process_start(pid) or 0, rank, worker, label, threading.get_native_id()
                 )
             self._local.slot = slot
+            self._claimed = True
         return slot
 
     def writers(self) -> list[Writer]:
@@ -304,9 +321,18 @@ class SessionSegments:
         """Pid of the process writing log files now; 0 when there is none."""
         return self.control.read_state().writer_pid
 
-    def set_writer_pid(self, pid: int) -> None:
+    def writer(self) -> tuple[int, int]:
+        """(pid, start time) of the log writer named now; (0, 0) for none."""
+        state = self.control.read_state()
+        return state.writer_pid, state.writer_start
+
+    def set_writer(self, pid: int, start: int, replace: tuple[int, int] | None = None) -> bool:
+        """Name the log writer; with ``replace``, only if that one is named now."""
         with self.control:
-            self.control.write_state(writer_pid=pid)
+            if replace is not None and self.writer() != replace:
+                return False
+            self.control.write_state(writer_pid=pid, writer_start=start)
+            return True
 
     def live_members(self) -> int:
         return len(self.control.live_members())

@@ -1,53 +1,56 @@
 """The log-writer sidecar: ``python -m shmlog.writer SESSION``.
 
 Attach to the session (without joining it: the sidecar never keeps a session
-alive), take the writer lock, and write until no member is left.  Nothing
-imports this module; running a module that is already imported with ``-m``
-would run it twice.
+alive), take the writer lock, and write while any process of the session is
+alive.  Nothing imports this module; running a module that is already
+imported with ``-m`` would run it twice.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 from typing import Any
 
-import filelock
-
 from ..shm.names import SessionError
 from ..shm.session import SessionSegments
 from . import election
-from .serve import CHECK_SECONDS, serve
+from .serve import HOUSEKEEPING_SECONDS, _nobody_left, serve
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m shmlog.writer SESSION", file=sys.stderr)
         return 2
-    name = argv[0]
     try:
-        segments = SessionSegments.open(name, member=False, create=False)
+        segments = SessionSegments.open(argv[0], member=False, create=False)
     except SessionError:
         return 0  # the session closed before the sidecar got to it: nothing to write
     stop = threading.Event()
+    wake_read, wake_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop.set()  # drain what is there, then exit
+        stop.set()  # write what is there, then exit
+        segments.doorbell.ring()
+        os.write(wake_write, b"x")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    lock = election.writer_lock(name)
+    lock = election.writer_lock(segments)
     try:
         while not stop.is_set():
-            if election.closing(segments) or segments.live_members() == 0:
+            if _nobody_left(segments, until_members_leave=True):
                 return 0
-            try:
-                lock.acquire(timeout=CHECK_SECONDS)
-            except filelock.Timeout:
-                continue
-            serve(segments, lock, stop, until_members_leave=True)
-            return 0
+            if lock.try_acquire():
+                serve(segments, lock, stop, until_members_leave=True)
+                return 0
+            pid, start = segments.writer()
+            if pid and pid != os.getpid():
+                election.wait_for_exit(pid, start, HOUSEKEEPING_SECONDS, wake_read)
+            else:  # the lock's holder is about to name itself
+                stop.wait(0.01)
         return 0
     finally:
         segments.close()

@@ -7,16 +7,17 @@ record's MMLogger would have written, to the files the seed's layout names:
 when distributed logging is on.  Records of DataLoader workers go to their
 rank's file, marked ``[worker<id>]``.
 
-Across rings, records are written in the order they were created (a ring
-that was empty when a pass began joins it within ``REPOLL_RECORDS``
-records); within a ring, always in the order they were put.  A record is
-marked consumed right after its file handler wrote (and flushed) it, so a
-successor that takes over after a crash writes at most the one record in
-flight again.
+Records go in batches: across rings in the order they were created (a ring
+that was empty when a batch began joins it within ``REPOLL_RECORDS``
+records), within a ring in the order they were put.  Each batch is written
+with one write and one flush per file and then committed
+(``shmlog.writer.commit``), which is what makes a takeover after a crash
+write every record exactly once.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -26,142 +27,199 @@ from typing import Any
 
 from ..format.files import build_file_handler, log_file_for_rank
 from ..shm import codec
-from ..wire import OPENED_FILES_KEY, LogRecordData, Progress, Route, is_progress_marker
+from ..shm.records import RecordConsumer
+from ..shm.session import SessionSegments
+from ..wire import Commit, Progress, Route, is_progress_marker, route_key
+from .commit import CommitLog, recover
+from .sinks import LogSink, Sink, TextSink, to_log_record
+
+__all__ = ["BATCH_RECORDS", "REPOLL_RECORDS", "LogWriter", "to_log_record"]
 
 # Records written between two looks at the rings that had nothing to write.
 REPOLL_RECORDS = 16
-
-
-def to_log_record(data: LogRecordData) -> logging.LogRecord:
-    """The LogRecord a file handler formats, rebuilt from the plain data."""
-    message = data.message
-    if data.worker >= 0:
-        message = f"[worker{data.worker}] {message}"
-    pathname = data.pathname
-    return logging.makeLogRecord({
-        "name": data.name, "msg": message, "args": None, "levelno": data.levelno,
-        "levelname": data.levelname, "pathname": pathname,
-        "filename": os.path.basename(pathname),
-        "module": os.path.splitext(os.path.basename(pathname))[0], "funcName": data.func,
-        "lineno": data.lineno, "created": data.created,
-        "msecs": (data.created - int(data.created)) * 1000, "exc_info": None,
-        "exc_text": data.exc_text, "stack_info": data.stack_info, "process": data.pid,
-    })
+# A batch ends after this many records, or once a ring has a quarter of its
+# bytes read but not committed (its producer needs that room back).
+BATCH_RECORDS = 4096
+_RING_SHARE = 4
+_UNKNOWN = object()
 
 
 class LogWriter:
     """Drains a session's record rings into files (one instance per writer process)."""
 
-    def __init__(self, segments: Any, per_node: bool = False) -> None:
+    def __init__(self, segments: SessionSegments, per_node: bool = False) -> None:
         self._segments = segments
         # Called with the Progress of each progress marker (see
         # ``shmlog.report_progress``), in the order the markers were put.
         self.on_progress: Callable[[Progress], None] | None = None
         self._per_node = per_node
-        # Handler per file path (several routes may name one file), None when
+        # Sink per (route, rank): several routes may name one file; None when
         # that rank writes no file.
-        self._handlers: dict[tuple, logging.Handler | None] = {}
-        self._by_path: dict[str, logging.Handler] = {}
-        self._last_route: dict[int, tuple[Route, int]] = {}
+        self._routes: dict[tuple[Route, int], LogSink | None] = {}
+        self._by_id: dict[tuple[str, int], LogSink | None] = {}  # (route id, rank)
+        self._sinks: dict[str, Sink] = {}
+        self._last_route: dict[int, tuple[str, int]] = {}  # writer slot -> (route id, rank)
+        self._commits = CommitLog(segments)
+        commit = self._commits.load()
+        self._seq = 0 if commit is None else commit.seq
+        self._committed_files = {} if commit is None else dict(commit.files)
+        self._consumers: list[RecordConsumer] = segments.record_consumers()
+        recover(commit, self._consumers)
 
-    # -- files ---------------------------------------------------------------
+    # -- files -----------------------------------------------------------------------
 
-    def _opened(self) -> set[str]:
-        raw = self._segments.info_get(OPENED_FILES_KEY)
-        return set() if raw is None else set(codec.decode(raw))
-
-    def _mark_opened(self, path: str) -> None:
-        with self._segments.exclusive():
-            opened = self._opened()
-            opened.add(path)
-            self._segments.info_set(OPENED_FILES_KEY, codec.encode("opened files", sorted(opened)))
-
-    def handler_for(self, route: Route, rank: int) -> logging.Handler | None:
-        """The handler rank ``rank`` would use for ``route``; None if it writes no file."""
+    def sink_for(self, route: Route, rank: int) -> LogSink | None:
+        """The file rank ``rank`` writes for ``route``; None if it writes none."""
         key = (route, rank)
-        if key in self._handlers:
-            return self._handlers[key]
+        if key in self._routes:
+            return self._routes[key]
         log_file, distributed, world_size, mode, cfg_text, level = route
         path = log_file_for_rank(log_file, rank, world_size, distributed, level, self._per_node)
-        handler = None
+        sink = None
         if path is not None:
-            handler = self._by_path.get(path)
-            if handler is None:
-                # A file a previous writer of this session opened is continued,
-                # never truncated again.
-                if path in self._opened():
-                    mode = "a"
-                cfg = None if cfg_text is None else json.loads(cfg_text)
-                try:
-                    handler = build_file_handler(
-                        log_file, rank, world_size, distributed, mode, cfg, level, self._per_node
-                    )
-                except OSError as exc:
-                    # One file that cannot be opened must not stop the writer
-                    # (and every other process's file with it).
-                    print(f"shmlog: cannot open log file {path}: {exc}; records for it are "
-                          f"not written", file=sys.stderr)
-                    handler = None
-                if handler is not None:
-                    self._mark_opened(path)
-                    self._by_path[path] = handler
-        self._handlers[key] = handler
-        return handler
+            sink = self._sinks.get(os.path.abspath(path))
+            if sink is None:
+                sink = self._open_log(route, rank, path, mode, cfg_text)
+        self._routes[key] = sink
+        return sink
 
-    # -- records ---------------------------------------------------------------
+    def _open_log(self, route: Route, rank: int, path: str, mode: str,
+                  cfg_text: str | None) -> LogSink | None:
+        # A file a previous writer of this session committed is continued,
+        # never truncated again.
+        if os.path.abspath(path) in self._committed_files:
+            mode = "a"
+        cfg = None if cfg_text is None else json.loads(cfg_text)
+        try:
+            handler = build_file_handler(
+                route.log_file, rank, route.world_size, route.distributed, mode, cfg, route.level,
+                self._per_node,
+            )
+        except OSError as exc:
+            # One file that cannot be opened must not stop the writer (and
+            # every other process's file with it).
+            print(f"shmlog: cannot open log file {path}: {exc}; records for it are not "
+                  f"written", file=sys.stderr)
+            return None
+        if handler is None:
+            return None
+        sink = LogSink(handler, self.commit)
+        self._add_sink(sink)
+        return sink
+
+    def text_sink(self, path: str) -> TextSink:
+        """A plain file of the writer's own (an export), committed like the logs."""
+        path = os.path.abspath(path)
+        sink = self._sinks.get(path)
+        if sink is None:
+            sink = TextSink(path)
+            self._add_sink(sink)
+        assert isinstance(sink, TextSink)
+        return sink
+
+    def _add_sink(self, sink: Sink) -> None:
+        self._sinks[sink.path] = sink
+        # Its baseline is committed before anything is written into it: a
+        # successor then knows what the file held before this writer.
+        self.commit()
+
+    # -- records -----------------------------------------------------------------------
+
+    def unread(self) -> bool:
+        """Whether any ring holds records this writer has not read."""
+        return any(c.unread() for c in self._refresh())
+
+    def _refresh(self) -> list[RecordConsumer]:
+        # Rings created since the last look start at their own positions
+        # (nothing of theirs was committed by anyone).
+        self._consumers = self._segments.record_consumers()
+        return self._consumers
+
+    def drain_all(self) -> int:
+        """Write and commit every pending record, batch by batch; returns how many."""
+        total = 0
+        while True:
+            done = self.drain()
+            total += done
+            if not done:
+                return total
 
     def drain(self) -> int:
-        """Write every pending record (oldest first across rings); returns how many."""
-        consumers = self._segments.record_consumers()
-        heads: dict[int, tuple] = {}
+        """Write and commit one batch (see the module docstring); returns its records."""
+        consumers = self._refresh()
+        # (created, ring index, record): the oldest record of every ring first.
+        heads: list[tuple[float, int, tuple]] = []
+        queued: set[int] = set()
         for index, consumer in enumerate(consumers):
             record = consumer.next()
             if record is not None:
-                heads[index] = record
+                heads.append((record[0], index, record))
+                queued.add(index)
+        heapq.heapify(heads)
         done = 0
-        while heads:
-            index = min(heads, key=lambda i: heads[i][0])
-            data = heads[index]
+        write = self._write
+        while heads and done < BATCH_RECORDS:
+            _created, index, record = heapq.heappop(heads)
             consumer = consumers[index]
-            self._write(data, consumer.writer)
+            write(record, consumer.writer)
             consumer.done()
             done += 1
+            if consumer.cursor - consumer.committed > consumer.capacity // _RING_SHARE:
+                break  # commit now: its producer needs the room
             record = consumer.next()
             if record is None:
-                del heads[index]
+                queued.discard(index)
             else:
-                heads[index] = record
+                heapq.heappush(heads, (record[0], index, record))
             if done % REPOLL_RECORDS == 0:
-                # Busy producers can keep one pass going indefinitely: rings
-                # that were empty when it began, or appeared since, join it
-                # here instead of waiting for its end (their producers would
-                # block, then drop).
-                consumers = self._segments.record_consumers()
+                # Busy producers can keep one batch going: rings that were
+                # empty when it began, or appeared since, join it here
+                # instead of waiting for its end (their producers would block).
+                consumers = self._refresh()
                 for other, waiting in enumerate(consumers):
-                    if other not in heads:
+                    if other not in queued:
                         record = waiting.next()
                         if record is not None:
-                            heads[other] = record
+                            heapq.heappush(heads, (record[0], other, record))
+                            queued.add(other)
+        reported = False
         for consumer in consumers:
-            self._report_drops(consumer)
+            # Drops come after what the ring held (it was full): report them
+            # once the ring is read to its end, where the gap is.
+            if not consumer.unread():
+                reported = self._report_drops(consumer) or reported
+        if done or reported:
+            self.commit()
         return done
 
     def _write(self, data: tuple[Any, ...], writer_slot: int) -> None:
+        # Hot: fields by position (LogRecordData: rank at 10, route id at 13).
         if is_progress_marker(data):
             if self.on_progress is not None:
                 self.on_progress(Progress._make(data[2]))
             return
-        record = LogRecordData._make(data)
-        route = Route._make(record.route)
-        self._last_route[writer_slot] = (route, record.rank)
-        handler = self.handler_for(route, record.rank)
-        if handler is not None:
-            handler.handle(to_log_record(record))
+        key = (data[13], data[10])
+        self._last_route[writer_slot] = key
+        sink = self._by_id.get(key, _UNKNOWN)
+        if sink is _UNKNOWN:
+            route = self._route(data[13])
+            sink = None if route is None else self.sink_for(route, data[10])
+            self._by_id[key] = sink
+        if sink is not None:
+            sink.write(data)
 
-    def _report_drops(self, consumer: Any) -> None:
+    def _route(self, ident: str) -> Route | None:
+        raw = self._segments.info_get(route_key(ident))
+        if raw is None:
+            print(f"shmlog: a log record names route {ident}, which is not in the session; "
+                  f"it is not written", file=sys.stderr)
+            return None
+        return Route._make(codec.decode(raw))
+
+    def _report_drops(self, consumer: RecordConsumer) -> bool:
         dropped = consumer.unreported_drops()
         if not dropped:
-            return
+            return False
         label = self._segments.writer_labels().get(consumer.writer, f"writer{consumer.writer}")
         message = (
             f"shmlog: {dropped} log record(s) from {label} were dropped because its record "
@@ -170,21 +228,38 @@ class LogWriter:
         # Reported in the file the dropped records were going to, where the
         # gap is (a rank's own file, or rank 0's for its workers).
         last = self._last_route.get(consumer.writer)
-        handler = None if last is None else self.handler_for(*last)
-        record = logging.makeLogRecord({
-            "name": "shmlog", "msg": message, "levelno": logging.WARNING,
-            "levelname": "WARNING",
-        })
-        if handler is not None:
-            handler.handle(record)
+        sink = None if last is None else self._by_id.get(last)
+        if sink is not None:
+            sink.write_record(logging.makeLogRecord({
+                "name": "shmlog", "msg": message, "levelno": logging.WARNING,
+                "levelname": "WARNING",
+            }))
         else:
             print(message, file=sys.stderr)
         consumer.mark_reported(dropped)
+        return True
+
+    # -- commits -----------------------------------------------------------------------
+
+    def commit(self) -> None:
+        """Flush every file, store the commit, then move the rings' ``consumed``."""
+        for sink in self._sinks.values():
+            sink.flush()
+        files = {}
+        for path, sink in self._sinks.items():
+            state = sink.state()
+            if state is not None:
+                files[path] = state
+        self._seq += 1
+        rings = {c.ident: (c.cursor, c.reported) for c in self._consumers}
+        self._commits.store(Commit(self._seq, files, rings))
+        self._committed_files.update(files)
+        for consumer in self._consumers:
+            consumer.commit()
 
     def close(self) -> None:
-        for handler in self._by_path.values():
-            handler.close()
-        self._by_path.clear()
-        self._handlers.clear()
-
-
+        for sink in self._sinks.values():
+            sink.close()
+        self._sinks.clear()
+        self._routes.clear()
+        self._by_id.clear()

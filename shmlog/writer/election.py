@@ -1,76 +1,39 @@
-"""Choosing the one process that writes a session's log files.
+"""Choosing the one process that writes a session's log files, and waiting on it.
 
-Exactly one process writes at a time: the holder of a ``filelock`` lock
-beside the session's segments (``...@writer.lock``), which the kernel
-releases when its holder dies.  Its pid is published in the control segment
-(``SessionSegments.writer_pid``).
+Exactly one process writes at a time: the holder of the writer lock, a lock
+on the session's own control segment that the kernel frees when its holder
+dies (``shmlog.shm.exclusive``; no file of its own in /dev/shm, nothing
+another user can hold).  The holder names itself in the control segment
+(pid and start time: ``SessionSegments.writer``).
 
-Every member runs a standby thread (``shmlog.writer.serve.Standby``) that
-takes the lock when the writer is gone.
+Processes that would take over (members' standby threads, a sidecar that
+lost the race) wait on the named writer's death, not on a timer: a
+``pidfd`` (Linux 5.3+) becomes readable the moment the process exits, and
+``poll`` sleeps on it without using the CPU, with a timeout for
+housekeeping.  Where pidfds are missing, the wait is a sleep of that timeout.
 """
 
 from __future__ import annotations
 
 import os
+import select
+import time
 
-import filelock
-
-from ..shm.control import STATE_CLOSED, process_start
-from ..shm.names import prefix
+from ..shm.control import STATE_CLOSED, is_alive
+from ..shm.exclusive import HeldLock
 from ..shm.session import SessionSegments
 
-# Writer locks this process holds.  A forked child (a DataLoader worker of a
-# member that took over writing) must not keep their descriptors: with filelock
-# releases before 4.x it would, and the lock would outlive its writer.
-_held: list[filelock.BaseFileLock] = []
+__all__ = ["HeldLock", "closing", "wait_for_exit", "writer_alive", "writer_lock"]
 
 
-def forget_inherited_locks() -> None:
-    """In a forked child: close the descriptors of the parent's writer locks."""
-    for lock in _held:
-        context = getattr(lock, "_context", None)
-        fd = getattr(context, "lock_file_fd", None)
-        if isinstance(fd, int):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-            context.lock_file_fd = None
-            context.lock_counter = 0
-    _held.clear()
-
-
-def lock_path(name: str) -> str:
-    return f"/dev/shm/{prefix(name)}writer.lock"
-
-
-def writer_lock(name: str) -> filelock.BaseFileLock:
-    return filelock.FileLock(lock_path(name))
-
-
-def hold(lock: filelock.BaseFileLock) -> None:
-    """Record ``lock`` as held by this process (see :func:`forget_inherited_locks`)."""
-    _held.append(lock)
-
-
-def release(lock: filelock.BaseFileLock, name: str, closing: bool) -> None:
-    """Let ``lock`` go; ``closing``: the session is gone, so is the lock file."""
-    if closing:
-        # The last member removed the lock file with the segments; taking
-        # the lock after that (an acquire re-creates a missing file) must
-        # not leave a new one behind in /dev/shm.
-        try:
-            os.unlink(lock_path(name))
-        except OSError:
-            pass
-    if lock in _held:
-        _held.remove(lock)
-    lock.release()
+def writer_lock(segments: SessionSegments) -> HeldLock:
+    """A lock object of this thread's own for ``segments``'s writer election."""
+    return HeldLock(segments.control)
 
 
 def writer_alive(segments: SessionSegments) -> bool:
-    pid = segments.writer_pid
-    return pid > 0 and process_start(pid) is not None
+    pid, start = segments.writer()
+    return is_alive(pid, start)
 
 
 def closing(segments: SessionSegments) -> bool:
@@ -79,3 +42,33 @@ def closing(segments: SessionSegments) -> bool:
         return segments.closed or segments.control.read_state().state == STATE_CLOSED
     except ValueError:  # unmapped
         return True
+
+
+def wait_for_exit(pid: int, start: int, timeout: float, wake_fd: int | None = None) -> bool:
+    """Sleep until process ``pid`` (started at ``start``) exits, ``wake_fd`` is readable
+    or ``timeout`` seconds pass; True when the process is gone."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):  # no pidfds here: wait out the timeout
+        _sleep(timeout, wake_fd)
+        return not is_alive(pid, start)
+    try:
+        if not is_alive(pid, start):
+            return True  # exited, or a recycled pid: not the writer any more
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
+        ready = poller.poll(int(timeout * 1000))
+        return any(fd == pidfd for fd, _ in ready)
+    finally:
+        os.close(pidfd)
+
+
+def _sleep(timeout: float, wake_fd: int | None) -> None:
+    if wake_fd is None:
+        time.sleep(timeout)
+    else:
+        select.select([wake_fd], [], [], timeout)

@@ -1,7 +1,9 @@
 """Exports of each logged step: ``scalars.jsonl`` and TensorBoard event files.
 
 The log writer calls :meth:`Exports.write` with the ``tag`` dict LogProcessor
-made for a step, the same values the step's line shows.  TensorBoard goes
+made for a step, the same values the step's line shows.  ``scalars.jsonl``
+is one of the writer's committed files: every step once, whatever happens to
+the writer.  TensorBoard goes
 through tensorboardX when it is installed, else through PyTorch's writer
 when torch and tensorboard are both installed; neither is needed otherwise.
 """
@@ -69,20 +71,17 @@ def _plain(value: Any) -> Any:
 class Exports:
     """Where the values of each logged step go besides the log line."""
 
-    def __init__(self, export_dir: str, tensorboard: bool | None) -> None:
-        os.makedirs(export_dir, exist_ok=True)
-        self._jsonl: Any = open(  # noqa: SIM115 (kept open for the writer's life)
-            os.path.join(export_dir, "scalars.jsonl"), "a", encoding="utf-8"
-        )
+    def __init__(self, writer: Any, export_dir: str, tensorboard: bool | None) -> None:
+        # ``writer`` is the LogWriter: the JSON lines are one of its files,
+        # committed with the batch that holds the step's progress marker.
+        self._jsonl = writer.text_sink(os.path.join(export_dir, "scalars.jsonl"))
         self._tb: Any = _tensorboard(export_dir, tensorboard)
 
     def write(self, tag: dict[str, Any], progress: Progress) -> None:
         step = progress.iter + 1
         values = {k: _plain(v) for k, v in tag.items()}
-        if self._jsonl is not None:
-            row = {"step": step, "mode": progress.mode, **values}
-            self._jsonl.write(json.dumps(row) + "\n")
-            self._jsonl.flush()
+        row = {"step": step, "mode": progress.mode, **values}
+        self._jsonl.add(json.dumps(row) + "\n")
         if self._tb is not None:
             for name, value in values.items():
                 if isinstance(value, (int, float)) and name not in ("iter", "epoch"):
@@ -90,9 +89,6 @@ class Exports:
             self._tb.flush()
 
     def close(self) -> None:
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
         if self._tb is not None:
             self._tb.close()
             self._tb = None

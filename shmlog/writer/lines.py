@@ -21,6 +21,7 @@ from ..stats.shared_hub import SharedHub
 from ..wire import Progress, Route
 from .drain import LogWriter
 from .exports import Exports
+from .sinks import LogSink
 
 
 class ProgressLines:
@@ -41,14 +42,18 @@ class ProgressLines:
         self._terminal.setFormatter(MMFormatter(color=True, datefmt=TERMINAL_DATEFMT))
         self._logger_name = logger_name
         self._log_file = log_file
-        self._file: logging.Handler | None = None
-        self._exports = None if export_dir is None else Exports(export_dir, tensorboard)
+        self._file: LogSink | None = None
+        self._export_dir = export_dir
+        self._tensorboard = tensorboard
+        self._exports: Exports | None = None
 
-    def bind_file(self, writer: LogWriter) -> None:
-        """Write the lines into the master log file, through ``writer``'s handler for it."""
+    def bind(self, writer: LogWriter) -> None:
+        """Write lines and exports through ``writer``'s files, committed with its batches."""
         if self._log_file is not None:
             route = Route(self._log_file, False, 1, "w", None, logging.INFO)
-            self._file = writer.handler_for(route, 0)
+            self._file = writer.sink_for(route, 0)
+        if self._export_dir is not None:
+            self._exports = Exports(writer, self._export_dir, self._tensorboard)
 
     def handle(self, progress: Progress) -> None:
         """Format, print, write and export the line for one progress marker."""
@@ -77,7 +82,7 @@ class ProgressLines:
         })
         self._terminal.handle(record)
         if self._file is not None:
-            self._file.handle(record)
+            self._file.write_record(record)
 
     def close(self) -> None:
         if self._exports is not None:
