@@ -24,8 +24,14 @@ number is hard-coded):
 
 (b) The cost of one ``logger.info`` call in a training process (a forked
     child): the median over many individually timed calls, for shmlog (with
-    the writer draining in the background, the ring never full), a plain
-    FileHandler and a QueueHandler.
+    the writer draining in the background, the ring never full), a bare
+    ``logging.Logger`` whose only handler formats the record and writes
+    nothing, a plain FileHandler and a QueueHandler; the variants alternate.
+
+(c) An idle session: the CPU the log writer and a member process (its
+    standby thread) use while nothing is logged, next to this process before
+    any session; and how long a record logged into the idle session takes to
+    reach its file, next to a QueueListener thread writing a FileHandler.
 
 Usage::
 
@@ -63,8 +69,10 @@ from benchkit import (
 
 SHM_DIR = "/dev/shm"
 
-FULL = {"processes": 8, "records": 20_000, "repeats": 3, "calls": 20_000, "batch": 500}
-QUICK = {"processes": 8, "records": 500, "repeats": 1, "calls": 2_000, "batch": 500}
+FULL = {"processes": 8, "records": 20_000, "repeats": 3, "calls": 20_000, "batch": 500,
+        "idle_seconds": 5.0, "pings": 40}
+QUICK = {"processes": 8, "records": 500, "repeats": 1, "calls": 2_000, "batch": 500,
+         "idle_seconds": 0.5, "pings": 5}
 
 MESSAGE = "Epoch(train) [%d][%d/%d]  lr: %.4e  loss: %.4f  data_time: %.4f"
 SESSIONS: list[str] = []  # names of the sessions this run created, for the /dev/shm check
@@ -399,6 +407,24 @@ def _cost_file(path: str, calls: int, batch: int) -> dict[str, Any]:
     return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
 
 
+class _FormatOnly(logging.Handler):
+    """A handler that formats each record (MMEngine's file format) and writes nothing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.format(record)
+
+
+def _cost_bare(calls: int, batch: int) -> dict[str, Any]:
+    from shmlog.format.formatter import FILE_DATEFMT, MMFormatter
+
+    handler = _FormatOnly()
+    handler.setFormatter(MMFormatter(color=False, datefmt=FILE_DATEFMT))
+    logger = _plain_logger("bench-cost-bare", handler)
+    _timed_calls(logger.info, batch, batch, lambda: None)
+    times = _timed_calls(logger.info, calls, batch, lambda: None)
+    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
+
+
 def _cost_queue(queue: Any, calls: int, batch: int) -> dict[str, Any]:
     logger = _plain_logger("bench-cost-queue", logging.handlers.QueueHandler(queue))
     _timed_calls(logger.info, batch, batch, lambda: None)
@@ -407,26 +433,134 @@ def _cost_queue(queue: Any, calls: int, batch: int) -> dict[str, Any]:
 
 
 def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
+    """Each variant ``repeats`` times, alternating; the median of the runs' medians."""
     import shmlog
 
     calls, batch = sizes["calls"], sizes["batch"]
-    result: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"shmlog": [], "bare": [], "file": [], "queue": []}
     log_file = os.path.join(workdir, "b-shmlog.log")
-    with shmlog.init(f"bench-logging-b-{os.getpid()}", log_file=log_file) as session:
-        SESSIONS.append(session.name)
-        _shmlog_logger(f"bench-b-owner-{session.name}", log_file).info("start")
-        if not session.flush(timeout=60):
-            raise RuntimeError("the log writer did not start")
-        result["shmlog"] = run_reporting_child(_cost_shmlog, log_file, calls, batch)
-    result["file"] = run_reporting_child(
-        _cost_file, os.path.join(workdir, "b-file.log"), calls, batch)
-
     queue = fork_context().Queue()
     handler = _file_handler(os.path.join(workdir, "b-queue.log"))
     listener = logging.handlers.QueueListener(queue, handler)
     listener.start()
     try:
-        result["queue"] = run_reporting_child(_cost_queue, queue, calls, batch)
+        with shmlog.init(f"bench-logging-b-{os.getpid()}", log_file=log_file) as session:
+            SESSIONS.append(session.name)
+            _shmlog_logger(f"bench-b-owner-{session.name}", log_file).info("start")
+            if not session.flush(timeout=60):
+                raise RuntimeError("the log writer did not start")
+            for repeat in range(sizes["repeats"]):
+                runs["shmlog"].append(run_reporting_child(_cost_shmlog, log_file, calls, batch))
+                runs["bare"].append(run_reporting_child(_cost_bare, calls, batch))
+                runs["file"].append(run_reporting_child(
+                    _cost_file, os.path.join(workdir, f"b-file-{repeat}.log"), calls, batch))
+                runs["queue"].append(run_reporting_child(_cost_queue, queue, calls, batch))
+    finally:
+        listener.stop()
+        handler.close()
+        queue.close()
+        queue.join_thread()
+    return {key: {"median_ns": statistics.median(r["median_ns"] for r in measured),
+                  "runs_ns": [r["median_ns"] for r in measured],
+                  "floor_ns": measured[0]["floor_ns"]}
+            for key, measured in runs.items()}
+
+
+def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
+    print(f"(b) cost per logger.info call in a training process (forked child, DataLoader "
+          f"worker of rank 0; median of {sizes['calls']:,} individually timed calls, median "
+          f"of {sizes['repeats']} alternating run(s); message formatted with 6 arguments)")
+    rows = [
+        ("shmlog: MMLogger -> record ring (writer draining meanwhile)", b["shmlog"]),
+        ("bare logging.Logger, handler that only formats (MMEngine's format)", b["bare"]),
+        ("plain FileHandler (format + write + flush in the caller)", b["file"]),
+        ("QueueHandler -> multiprocessing.Queue (listener in the parent)", b["queue"]),
+    ]
+    for label, run in rows:
+        runs = ", ".join(format_ns(ns) for ns in run["runs_ns"])
+        print(f"  {label:<68} {format_ns(run['median_ns']):>10}   (runs: {runs})")
+    shm = b["shmlog"]["median_ns"]
+    extra = shm - b["bare"]["median_ns"]
+    print(f"  shmlog - bare logger = {extra / 1e3:+.2f} us  "
+          f"(goal <= +1.50 us: {'ok' if extra <= 1500 else 'MISSED'}); "
+          f"FileHandler / shmlog = {b['file']['median_ns'] / shm:.2f}x, "
+          f"QueueHandler / shmlog = {b['queue']['median_ns'] / shm:.2f}x  "
+          f"(timer floor {format_ns(b['shmlog']['floor_ns'])}, included in each figure)")
+
+
+# -- (c) an idle session, and waking it ----------------------------------------------------------------
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` so far, in ns (schedstat: not tick-rounded)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+        except OSError:
+            continue
+    return total
+
+
+def _idle_share(pids: list[int], seconds: float) -> list[float]:
+    before = [_cpu_ns(pid) for pid in pids]
+    t0 = time.monotonic_ns()
+    time.sleep(seconds)
+    wall = time.monotonic_ns() - t0
+    return [(_cpu_ns(pid) - b) / wall for pid, b in zip(pids, before)]
+
+
+def _wait_for_size(path: str, size: int) -> None:
+    deadline = time.monotonic() + 10
+    while os.path.getsize(path) <= size:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{path}: the line never arrived")
+
+
+def _latency(log: Callable[[str], None], path: str, pings: int) -> list[float]:
+    """ms from each call until its line is in ``path``, the writer asleep before each."""
+    times = []
+    for i in range(pings):
+        time.sleep(0.1)  # long enough for the writer to have gone to sleep
+        size = os.path.getsize(path)
+        t0 = time.perf_counter()
+        log(f"ping {i}")
+        _wait_for_size(path, size)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def section_c(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
+    import shmlog
+
+    result: dict[str, Any] = {}
+    # Reference: this process with no session at all.
+    result["no_session"] = _idle_share([os.getpid()], sizes["idle_seconds"])[0]
+    log_file = os.path.join(workdir, "c-shmlog.log")
+    with shmlog.init(f"bench-logging-c-{os.getpid()}", log_file=log_file) as session:
+        SESSIONS.append(session.name)
+        logger = _shmlog_logger(f"bench-c-{session.name}", log_file)
+        logger.info("start")
+        if not session.flush(timeout=60):
+            raise RuntimeError("the log writer did not start")
+        writer = session.writer_pid
+        time.sleep(0.5)  # past the first seconds of the writer
+        result["writer"], result["member"] = _idle_share(
+            [writer, os.getpid()], sizes["idle_seconds"])
+        path = os.path.join(workdir, "c-shmlog", "c-shmlog.log")
+        result["latency_ms"] = _latency(logger.info, path, sizes["pings"])
+    # Reference: a QueueListener thread writing a FileHandler.
+    queue = fork_context().Queue()
+    path = os.path.join(workdir, "c-queue.log")
+    handler = _file_handler(path)
+    listener = logging.handlers.QueueListener(queue, handler)
+    listener.start()
+    logger = _plain_logger("bench-c-queue", logging.handlers.QueueHandler(queue))
+    try:
+        logger.info("start")
+        _wait_for_size(path, 0)
+        result["queue_latency_ms"] = _latency(logger.info, path, sizes["pings"])
     finally:
         listener.stop()
         handler.close()
@@ -435,20 +569,19 @@ def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
     return result
 
 
-def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
-    print(f"(b) cost per logger.info call in a training process (forked child; median of "
-          f"{sizes['calls']:,} individually timed calls; message formatted with 6 arguments)")
-    rows = [
-        ("shmlog: MMLogger -> record ring (writer draining meanwhile)", b["shmlog"]),
-        ("plain FileHandler (format + write + flush in the caller)", b["file"]),
-        ("QueueHandler -> multiprocessing.Queue (listener in the parent)", b["queue"]),
-    ]
-    for label, run in rows:
-        print(f"  {label:<66} {format_ns(run['median_ns']):>10}")
-    shm = b["shmlog"]["median_ns"]
-    print(f"  ratios: FileHandler / shmlog = {b['file']['median_ns'] / shm:.2f}x, "
-          f"QueueHandler / shmlog = {b['queue']['median_ns'] / shm:.2f}x  "
-          f"(timer floor {format_ns(b['shmlog']['floor_ns'])}, included in each figure)")
+def print_c(c: dict[str, Any], sizes: dict[str, int]) -> None:
+    print(f"(c) an idle session ({sizes['idle_seconds']:.1f} s; CPU from /proc/<pid>/task/*/schedstat)")
+    print(f"  log writer (sidecar), idle:                       {c['writer'] * 100:.3f}% of a core "
+          f"(goal <= 0.2%: {'ok' if c['writer'] <= 0.002 else 'MISSED'})")
+    print(f"  member process (its standby thread), idle:        {c['member'] * 100:.3f}% of a core "
+          f"(goal <= 0.2%: {'ok' if c['member'] <= 0.002 else 'MISSED'})")
+    print(f"  reference: this process before the session:       {c['no_session'] * 100:.3f}%")
+    ours, queue = sorted(c["latency_ms"]), sorted(c["queue_latency_ms"])
+    print(f"  a record logged into the idle session -> in its file: median "
+          f"{statistics.median(ours):.2f} ms, max {ours[-1]:.2f} ms over {len(ours)} "
+          f"(goal <= 10 ms: {'ok' if ours[len(ours) // 2] <= 10 else 'MISSED'})")
+    print(f"  reference: QueueHandler -> QueueListener thread -> file: median "
+          f"{statistics.median(queue):.2f} ms, max {queue[-1]:.2f} ms")
 
 
 # -- report ------------------------------------------------------------------------------------------
@@ -483,9 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
         b = section_b(sizes, workdir)
         print_b(b, sizes)
+        print()
+        c = section_c(sizes, workdir)
+        print_c(c, sizes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report["a"], report["b"] = a, b
+    report["a"], report["b"], report["c"] = a, b, c
 
     print()
     from shmlog.shm.session import prefix

@@ -86,13 +86,22 @@ class SessionFileHandler(logging.Handler):
         if self._local is not None:
             self._local.setLevel(level)
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Filter and emit, without the handler lock: shipping has its own (the ring's)."""
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            # Raises when SHMLOG_SESSION names a session that is gone.
-            shared = PROCESS.token is not None and PROCESS.current()
-        except Exception:  # noqa: BLE001 (logging must never raise into the caller)
-            self.handleError(record)
-            return
+        shared = PROCESS.session
+        if shared is None or shared.closed:
+            try:
+                # Raises when SHMLOG_SESSION names a session that is gone.
+                shared = PROCESS.token is not None and PROCESS.current()
+            except Exception:  # noqa: BLE001 (logging must never raise into the caller)
+                self.handleError(record)
+                return
         if shared and shared.ships_records:
             try:
                 self._ship(shared, record)
@@ -180,9 +189,10 @@ def _put(shared: Any, data: tuple[Any, ...]) -> bool:
         start = producer.put(data, 0.0 if producer.dropping else BLOCK_SECONDS, bell.ring)
         producer.dropping = start < 0
     # After the lock's release, a full barrier on x86-64 (see shmlog.shm.doorbell).
-    if start >= 0:
-        bell.ring_if_asleep()
-    return start >= 0
+    if start < 0:
+        return False
+    bell.ring_if_asleep()
+    return True
 
 
 def _append_only(handler: logging.Handler) -> None:

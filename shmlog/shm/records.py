@@ -75,6 +75,7 @@ class RecordProducer:
         # stores ``head``, single aligned loads and stores through this view.
         self._words = buf[offset : offset + HEADER_BYTES].cast("Q")
         self.capacity = self._words[_CAPACITY // 8]
+        self._lengths = buf[self._data : self._data + self.capacity].cast("I")
         self._head = self._words[_HEAD // 8]
         # Whether the last put was refused: the caller then stops waiting for
         # room until a put succeeds again (see ``shmlog.api.record_handler``).
@@ -82,6 +83,7 @@ class RecordProducer:
 
     def release(self) -> None:
         """Let go of the segment (its mapping cannot close while a view is held)."""
+        self._lengths.release()
         self._words.release()
 
     def backlog(self) -> int:
@@ -105,17 +107,19 @@ class RecordProducer:
         fits is dropped and counted.
         """
         payload = marshal.dumps(record)
-        if len(payload) + 8 > self.capacity // _MAX_RECORD_FRACTION:
+        size = len(payload)
+        capacity = self.capacity
+        if size + 8 > capacity // _MAX_RECORD_FRACTION:
             # Keep the head of an oversized message rather than refusing it.
-            payload = marshal.dumps(_truncate(record, self.capacity // _MAX_RECORD_FRACTION - 64))
-        needed = (4 + len(payload) + 7) & ~7
-        buf = self._buf
+            payload = marshal.dumps(_truncate(record, capacity // _MAX_RECORD_FRACTION - 64))
+            size = len(payload)
+        needed = (4 + size + 7) & ~7
         words = self._words
         head = start = self._head
-        position = head % self.capacity
-        waste = 0 if position + needed <= self.capacity else self.capacity - position
+        position = head % capacity
+        waste = 0 if position + needed <= capacity else capacity - position
         deadline = None
-        while self.capacity - (head - words[_CONSUMED // 8]) < waste + needed:
+        while capacity - (head - words[_CONSUMED // 8]) < waste + needed:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + block_seconds
@@ -126,13 +130,12 @@ class RecordProducer:
                 return -1
             time.sleep(0.0005)
         if waste:
-            at = self._data + position
-            buf[at : at + 4] = WRAP.to_bytes(4, "little")
+            self._lengths[position >> 2] = WRAP
             head += waste
             position = 0
-        at = self._data + position
-        buf[at : at + 4] = len(payload).to_bytes(4, "little")
-        buf[at + 4 : at + 4 + len(payload)] = payload
+        at = self._data + position + 4
+        self._buf[at : at + size] = payload
+        self._lengths[position >> 2] = size
         if fence is not None:
             fence()
         head += needed

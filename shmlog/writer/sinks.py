@@ -10,7 +10,9 @@ Faults are the file's own, never the writer's: a file that cannot be
 written (a full disk, a read-only mount) costs its own records, which are
 counted; one message says so on stderr when writing starts failing, and a
 note in the file gives the count once writing works again (or stderr at
-close).  A file removed while it is written (its directory deleted, say) is
+close).  After a failure the file is tried again only once its file system
+has ``RESUME_BYTES`` free, so a nearly full disk does not flap between
+failing and working.  A file removed while it is written (its directory deleted, say) is
 noticed at the next flush: the directory and the file are made again and
 the batch goes into the new file, with a note.
 
@@ -35,6 +37,9 @@ from typing import Any, TextIO
 
 from ..format.formatter import FILE_DATEFMT, DuplicateWarningFilter, MMFormatter
 from ..wire import LogRecordData
+
+# After a failed write, writing resumes once the file system has this much room.
+RESUME_BYTES = 64 << 10
 
 
 def to_log_record(data: LogRecordData) -> logging.LogRecord:
@@ -91,6 +96,9 @@ class Sink:
         if not texts and self._failure is None:
             return
         self._texts = []
+        if self._failure is not None and not self._room():
+            self._lost += len(texts)  # still failing: not even tried
+            return
         try:
             notes = []
             if self._vanished():
@@ -118,6 +126,14 @@ class Sink:
             return True
         stream = self.stream()
         return named.st_ino != os.fstat(stream.fileno()).st_ino
+
+    def _room(self) -> bool:
+        """Whether the file's file system has room again (or cannot say)."""
+        try:
+            fs = os.statvfs(os.path.dirname(self.path) or ".")
+        except OSError:
+            return True  # the directory is gone: trying makes it again
+        return fs.f_bavail * fs.f_frsize >= RESUME_BYTES
 
     def _failed(self, exc: OSError, records: int) -> None:
         if self._failure is None:
