@@ -49,3 +49,22 @@ def test_bench_history_quick() -> None:
     done = _run("bench_history.py", "--no-mmengine")
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert "MessageHub.update_scalar" in done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bench_training_job_runs_and_counts_its_lines() -> None:
+    """One job of the training benchmark (the comparison alternates such jobs)."""
+    pytest.importorskip("torch")
+    env = dict(os.environ)
+    env.pop("SHMLOG_SESSION", None)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_training.py"), "--job", "shmlog",
+         "--warmup", "5", "--iters", "20"],
+        capture_output=True, text=True, timeout=280, env=env, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0, 0]
+    assert result["its"] > 0 and result["cpu_per_iter"] > 0
+    # 25 iterations, a line every 10, reported by both ranks.
+    assert result["lines"] == 4
