@@ -166,6 +166,11 @@ class Control:
     def read_state(self) -> ControlState:
         return ControlState(*_CTL.unpack_from(self.segment.buf, _CTL_AT))
 
+    def read_field(self, field: str) -> int:
+        """One header field (one aligned load): cheaper than the whole state."""
+        at, fmt = _CTL_FIELDS[field]
+        return struct.unpack_from("<" + fmt.upper(), self.segment.buf, at)[0]
+
     def write_state(self, **changes: int) -> None:
         """Store the changed header fields, each with one aligned store.
 

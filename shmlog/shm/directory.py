@@ -53,7 +53,7 @@ class SegmentList:
         self._on_attach = on_attach
 
     def published(self) -> int:
-        return getattr(self.control.read_state(), self._field)
+        return self.control.read_field(self._field)
 
     def attach_new(self) -> None:
         """Attach every segment published since the last call."""

@@ -36,7 +36,7 @@ from .sinks import LogSink, Sink, TextSink, to_log_record
 __all__ = ["BATCH_RECORDS", "REPOLL_RECORDS", "LogWriter", "to_log_record"]
 
 # Records written between two looks at the rings that had nothing to write.
-REPOLL_RECORDS = 16
+REPOLL_RECORDS = 128
 # A batch ends after this many records, or once a ring has a quarter of its
 # bytes read but not committed (its producer needs that room back).
 BATCH_RECORDS = 4096
