@@ -34,7 +34,20 @@ def attach_control(name: str) -> Control:
     Raises ``posix_ipc.ExistentialError`` when there is none and
     :class:`SegmentError` when it is not one this process may use.
     """
-    return Control(Segment.attach(control_name(check_name(name)), KIND_CONTROL))
+    segment = Segment.attach(control_name(check_name(name)), KIND_CONTROL)
+    control = Control(segment)
+    # A control segment is published whole (ready), and only ever changes to
+    # closed: any other state is damage, and waiting would never end.
+    state = control.read_state().state
+    if state not in (STATE_READY, STATE_CLOSED):
+        segment.close()
+        raise SegmentError(
+            f"shared memory {segment.name} is not a usable shmlog control segment: its "
+            f"header is valid but its state is {state}, not {STATE_READY} (ready) or "
+            f"{STATE_CLOSED} (closed), so it was damaged or not written by shmlog. "
+            f"Remove it with 'shmlog clean'."
+        )
+    return control
 
 
 def open_control(
@@ -69,9 +82,14 @@ def open_control(
         if member:
             fresh.add_member(*me)
 
+    waiting = "its control segment vanished each time this process tried to attach it"
     while True:
         if time.monotonic() > deadline:
-            raise SessionError(f"timed out opening shmlog session {name!r}")
+            raise SessionError(
+                f"timed out after {_OPEN_TIMEOUT:.0f} s opening shmlog session {name!r}: "
+                f"{waiting}. 'shmlog ls' shows its state; 'shmlog clean' removes it if "
+                f"every process of it has exited."
+            )
         control, created = _create_or_attach(name, create, prepare)
         if control is None:
             time.sleep(0.001)
@@ -87,6 +105,10 @@ def open_control(
                     # it (it would hold this lock otherwise): finish that.
                     destroy_locked(control, name)
                 # A closed session is being unlinked by its last member: try again.
+                waiting = (
+                    f"{control.segment.name} stayed closed, as if its last member never "
+                    f"finished removing it"
+                )
                 if state == STATE_READY:
                     if control.prune_members() > 0:
                         if member:
