@@ -21,7 +21,15 @@ import posix_ipc
 from . import arena
 from .control import STATE_CLOSED, Control
 from .names import SessionError, part_name
-from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, unlink
+from .segment import (
+    KIND_INFO,
+    KIND_RECORDS,
+    KIND_RINGS,
+    Segment,
+    SegmentError,
+    entry_problem,
+    unlink,
+)
 
 # The growing kinds: name part, and the control header field counting them.
 PARTS = {
@@ -128,8 +136,15 @@ class SegmentList:
             )
         index = getattr(state, self._field)
         name = part_name(self.session, f"{self.part}{index}")
-        unlink(name)  # left by a process that died before publishing it
-        segment = Segment.create(name, size, self.kind, self.generation)
+        unlink(name)  # ours, left by a process that died before publishing it
+        try:
+            segment = Segment.create(name, size, self.kind, self.generation)
+        except posix_ipc.ExistentialError:
+            # Not ours to remove: another user's file, or a link (see shmlog.shm.segment).
+            raise SegmentError(
+                f"shmlog session {self.session!r} cannot add its segment {name}: "
+                f"{entry_problem(name) or 'the name is taken'}"
+            ) from None
         try:
             arena.init_arena(segment)
         finally:

@@ -14,7 +14,7 @@ import posix_ipc
 from .control import STATE_CLOSED, Control
 from .names import prefix
 from .scalars import RingDirectory
-from .segment import SHM_DIR, SegmentError
+from .segment import SHM_DIR, SegmentError, own_entries
 from .session import attach_control, destroy
 
 
@@ -29,29 +29,25 @@ class SessionInfo(NamedTuple):
     created_ns: int
 
 
-def session_names(uid: int | None = None) -> list[str]:
-    """Names of this user's sessions, including ones left without a control segment."""
-    start = prefix("", uid)[:-1]  # "shmlog-<uid>-"
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
+def session_names() -> list[str]:
+    """Names of this user's sessions, including ones left without a control segment.
+
+    Only files of this uid count: entries another user put under this uid's
+    names are no session of this user's (see ``shmlog.shm.segment``).
+    """
+    start = prefix("")[:-1]  # "shmlog-<uid>-"
     return sorted({
-        entry[len(start) : entry.rindex("@")]
-        for entry in entries
-        if entry.startswith(start) and "@" in entry
+        entry[len(start) : entry.rindex("@")] for entry in own_entries(start) if "@" in entry
     })
 
 
 def _segment_bytes(name: str) -> int:
     total = 0
-    start = prefix(name)
-    for entry in os.listdir(SHM_DIR):
-        if entry.startswith(start):
-            try:
-                total += os.stat(os.path.join(SHM_DIR, entry)).st_size
-            except OSError:
-                pass
+    for entry in own_entries(prefix(name)):
+        try:
+            total += os.lstat(os.path.join(SHM_DIR, entry)).st_size
+        except OSError:
+            pass
     return total
 
 

@@ -163,7 +163,7 @@ def _create_or_attach(
 def _still_named(segment: Segment) -> bool:
     """Whether ``segment``'s name still refers to it (not unlinked, not replaced)."""
     try:
-        return os.stat(f"/dev/shm/{segment.name.lstrip('/')}").st_ino == os.fstat(
+        return os.lstat(f"/dev/shm/{segment.name.lstrip('/')}").st_ino == os.fstat(
             segment.fd
         ).st_ino
     except OSError:
@@ -188,15 +188,10 @@ def destroy(name: str, stale_only: bool = False) -> bool:
     """
     try:
         control = attach_control(name)
-    except posix_ipc.ExistentialError:
-        leftovers = list_names(prefix(name))
-        for segment_name in leftovers:
-            unlink(segment_name)
-        return bool(leftovers)
-    except SegmentError:
-        for segment_name in list_names(prefix(name)):
-            unlink(segment_name)
-        return True
+    except (posix_ipc.ExistentialError, SegmentError):
+        # No usable control segment: remove what is this user's, and only that.
+        removed = [segment_name for segment_name in list_names(prefix(name)) if unlink(segment_name)]
+        return bool(removed)
     try:
         with control:
             if stale_only and control.read_state().state == STATE_READY and (

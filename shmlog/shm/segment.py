@@ -17,6 +17,14 @@ can refuse anything that is not a segment of this version, of this user:
 Pages are reserved with posix_fallocate at creation: tmpfs allocates lazily,
 so without it a full /dev/shm would kill a writer with SIGBUS on first touch
 instead of failing here with ENOSPC and a readable message.
+
+/dev/shm is writable by every user (with the sticky bit), so anyone can put a
+file or a symbolic link under a name a session will want.  Segments are
+opened with ``shm_open``, which glibc opens with O_NOFOLLOW, and created with
+O_EXCL; an entry that is a link, or that another uid owns, is never used,
+never removed and never followed: creating or attaching a segment under its
+name fails with a SegmentError naming the path and its owner.  Only regular
+files of this uid are removed, so a planted entry cannot make teardown fail.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import secrets
 import stat
 import struct
 from collections.abc import Callable
@@ -102,13 +111,16 @@ class Segment:
         """
         if prepare is None:
             return cls._create(name, size, kind, generation)
-        temporary = f"{name}{TEMP_MARK}{os.getpid()}"
-        unlink(temporary)
-        segment = cls._create(temporary, size, kind, generation)
+        # Unguessable, so that nobody can take the temporary name first.
+        temporary = f"{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            segment = cls._create(temporary, size, kind, generation)
+        except posix_ipc.ExistentialError:
+            raise SegmentError(f"cannot create {temporary}: {entry_problem(temporary)}") from None
         try:
             prepare(segment)
             try:
-                os.link(_shm_path(temporary), _shm_path(name))
+                os.link(_shm_path(temporary), _shm_path(name), follow_symlinks=False)
             except FileExistsError:
                 raise posix_ipc.ExistentialError(f"{name} exists") from None
         except BaseException:
@@ -147,7 +159,13 @@ class Segment:
     @classmethod
     def attach(cls, name: str, kind: int, generation: int | None = None) -> Segment:
         """Map an existing segment after checking it is ours and of this layout."""
-        shm = posix_ipc.SharedMemory(name)  # ExistentialError when absent
+        try:
+            shm = posix_ipc.SharedMemory(name)  # ExistentialError when absent
+        except (posix_ipc.PermissionsError, OSError) as exc:
+            problem = entry_problem(name)
+            if problem is None:
+                raise
+            raise SegmentError(f"cannot attach shared memory {name}: {problem}") from exc
         fd = shm.fd
         try:
             info = os.fstat(fd)
@@ -211,25 +229,67 @@ class Segment:
         self.fd = -1
 
 
+def _owned(info: os.stat_result) -> bool:
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
+
+
+def entry_problem(name: str) -> str | None:
+    """Why the entry at ``name`` is not this user's to use or remove; None if it is (or is absent)."""
+    path = _shm_path(name)
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = repr(os.readlink(path))
+        except OSError:
+            target = "somewhere unreadable"
+        return (
+            f"{path} is a symbolic link (to {target}, made by uid {info.st_uid}); shmlog "
+            f"never follows links in {SHM_DIR}. Remove it, or choose another session name"
+        )
+    if info.st_uid != os.getuid():
+        return (
+            f"{path} belongs to uid {info.st_uid}, not to this process's uid {os.getuid()}; "
+            f"shmlog never uses or removes another user's files. Choose another session "
+            f"name, or ask uid {info.st_uid} to remove it"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file; remove it, or choose another session name"
+    return None
+
+
 def unlink(name: str) -> bool:
-    """Remove ``name`` from the namespace; False when it was already gone."""
+    """Remove ``name`` if it is a file of this uid; False when it is gone or not ours.
+
+    Never raises for an entry shmlog may not remove (see the module
+    docstring): teardown goes on past it, and leaves it where it is.
+    """
+    try:
+        info = os.lstat(_shm_path(name))
+    except OSError:
+        return False
+    if not _owned(info):
+        return False
     try:
         posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.ExistentialError:
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
         return False
     return True
 
 
 def _unlink_quietly(name: str) -> None:
     try:
-        posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.Error:
+        unlink(name)
+    except (posix_ipc.Error, OSError):
         pass
 
 
 def being_created(entry: str) -> bool:
     """Whether ``entry`` is a segment a live process is still building (see create)."""
-    _, mark, pid = entry.rpartition(TEMP_MARK)
+    _, mark, suffix = entry.rpartition(TEMP_MARK)
+    pid = suffix.partition("-")[0]
     if not mark or not pid.isdigit():
         return False
     try:
@@ -241,18 +301,31 @@ def being_created(entry: str) -> bool:
     return True
 
 
-def list_names(prefix: str) -> list[str]:
-    """Segment names in /dev/shm that start with ``prefix`` (no leading slash).
-
-    Segments that a live process is still building are not listed.
-    """
+def own_entries(prefix: str) -> list[str]:
+    """Entries of /dev/shm starting with ``prefix`` that are regular files of this uid."""
     try:
         entries = os.listdir(SHM_DIR)
     except OSError:
         return []
-    return sorted(
-        "/" + entry for entry in entries if entry.startswith(prefix) and not being_created(entry)
-    )
+    found = []
+    for entry in entries:
+        if not entry.startswith(prefix):
+            continue
+        try:
+            if _owned(os.lstat(os.path.join(SHM_DIR, entry))):
+                found.append(entry)
+        except OSError:
+            pass
+    return sorted(found)
+
+
+def list_names(prefix: str) -> list[str]:
+    """Names of this uid's segments in /dev/shm that start with ``prefix`` (no leading slash).
+
+    Entries of other users, links, and segments that a live process is still
+    building are not listed.
+    """
+    return ["/" + entry for entry in own_entries(prefix) if not being_created(entry)]
 
 
 def read_u64(buf: memoryview, at: int) -> int:

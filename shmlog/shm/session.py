@@ -125,8 +125,8 @@ class SessionSegments:
             if self._pid == os.getpid() and self._member is not None:
                 try:
                     leave(self.control, self.name, self._member)
-                except (OSError, ValueError):
-                    pass
+                except (OSError, ValueError, posix_ipc.Error, SegmentError):
+                    pass  # leaving must not keep this process from unmapping
             if self._pid == os.getpid() and self._claimed:
                 try:
                     with self.control:
