@@ -4,6 +4,7 @@
 first: by another user's file, or by a symbolic link.  shmlog must never use,
 remove or follow such an entry, never fail to tear its own session down
 because of one, and refuse with an error that names the path and its owner.
+A log directory other users can write to is the same kind of place.
 
 The multi-user tests run the victim and the planter as two non-root uids
 (root may remove anything, which would hide the bug) through ``setpriv``,
@@ -12,6 +13,8 @@ and skip where that is not possible.
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
 import os
 import re
 import shutil
@@ -25,6 +28,7 @@ from _shared_workers import SHM, TIMEOUT, child_env, shm_entries
 
 import shmlog
 from shmlog import MessageHub
+from shmlog.format.files import LogPathError, build_file_handler
 from shmlog.shm.segment import SegmentError
 
 pytestmark = pytest.mark.timeout(60)
@@ -152,3 +156,54 @@ def test_symlinks_at_segment_names_are_refused_never_followed(name: str, tmp_pat
         assert shm_entries(name) == ["r0"]  # only the link: the session is gone
     finally:
         os.unlink(link)
+
+
+def test_log_file_links_in_a_directory_others_can_write_are_refused(tmp_path: Path) -> None:
+    """In a mode-1777 directory a planted link is refused by every handler; in our own, followed."""
+    shared = tmp_path / "shared"
+    (shared / "run").mkdir(parents=True)
+    for directory in (shared, shared / "run"):
+        directory.chmod(0o1777)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n")
+    link = shared / "run" / "run.log"
+    link.symlink_to(victim)
+    cfgs = [None, {"type": "RotatingFileHandler", "maxBytes": 100, "backupCount": 2}]
+    for cfg in cfgs:
+        with pytest.raises(LogPathError) as refused:
+            build_file_handler(shared / "run.log", 0, 1, cfg=cfg)
+        message = str(refused.value)
+        assert message.startswith(f"log file {link}: is a symbolic link (to {str(victim)!r}) in ")
+        assert "(mode 1777, owner uid" in message and "Remove the link" in message
+    assert victim.read_text() == "keep me\n"
+
+    # A linked log directory in a shared directory is refused too.
+    (shared / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(LogPathError, match=f"{shared / 'linked'} is a symbolic link"):
+        build_file_handler(shared / "linked.log", 0, 1)
+    assert not (tmp_path / "elsewhere").exists()
+
+    # A real file there is written (and rotated) as usual.
+    link.unlink()
+    handler = build_file_handler(shared / "run.log", 0, 1, cfg=cfgs[1])
+    try:
+        assert isinstance(handler, logging.handlers.RotatingFileHandler)
+        for i in range(20):
+            handler.emit(logging.makeLogRecord({"msg": f"line {i}", "levelno": 20,
+                                                "levelname": "INFO", "name": "mmengine"}))
+    finally:
+        handler.close()
+    assert "line 19" in link.read_text() and (shared / "run" / "run.log.1").exists()
+
+    # In a directory only we can write, a link is ours and is followed.
+    own = tmp_path / "own" / "run"
+    own.mkdir(parents=True)
+    (own / "run.log").symlink_to(victim)
+    handler = build_file_handler(tmp_path / "own" / "run.log", 0, 1, mode="a")
+    try:
+        assert type(handler) is logging.FileHandler
+        handler.emit(logging.makeLogRecord({"msg": "through the link", "levelno": 20,
+                                            "levelname": "INFO", "name": "mmengine"}))
+    finally:
+        handler.close()
+    assert victim.read_text().startswith("keep me\n") and "through the link" in victim.read_text()
