@@ -2,6 +2,13 @@
 
 Inspection attaches to a session's control segment without joining it, so
 listing never keeps a stale session alive nor changes a live one.
+
+A session is *alive* while a member lives, *orphaned* while no member does
+but processes with a writer slot still run (their pids are shown: the
+children of members that died), *stale* when none of its processes is left,
+*closing* while its last member removes it, and *broken* when its control
+segment cannot be used.  ``clean`` removes stale and broken sessions only;
+orphaned ones go with ``force``, live ones only with ``everything``.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import NamedTuple
 import posix_ipc
 
 from .control import STATE_CLOSED, Control
+from .lifecycle import live_writers
 from .names import prefix
 from .scalars import RingDirectory
 from .segment import SHM_DIR, SegmentError, own_entries
@@ -21,12 +29,13 @@ from .session import attach_control, destroy
 class SessionInfo(NamedTuple):
     name: str
     creator: int
-    status: str  # "alive", "stale", "closing" or "broken: <why>"
+    status: str  # "alive", "orphaned (pids ...)", "stale", "closing" or "broken: <why>"
     members: int
     writers: int
     keys: int
     bytes: int
     created_ns: int
+    live_pids: tuple[int, ...] = ()  # members and writers still running
 
 
 def session_names() -> list[str]:
@@ -60,15 +69,21 @@ def describe(name: str) -> SessionInfo:
         return SessionInfo(name, 0, f"broken: {exc}", 0, 0, 0, size, 0)
     try:
         state = control.read_state()
-        members = len(control.live_members())
+        members = control.live_members()
         writers = sum(1 for w in control.writers() if w.alive())
         keys = _count_keys(name, control)
+        pids = tuple(sorted({pid for _slot, pid, _start in members} | set(live_writers(control))))
         if state.state == STATE_CLOSED:
             status = "closing"
+        elif members:
+            status = "alive"
+        elif pids:
+            status = f"orphaned (pids {' '.join(map(str, pids))})"
         else:
-            status = "alive" if members else "stale"
+            status = "stale"
         return SessionInfo(
-            name, state.creator, status, members, writers, keys, size, state.created_ns
+            name, state.creator, status, len(members), writers, keys, size, state.created_ns,
+            pids,
         )
     finally:
         control.segment.close()
@@ -88,11 +103,17 @@ def list_sessions() -> list[SessionInfo]:
     return [describe(name) for name in session_names()]
 
 
-def clean(everything: bool = False) -> list[str]:
-    """Remove stale (or, with ``everything``, all) sessions of this user."""
+def clean(everything: bool = False, force: bool = False) -> list[str]:
+    """Remove stale and broken sessions of this user (see the module docstring).
+
+    ``force``: orphaned sessions too; ``everything``: every session, alive or not.
+    """
     removed = []
     for info in list_sessions():
-        removable = everything or info.status == "stale" or info.status.startswith("broken")
-        if removable and destroy(info.name, stale_only=not everything):
+        removable = (
+            everything or info.status == "stale" or info.status.startswith("broken")
+            or (force and info.status.startswith("orphaned"))
+        )
+        if removable and destroy(info.name, stale_only=not everything, force=force):
             removed.append(info.name)
     return removed

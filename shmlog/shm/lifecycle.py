@@ -4,8 +4,12 @@ A session exists once its control segment does: the creator builds it whole
 under a temporary name and links it (``Segment.create`` with ``prepare``), so
 nobody ever attaches to a half-made session.  Joining takes the session lock
 (``flock`` on the control segment), prunes members that died and adds the
-caller.  A session whose members all died is *stale*: creating replaces it,
-joining refuses it.  The last member to leave marks the session closed and
+caller.  A session whose members all died is *stale* when no process writes
+to it any more (creating replaces it, joining refuses it), and *orphaned*
+while some still do (their children, typically DataLoader workers): it is
+then joined, histories and all, by creating and by attaching alike, and is
+removed only on request (``destroy(force=True)``), never by a clean-up of
+stale sessions.  The last member to leave marks the session closed and
 unlinks every segment; one that died between the two is finished by the next
 process that opens the name.
 """
@@ -15,12 +19,13 @@ from __future__ import annotations
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import posix_ipc
 
-from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, process_start
+from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, is_alive, process_start
 from .doorbell import Doorbell
 from .names import SessionError, check_name, control_name, prefix
 from .segment import KIND_CONTROL, Segment, SegmentError, list_names, unlink
@@ -110,9 +115,13 @@ def open_control(
                     f"finished removing it"
                 )
                 if state == STATE_READY:
-                    if control.prune_members() > 0:
+                    alive = control.prune_members() > 0
+                    writing = [] if alive else live_writers(control)
+                    if alive or writing:
                         if member:
                             control.add_member(*me)
+                        if writing and create:
+                            _warn_adopting(name, writing)
                         return control, False, joined
                     if create:
                         destroy_locked(control, name)  # stale: replace it
@@ -128,6 +137,21 @@ def open_control(
                 f"shmlog session {name!r} is stale: every process that joined it "
                 f"has exited. Run 'shmlog clean' or call shmlog.init({name!r})."
             )
+
+
+def live_writers(control: Control) -> list[int]:
+    """Pids of the live processes that hold a writer slot of the session (members or not)."""
+    return sorted({w.pid for w in control.writers() if is_alive(w.pid, w.start)})
+
+
+def _warn_adopting(name: str, pids: list[int]) -> None:
+    warnings.warn(
+        f"shmlog session {name!r} has no member left, but processes still write to it "
+        f"(pids {', '.join(map(str, pids))}); joining it, with the histories it holds, "
+        f"instead of replacing it under them. Run 'shmlog clean --force' first to start "
+        f"a fresh session.",
+        stacklevel=4,  # open_control, SessionSegments.open, shmlog.init, its caller
+    )
 
 
 def leave(control: Control, name: str, member: tuple[int, int]) -> None:
@@ -180,11 +204,13 @@ def destroy_locked(control: Control, name: str) -> None:
     unlink(ctl)
 
 
-def destroy(name: str, stale_only: bool = False) -> bool:
+def destroy(name: str, stale_only: bool = False, force: bool = False) -> bool:
     """Remove session ``name`` whatever its state; False when it did not exist.
 
-    ``stale_only``: only when no member is alive, as seen under the session
-    lock (a stale session that ``shmlog.init`` replaced meanwhile stays).
+    ``stale_only``: only when no process of it is alive, as seen under the
+    session lock (a stale session that ``shmlog.init`` replaced meanwhile
+    stays): no member, and unless ``force`` no process with a writer slot
+    either (an orphaned session's children go on writing into it).
     """
     try:
         control = attach_control(name)
@@ -195,7 +221,7 @@ def destroy(name: str, stale_only: bool = False) -> bool:
     try:
         with control:
             if stale_only and control.read_state().state == STATE_READY and (
-                control.live_members()
+                control.live_members() or (not force and live_writers(control))
             ):
                 return False
             destroy_locked(control, name)
