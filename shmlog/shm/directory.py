@@ -20,16 +20,9 @@ import posix_ipc
 
 from . import arena
 from .control import STATE_CLOSED, Control
+from .entries import entry_problem, unlink
 from .names import SessionError, part_name
-from .segment import (
-    KIND_INFO,
-    KIND_RECORDS,
-    KIND_RINGS,
-    Segment,
-    SegmentError,
-    entry_problem,
-    unlink,
-)
+from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, SegmentError
 
 # The growing kinds: name part, and the control header field counting them.
 PARTS = {
@@ -148,10 +141,7 @@ class SegmentList:
         try:
             arena.init_arena(segment)
         finally:
-            # It is attached again below like any published segment; this
-            # descriptor would otherwise stay open (and keep the pages
-            # reserved after the session is unlinked) for the process's life.
-            segment.close()
+            segment.close()  # attached again below, like any published segment
         self.control.write_state(**{self._field: index + 1})
         self.attach_new()
         return index

@@ -19,10 +19,11 @@ from typing import NamedTuple
 import posix_ipc
 
 from .control import STATE_CLOSED, Control
+from .entries import SHM_DIR, own_entries
 from .lifecycle import live_writers
 from .names import prefix
 from .scalars import RingDirectory
-from .segment import SHM_DIR, SegmentError, own_entries
+from .segment import SegmentError
 from .session import attach_control, destroy
 
 

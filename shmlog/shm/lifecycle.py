@@ -27,8 +27,9 @@ import posix_ipc
 
 from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, is_alive, process_start
 from .doorbell import Doorbell
+from .entries import list_names, unlink
 from .names import SessionError, check_name, control_name, prefix
-from .segment import KIND_CONTROL, Segment, SegmentError, list_names, unlink
+from .segment import KIND_CONTROL, Segment, SegmentError
 
 _OPEN_TIMEOUT = 10.0
 
@@ -80,7 +81,7 @@ def open_control(
         # Everything a joiner reads is in place before the name exists.
         fresh = Control(segment)
         fresh.write_config(options or {})
-        Doorbell.initialise(segment.mm)
+        Doorbell.initialise(segment.buf)
         if writer_placeholder:
             fresh.write_state(writer_pid=me[0], writer_start=me[1])
         fresh.write_state(state=STATE_READY, creator=me[0], created_ns=time.time_ns())

@@ -41,7 +41,7 @@ class RingDirectory:
 
     def _map(self, segment: Segment) -> None:
         # The whole segment as float64 and int64 words: what rings index into.
-        self._views.append((memoryview(segment.mm).cast("d"), memoryview(segment.mm).cast("q")))
+        self._views.append((segment.buf.cast("d"), segment.buf.cast("q")))
 
     def refresh(self) -> None:
         """Read the rings published since the last call."""

@@ -18,26 +18,32 @@ Pages are reserved with posix_fallocate at creation: tmpfs allocates lazily,
 so without it a full /dev/shm would kill a writer with SIGBUS on first touch
 instead of failing here with ENOSPC and a readable message.
 
-/dev/shm is writable by every user (with the sticky bit), so anyone can put a
-file or a symbolic link under a name a session will want.  Segments are
-opened with ``shm_open``, which glibc opens with O_NOFOLLOW, and created with
-O_EXCL; an entry that is a link, or that another uid owns, is never used,
-never removed and never followed: creating or attaching a segment under its
-name fails with a SegmentError naming the path and its owner.  Only regular
-files of this uid are removed, so a planted entry cannot make teardown fail.
+Segments are opened with ``shm_open``, which glibc opens with O_NOFOLLOW,
+and created with O_EXCL: an entry someone else put under a segment's name (a
+link, another user's file: ``shmlog.shm.entries``) is never used, never
+followed, and refused with a SegmentError naming the path and its owner.
+
+A mapped segment keeps no file descriptor (``shmlog.shm.mapping``), except the
+control segment, whose descriptor carries the session lock: a process holds
+one descriptor per session however many keys and writers it has.  Running
+out of descriptors anyway (the program's own) raises
+:class:`DescriptorLimitError`, which names RLIMIT_NOFILE and the count.
 """
 
 from __future__ import annotations
 
 import errno
-import mmap
 import os
+import resource
 import secrets
 import stat
 import struct
 from collections.abc import Callable
 
 import posix_ipc
+
+from .entries import SHM_DIR, TEMP_MARK, entry_problem, shm_path, unlink
+from .mapping import Mapping
 
 MAGIC = b"SHMLOGv1"
 LAYOUT_VERSION = 2
@@ -49,9 +55,6 @@ KIND_RINGS = 2
 KIND_INFO = 3
 KIND_RECORDS = 4
 
-SHM_DIR = "/dev/shm"
-TEMP_MARK = ".tmp"
-
 
 class SegmentError(RuntimeError):
     """A segment could not be created or is not one shmlog can use."""
@@ -61,12 +64,12 @@ class ShmFullError(SegmentError, MemoryError):
     """/dev/shm has no room for a new segment."""
 
 
+class DescriptorLimitError(SegmentError):
+    """This process may not open another file descriptor (RLIMIT_NOFILE)."""
+
+
 class SegmentNotReady(SegmentError):
     """The segment exists but its creator has not written its header yet."""
-
-
-def _shm_path(name: str) -> str:
-    return os.path.join(SHM_DIR, name.lstrip("/"))
 
 
 def available_bytes() -> int | None:
@@ -78,18 +81,25 @@ def available_bytes() -> int | None:
 
 
 class Segment:
-    """One mapped segment; ``buf`` is a writable memoryview over all of it."""
+    """One mapped segment; ``buf`` is a writable memoryview over all of it.
 
-    __slots__ = ("buf", "fd", "generation", "kind", "mm", "name", "size")
+    ``fd`` is the segment's descriptor for the control segment (its lock), -1
+    for every other kind, whose descriptor is closed once mapped.
+    """
 
-    def __init__(self, name: str, fd: int, mm: mmap.mmap, kind: int, generation: int) -> None:
+    __slots__ = ("_mapping", "buf", "fd", "generation", "kind", "name", "size")
+
+    def __init__(self, name: str, fd: int, mapping: Mapping, kind: int, generation: int) -> None:
         self.name = name
-        self.fd = fd
-        self.mm = mm
-        self.size = len(mm)
+        self._mapping: Mapping | None = mapping
+        self.size = mapping.size
         self.kind = kind
         self.generation = generation
-        self.buf = memoryview(mm)
+        self.buf = mapping.buf
+        if kind != KIND_CONTROL:
+            os.close(fd)
+            fd = -1
+        self.fd = fd
 
     @classmethod
     def create(
@@ -120,7 +130,7 @@ class Segment:
         try:
             prepare(segment)
             try:
-                os.link(_shm_path(temporary), _shm_path(name), follow_symlinks=False)
+                os.link(shm_path(temporary), shm_path(name), follow_symlinks=False)
             except FileExistsError:
                 raise posix_ipc.ExistentialError(f"{name} exists") from None
         except BaseException:
@@ -133,7 +143,7 @@ class Segment:
 
     @classmethod
     def _create(cls, name: str, size: int, kind: int, generation: int) -> Segment:
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600)
+        shm = _shm_open(name, posix_ipc.O_CREX)
         fd = shm.fd
         try:
             try:
@@ -148,19 +158,21 @@ class Segment:
                         f"lower the session's ring capacity."
                     ) from None
                 raise
-            mm = mmap.mmap(fd, size)
-            HEADER.pack_into(mm, 0, MAGIC, LAYOUT_VERSION, kind, size, generation, os.getuid())
+            mapping = Mapping(fd, size)
+            HEADER.pack_into(
+                mapping.buf, 0, MAGIC, LAYOUT_VERSION, kind, size, generation, os.getuid()
+            )
         except BaseException:
             _unlink_quietly(name)
             os.close(fd)
             raise
-        return cls(name, fd, mm, kind, generation)
+        return cls(name, fd, mapping, kind, generation)
 
     @classmethod
     def attach(cls, name: str, kind: int, generation: int | None = None) -> Segment:
         """Map an existing segment after checking it is ours and of this layout."""
         try:
-            shm = posix_ipc.SharedMemory(name)  # ExistentialError when absent
+            shm = _shm_open(name, 0)  # ExistentialError when absent
         except (posix_ipc.PermissionsError, OSError) as exc:
             problem = entry_problem(name)
             if problem is None:
@@ -184,11 +196,13 @@ class Segment:
                     f"shared memory {name} is {info.st_size} bytes, too small to be a shmlog "
                     f"segment"
                 )
-            mm = mmap.mmap(fd, info.st_size)
-            magic, version, seg_kind, size, seg_generation, _uid = HEADER.unpack_from(mm, 0)
+            mapping = Mapping(fd, info.st_size)
+            magic, version, seg_kind, size, seg_generation, _uid = HEADER.unpack_from(
+                mapping.buf, 0
+            )
             problem = None
             if magic == bytes(len(MAGIC)):
-                mm.close()
+                mapping.close()
                 raise SegmentNotReady(
                     f"shared memory {name} has no header: the process creating it died "
                     f"before writing one. Remove it with 'shmlog clean'."
@@ -204,79 +218,62 @@ class Segment:
             elif generation is not None and seg_generation != generation:
                 problem = "it belongs to an earlier session of the same name"
             if problem:
-                mm.close()
+                mapping.close()
                 raise SegmentError(f"shared memory {name} is not a usable shmlog segment: {problem}")
         except BaseException:
             os.close(fd)
             raise
-        return cls(name, fd, mm, kind, seg_generation)
+        return cls(name, fd, mapping, kind, seg_generation)
 
     def close(self) -> None:
         """Unmap; views still exported elsewhere keep the mapping alive until freed."""
-        if self.fd < 0:
+        mapping, self._mapping = self._mapping, None
+        if mapping is None:
             return
-        try:
-            self.buf.release()
-        except BufferError:
-            pass
-        try:
-            self.mm.close()
-        except BufferError:
-            # A numpy array still looks into the mapping; the memory stays
-            # valid and is freed with the last view.
-            pass
-        os.close(self.fd)
-        self.fd = -1
+        mapping.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-def _owned(info: os.stat_result) -> bool:
-    return stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
-
-
-def entry_problem(name: str) -> str | None:
-    """Why the entry at ``name`` is not this user's to use or remove; None if it is (or is absent)."""
-    path = _shm_path(name)
+def _shm_open(name: str, flags: int) -> posix_ipc.SharedMemory:
+    """``shm_open``, with an error saying what to do when descriptors have run out."""
     try:
-        info = os.lstat(path)
-    except OSError:
-        return None
-    if stat.S_ISLNK(info.st_mode):
-        try:
-            target = repr(os.readlink(path))
-        except OSError:
-            target = "somewhere unreadable"
-        return (
-            f"{path} is a symbolic link (to {target}, made by uid {info.st_uid}); shmlog "
-            f"never follows links in {SHM_DIR}. Remove it, or choose another session name"
-        )
-    if info.st_uid != os.getuid():
-        return (
-            f"{path} belongs to uid {info.st_uid}, not to this process's uid {os.getuid()}; "
-            f"shmlog never uses or removes another user's files. Choose another session "
-            f"name, or ask uid {info.st_uid} to remove it"
-        )
-    if not stat.S_ISREG(info.st_mode):
-        return f"{path} is not a regular file; remove it, or choose another session name"
-    return None
+        return posix_ipc.SharedMemory(name, flags, mode=0o600)
+    except posix_ipc.Error:
+        raise
+    except OSError as exc:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # posix_ipc reports EMFILE without an errno: count instead.
+        count = open_descriptors(soft)
+        if exc.errno not in (errno.EMFILE, errno.ENFILE) and count < soft:
+            raise
+        if count < soft:
+            where = "the system-wide limit on open files (fs.file-max) is reached"
+        else:
+            where = f"its RLIMIT_NOFILE soft limit is {soft} (hard limit {hard})"
+        raise DescriptorLimitError(
+            f"cannot open shared memory {name}: this process has {count} file descriptors "
+            f"open and {where}. shmlog keeps one per session whatever its keys and writers, "
+            f"so the others are the program's own: raise the limit (ulimit -n, or "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ...) in the program) or close "
+            f"descriptors it no longer needs"
+        ) from None
 
 
-def unlink(name: str) -> bool:
-    """Remove ``name`` if it is a file of this uid; False when it is gone or not ours.
-
-    Never raises for an entry shmlog may not remove (see the module
-    docstring): teardown goes on past it, and leaves it where it is.
-    """
+def open_descriptors(limit: int) -> int:
+    """How many file descriptors this process has open (below ``limit``)."""
     try:
-        info = os.lstat(_shm_path(name))
-    except OSError:
-        return False
-    if not _owned(info):
-        return False
-    try:
-        posix_ipc.unlink_shared_memory(name)
-    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
-        return False
-    return True
+        return len(os.listdir("/proc/self/fd")) - 1  # the listing's own
+    except OSError:  # no descriptor left to list with: probe them
+        count = 0
+        for fd in range(min(limit, 1 << 20)):
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue
+            count += 1
+        return count
 
 
 def _unlink_quietly(name: str) -> None:
@@ -284,48 +281,6 @@ def _unlink_quietly(name: str) -> None:
         unlink(name)
     except (posix_ipc.Error, OSError):
         pass
-
-
-def being_created(entry: str) -> bool:
-    """Whether ``entry`` is a segment a live process is still building (see create)."""
-    _, mark, suffix = entry.rpartition(TEMP_MARK)
-    pid = suffix.partition("-")[0]
-    if not mark or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def own_entries(prefix: str) -> list[str]:
-    """Entries of /dev/shm starting with ``prefix`` that are regular files of this uid."""
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
-    found = []
-    for entry in entries:
-        if not entry.startswith(prefix):
-            continue
-        try:
-            if _owned(os.lstat(os.path.join(SHM_DIR, entry))):
-                found.append(entry)
-        except OSError:
-            pass
-    return sorted(found)
-
-
-def list_names(prefix: str) -> list[str]:
-    """Names of this uid's segments in /dev/shm that start with ``prefix`` (no leading slash).
-
-    Entries of other users, links, and segments that a live process is still
-    building are not listed.
-    """
-    return ["/" + entry for entry in own_entries(prefix) if not being_created(entry)]
 
 
 def read_u64(buf: memoryview, at: int) -> int:

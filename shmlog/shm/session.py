@@ -72,7 +72,7 @@ class SessionSegments:
         # Per-process caches of other layers (a hub's key -> RingWriter) that
         # must be emptied in a forked child.
         self._fork_caches: list[dict] = []
-        self.doorbell = Doorbell(control.segment.mm)
+        self.doorbell = Doorbell(control.segment.buf)
         self._claimed = False  # whether this process took a writer slot
         self._init_stores()
 

@@ -1,0 +1,92 @@
+"""What a session costs a process: descriptors.
+
+A session keeps one file descriptor per process whatever its keys and
+writers.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from _shared_workers import TIMEOUT, child_env, shm_entries
+
+pytestmark = pytest.mark.timeout(120)
+
+DESCRIPTORS_SCRIPT = r"""
+import os, resource, sys, threading
+import shmlog
+from shmlog import MessageHub
+from shmlog.shm.segment import DescriptorLimitError
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd")) - 1
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+before = open_fds()
+# Segments of one page each: thousands of them.
+with shmlog.init(sys.argv[1], log_writer="none", capacity=16, segment_bytes=4096) as session:
+    hub = MessageHub.get_instance("fds")
+    for k in range(10_000):
+        hub.update_scalar(f"key/{k}", float(k))
+
+    def write(t):
+        for k in range(100):
+            hub.update_scalar(f"key/{k}", float(t))
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print("SEGMENTS", session.shared.control.read_state().ring_segments, flush=True)
+    print("WRITERS", len(hub.get_scalar("key/7").per_writer()), flush=True)
+    print("VALUE", hub.get_scalar("key/9999").current(), flush=True)
+    print("OPEN", before, open_fds(), flush=True)
+
+    held = []
+    try:
+        while True:  # the program's own descriptors use up the limit
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    try:
+        for k in range(10_000, 11_000):
+            hub.update_scalar(f"key/{k}", 1.0)
+        print("LIMIT none", flush=True)
+    except DescriptorLimitError as exc:
+        print("LIMIT", exc, flush=True)
+    for fd in held:
+        os.close(fd)
+    hub.update_scalar("after", 2.0)
+    print("AFTER", hub.get_scalar("after").current(), flush=True)
+"""
+
+
+def test_descriptors_do_not_grow_with_keys_or_writers(name: str) -> None:
+    """At RLIMIT_NOFILE 256: 10,000 keys in 2,500 segments and 8 threads hold one descriptor."""
+    done = subprocess.run(
+        [sys.executable, "-c", DESCRIPTORS_SCRIPT, name], capture_output=True, text=True,
+        timeout=TIMEOUT * 3, env=child_env(), check=False,
+    )
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+        assert int(lines["SEGMENTS"]) >= 2500
+        assert lines["WRITERS"] == "9" and lines["VALUE"] == "9999.0"
+        before, after = map(int, lines["OPEN"].split())
+        assert after - before == 1, "the control segment's descriptor (its lock) only"
+        limit = lines["LIMIT"]
+        assert re.fullmatch(
+            r"cannot open shared memory /shmlog-\d+-[\w-]+@r\d+: this process has 256 file "
+            r"descriptors open and its RLIMIT_NOFILE soft limit is 256 \(hard limit \d+\)\. "
+            r"shmlog keeps one per session whatever its keys and writers, so the others are "
+            r"the program's own: raise the limit \(ulimit -n, or resource\.setrlimit\("
+            r"resource\.RLIMIT_NOFILE, \.\.\.\) in the program\) or close descriptors it no "
+            r"longer needs", limit,
+        ), limit
+        assert lines["AFTER"] == "2.0"
+    finally:
+        assert shm_entries(name) == []
