@@ -1,7 +1,8 @@
-"""What a session costs a process: descriptors.
+"""What a session costs a process and /dev/shm: descriptors, bytes per key, advice when full.
 
 A session keeps one file descriptor per process whatever its keys and
-writers.
+writers, takes from /dev/shm about what its rings need (small capacities are
+small), and when /dev/shm is full says what to change, and that change works.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import subprocess
 import sys
 
 import pytest
-from _shared_workers import TIMEOUT, child_env, shm_entries
+from _shared_workers import TIMEOUT, child_env, shm_bytes, shm_entries
+
+import shmlog
+from shmlog import MessageHub
+from shmlog.shm.lifecycle import CONTROL_SEGMENT_BYTES
+from shmlog.shm.ring import ring_bytes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,3 +96,17 @@ def test_descriptors_do_not_grow_with_keys_or_writers(name: str) -> None:
         assert lines["AFTER"] == "2.0"
     finally:
         assert shm_entries(name) == []
+
+
+@pytest.mark.parametrize("keys", [1, 100, 1000])
+def test_small_capacities_take_little_dev_shm(name: str, keys: int) -> None:
+    """capacity=16: the rings' segments take at most twice N x ring_bytes(16), plus a page."""
+    ring = ring_bytes(16)
+    with shmlog.init(name, log_writer="none", capacity=16) as session:
+        hub = MessageHub.get_instance("footprint")
+        for k in range(keys):
+            hub.update_scalar(f"k{k}", float(k))
+        total = shm_bytes(name)
+        assert total == session.shared.total_bytes()
+        rings = total - CONTROL_SEGMENT_BYTES
+        assert keys * ring <= rings <= 2 * keys * ring + 4096, (keys, rings)

@@ -16,6 +16,7 @@ process that opens the name.
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import time
@@ -32,6 +33,8 @@ from .names import SessionError, check_name, control_name, prefix
 from .segment import KIND_CONTROL, Segment, SegmentError
 
 _OPEN_TIMEOUT = 10.0
+# The control segment in whole pages: what tmpfs reserves for it anyway.
+CONTROL_SEGMENT_BYTES = -(-CONTROL_BYTES // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
 def attach_control(name: str) -> Control:
@@ -41,6 +44,13 @@ def attach_control(name: str) -> Control:
     :class:`SegmentError` when it is not one this process may use.
     """
     segment = Segment.attach(control_name(check_name(name)), KIND_CONTROL)
+    if segment.size < CONTROL_BYTES:
+        segment.close()
+        raise SegmentError(
+            f"shared memory {segment.name} is not a usable shmlog control segment: it is "
+            f"{segment.size} bytes, smaller than the {CONTROL_BYTES} its tables take. "
+            f"Remove it with 'shmlog clean'."
+        )
     control = Control(segment)
     # A control segment is published whole (ready), and only ever changes to
     # closed: any other state is damage, and waiting would never end.
@@ -169,7 +179,8 @@ def _create_or_attach(
     if create:
         try:
             segment = Segment.create(
-                control_name(name), CONTROL_BYTES, KIND_CONTROL, secrets.randbits(63), prepare
+                control_name(name), CONTROL_SEGMENT_BYTES, KIND_CONTROL, secrets.randbits(63),
+                prepare,
             )
             return Control(segment), True
         except posix_ipc.ExistentialError:
