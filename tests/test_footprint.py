@@ -12,7 +12,14 @@ import subprocess
 import sys
 
 import pytest
-from _shared_workers import TIMEOUT, child_env, shm_bytes, shm_entries
+from _shared_workers import (
+    TIMEOUT,
+    child_env,
+    private_shm_command,
+    private_shm_unavailable,
+    shm_bytes,
+    shm_entries,
+)
 
 import shmlog
 from shmlog import MessageHub
@@ -110,3 +117,50 @@ def test_small_capacities_take_little_dev_shm(name: str, keys: int) -> None:
         assert total == session.shared.total_bytes()
         rings = total - CONTROL_SEGMENT_BYTES
         assert keys * ring <= rings <= 2 * keys * ring + 4096, (keys, rings)
+
+
+ADVICE_SCRIPT = r"""
+import os
+import shmlog
+from shmlog import MessageHub
+from shmlog.shm.segment import ShmFullError
+
+def fill(tag, **options):
+    logged = 0
+    try:
+        with shmlog.init(tag, log_writer="none", **options):
+            hub = MessageHub.get_instance(tag)
+            for k in range(200):
+                hub.update_scalar(f"k{k}", 1.0)
+                logged += 1
+    except ShmFullError as exc:
+        print("FULL", tag, exc, flush=True)
+    print("LOGGED", tag, logged, flush=True)
+    print("LEFT", tag, sorted(os.listdir("/dev/shm")), flush=True)
+
+fill("default")
+fill("advised", capacity=16)  # what the message says to change
+"""
+
+
+def test_shm_full_advice_works_when_followed() -> None:
+    """In a 1 MiB /dev/shm the default capacity fills up; the capacity the message names fits."""
+    reason = private_shm_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    done = subprocess.run(
+        private_shm_command("1m", sys.executable, "-c", ADVICE_SCRIPT),
+        capture_output=True, text=True, timeout=TIMEOUT, env=child_env(), check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = {tuple(line.split(" ", 2)[:2]): line.split(" ", 2)[2] for line in done.stdout.splitlines()}
+    full = out[("FULL", "default")]
+    needed, available = map(int, re.search(r"needs (\d+) bytes and (\d+) bytes", full).groups())
+    assert needed > available
+    assert needed <= ring_bytes(4096) + 4096, "more than one ring's segment was asked for"
+    assert f"({ring_bytes(4096)} at this ring's capacity of 4096, {ring_bytes(16)} at capacity=16)" in full
+    assert "lower capacity= (or capacities= for some keys) in shmlog.init" in full
+    assert 0 < int(out[("LOGGED", "default")]) < 200
+    assert ("FULL", "advised") not in out, out
+    assert out[("LOGGED", "advised")] == "200"
+    assert out[("LEFT", "default")] == out[("LEFT", "advised")] == "[]"

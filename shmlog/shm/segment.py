@@ -155,7 +155,7 @@ class Segment:
                     raise ShmFullError(
                         f"{SHM_DIR} is too small for shmlog segment {name}: it needs {size} "
                         f"bytes and {where}. Enlarge /dev/shm (for Docker: --shm-size) or "
-                        f"lower the session's ring capacity."
+                        f"remove stale sessions with 'shmlog clean'."
                     ) from None
                 raise
             mapping = Mapping(fd, size)
