@@ -179,6 +179,104 @@ def test_init_replaces_a_stale_session() -> None:
             destroy(name)
 
 
+ORPHANING_MEMBER = r"""
+import os, sys
+import shmlog
+from shmlog import MessageHub
+
+shmlog.init(sys.argv[1], log_writer="none")
+hub = MessageHub.get_instance("orphans")
+for index in range(2):
+    go = os.path.join(sys.argv[2], f"go{index}")
+    os.mkfifo(go)
+    if os.fork() == 0:  # a child that outlives its parent, as DataLoader workers can
+        hub.update_scalar("k", 1.0)
+        os.write(1, f"child {os.getpid()}\n".encode())
+        with open(go, "rb", buffering=0) as told:
+            told.read(1)  # go on: log new keys (new segments)
+            try:
+                for i in range(20):
+                    hub.update_scalar(f"late/{index}/{i}", 1.0)
+                os.write(1, b"logged ok\n")
+            except Exception as exc:
+                os.write(1, f"logged {type(exc).__name__}: {exc}\n".encode())
+            told.read(1)  # end of file: exit
+        os._exit(0)
+print("member", os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+ADOPTER = r"""
+import sys, warnings
+import shmlog
+from shmlog import MessageHub
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    session = shmlog.init(sys.argv[1], log_writer="none")
+print("warned", " | ".join(str(w.message) for w in caught), flush=True)
+print("generation", session.shared.generation, flush=True)
+print("keys", len(MessageHub.get_instance("orphans").log_scalars), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_orphaned_session_is_spared_by_clean_joined_by_init_removed_by_force(
+    tmp_path: Path,
+) -> None:
+    """Members dead, children writing: 'orphaned' with their pids; clean spares it, init joins it."""
+    name = unique_name("orphaned")
+    member = popen_python(ORPHANING_MEMBER, name, str(tmp_path))
+    adopter = None
+    go: list[int] = []
+    children: list[int] = []
+    try:
+        lines = [member.stdout.readline().split() for _ in range(3)]
+        children = sorted(int(pid) for what, pid in lines if what == "child")
+        assert len(children) == 2, lines
+        go = [os.open(tmp_path / f"go{index}", os.O_WRONLY) for index in range(2)]
+        member.kill()
+        member.wait(TIMEOUT)
+        generation = _generation(name)
+
+        row = parse_ls(run_cli("ls").stdout)[name]
+        assert row["STATUS"] == f"orphaned (pids {children[0]} {children[1]})"
+        assert (row["MEMBERS"], row["WRITERS"]) == ("0", "2")
+        assert "nothing to clean" in run_cli("clean").stdout
+        assert "ctl" in shm_entries(name)
+        os.write(go[0], b"x")  # the session was spared: new keys still work
+        assert member.stdout.readline() == "logged ok\n"
+
+        adopter = popen_python(ADOPTER, name)
+        warned = expect_line(adopter, "warned")
+        assert f"shmlog session {name!r} has no member left, but processes still write" in warned
+        assert f"(pids {children[0]}, {children[1]})" in warned
+        assert "'shmlog clean --force'" in warned
+        assert expect_line(adopter, "generation") == f"generation {generation}"  # joined
+        assert expect_line(adopter, "keys") == "keys 21"
+        assert parse_ls(run_cli("ls").stdout)[name]["STATUS"] == "alive"
+        adopter.kill()
+        adopter.wait(TIMEOUT)
+
+        assert parse_ls(run_cli("ls").stdout)[name]["STATUS"].startswith("orphaned (pids ")
+        assert f"removed {name}" in run_cli("clean", "--force").stdout.splitlines()
+        assert shm_entries(name) == []
+        os.write(go[1], b"x")  # what --force means for the children still writing
+        assert member.stdout.readline().startswith("logged SessionError: ")
+    finally:
+        for proc in (member, adopter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+        for fd in go:
+            os.close(fd)  # end of file: the children exit
+        if not go:  # they never got as far as waiting for it
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+        member.communicate(timeout=TIMEOUT)
+        if shm_entries(name):
+            destroy(name)
+
+
 CLEAN_ALL_SCRIPT = r"""
 import os, subprocess, sys
 import shmlog

@@ -24,9 +24,11 @@ from _shared_workers import (
     join_all,
     log_forever,
     log_n,
+    parse_ls,
     popen_python,
     private_shm_command,
     private_shm_unavailable,
+    run_cli,
     shm_entries,
 )
 
@@ -34,6 +36,7 @@ import shmlog
 from shmlog import MessageHub
 from shmlog.shm import info, lifecycle
 from shmlog.shm import session as shm_session
+from shmlog.shm.control import CONTROL_BYTES
 from shmlog.shm.segment import HEADER, KIND_CONTROL, LAYOUT_VERSION, MAGIC, SegmentError
 
 pytestmark = pytest.mark.timeout(60)
@@ -229,6 +232,27 @@ def test_unusable_segment_is_refused_with_a_clear_error(
     finally:
         os.unlink(path)
     assert shm_entries(name) == []
+
+
+def test_control_segment_with_a_valid_header_and_no_state_is_refused_at_once(name: str) -> None:
+    """A control segment whose state is neither ready nor closed: a prompt SegmentError, then clean."""
+    path = _plant(name, _control_header(CONTROL_BYTES))
+    try:
+        with pytest.raises(SegmentError) as refused:
+            shmlog.init(name, log_writer="none")  # SessionError 'timed out' if it waited
+        message = str(refused.value)
+        assert message.startswith(f"shared memory /{os.path.basename(path)} is not a usable ")
+        assert "its state is 0, not 1 (ready) or 2 (closed)" in message
+        assert "'shmlog clean'" in message
+        with pytest.raises(SegmentError, match="its state is 0"):
+            shm_session.SessionSegments.open(name, member=False, create=False)
+        row = parse_ls(run_cli("ls").stdout)[name]
+        assert row["STATUS"].startswith("broken: ") and "its state is 0" in row["STATUS"]
+        assert f"removed {name}" in run_cli("clean").stdout.splitlines()
+        assert shm_entries(name) == []
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def test_abandoned_half_created_session_is_replaced_or_refused_clearly(

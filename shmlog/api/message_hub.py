@@ -18,7 +18,7 @@ from typing import Any
 
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.local_hub import LocalHub
-from ..stats.values import to_count, to_float
+from ..stats.values import check_hub_name, check_key, to_count, to_float
 from .logger import print_log
 from .manager import ManagerMixin
 from .process import PROCESS
@@ -42,8 +42,10 @@ class MessageHub(ManagerMixin):
         resumed_keys: dict[str, bool] | None = None,
     ) -> None:
         super().__init__(name)
+        check_hub_name(name)
         self._log_scalars: OrderedDict[str, HistoryBuffer] = _as_ordered("log_scalars", log_scalars)
         for key, value in self._log_scalars.items():
+            check_key(key, name)
             if not isinstance(value, HistoryBuffer):
                 raise TypeError(
                     f"log_scalars[{key!r}]: expected a HistoryBuffer, got "
@@ -52,6 +54,8 @@ class MessageHub(ManagerMixin):
             value._name = key
         self._runtime_info: OrderedDict[str, Any] = _as_ordered("runtime_info", runtime_info)
         self._resumed_keys: OrderedDict[str, bool] = _as_ordered("resumed_keys", resumed_keys)
+        for key in (*self._runtime_info, *self._resumed_keys):
+            check_key(key, name)
         self._local = LocalHub(self)
         self._bound_token: object | None = None
         self._bound_local: Any = None
@@ -61,6 +65,12 @@ class MessageHub(ManagerMixin):
                 shared.load_scalar(key, buffer)
             for key, value in self._runtime_info.items():
                 shared.update_info(key, value)
+
+    def _check_key(self, key: Any) -> None:
+        """Refuse a key no hub may hold (``shmlog.stats.values.check_key``)."""
+        # Every key in _resumed_keys was checked on its way in.
+        if type(key) is not str or key not in self._resumed_keys:
+            check_key(key, self._instance_name)
 
     def _store(self) -> Any:
         """Where this hub's data is now: the session's SharedHub, or this process's LocalHub."""
@@ -80,14 +90,15 @@ class MessageHub(ManagerMixin):
         """Append ``value`` (weighted by ``count``) to the history of ``key``."""
         # The hot path inside a session: a float with the default count, for a
         # key this thread already writes.  Everything else takes the full path.
-        if (
-            type(value) is float
-            and count.__class__ is int
-            and count == 1
-            and self._resumed_keys.get(key) is resumed
-        ):
+        if type(value) is float and count.__class__ is int and count == 1:
+            try:
+                hot = self._resumed_keys.get(key) is resumed
+            except TypeError:  # an unhashable key, refused by the full path
+                hot = False
             token = PROCESS.token
-            if token is None:  # no session: this process's own ring
+            if not hot:
+                pass
+            elif token is None:  # no session: this process's own ring
                 buffer = self._log_scalars.get(key)
                 if buffer is not None:
                     buffer._storage.append(value, 1.0)
@@ -102,6 +113,7 @@ class MessageHub(ManagerMixin):
 
     def _update_scalar(self, key: str, value: Any, count: Any, resumed: bool) -> None:
         # Validate before recording ``resumed``: a refused value leaves no trace.
+        self._check_key(key)
         number = to_float(value, key)
         weight = to_count(count, key)
         if self._resumed_keys.get(key) is not resumed:
@@ -125,6 +137,7 @@ class MessageHub(ManagerMixin):
         # Validate everything first so a bad entry leaves no partial update.
         parsed = []
         for key, item in log_dict.items():
+            self._check_key(key)
             if isinstance(item, dict):
                 if "value" not in item:
                     raise KeyError(
@@ -141,6 +154,7 @@ class MessageHub(ManagerMixin):
 
     def get_scalar(self, key: str) -> HistoryBuffer:
         """The HistoryBuffer of ``key``; KeyError when nothing was logged under it."""
+        self._check_key(key)
         buffer = self._store().get_scalar(key)
         if buffer is None:
             raise KeyError(
@@ -158,6 +172,7 @@ class MessageHub(ManagerMixin):
 
     def update_info(self, key: str, value: Any, resumed: bool = True) -> None:
         """Set runtime info ``key`` to ``value`` (the last write wins)."""
+        self._check_key(key)
         self._set_resumed_keys(key, resumed)
         self._store().update_info(key, value)
 
@@ -167,15 +182,19 @@ class MessageHub(ManagerMixin):
             raise TypeError(
                 f"update_info_dict: expected a dict, got {type(info_dict).__name__}"
             )
+        for key in info_dict:
+            self._check_key(key)  # a bad key leaves every entry unset
         for key, value in info_dict.items():
             self.update_info(key, value, resumed=resumed)
 
     def get_info(self, key: str, default: Any = None) -> Any:
         """Runtime info ``key``, or ``default`` when it was never set."""
+        self._check_key(key)
         return self._store().get_info(key, default)
 
     def pop_info(self, key: str, default: Any = None) -> Any:
         """Remove runtime info ``key`` and return its value (or ``default``)."""
+        self._check_key(key)
         return self._store().pop_info(key, default)
 
     @property
@@ -236,6 +255,8 @@ class MessageHub(ManagerMixin):
         missing = [k for k in ("log_scalars", "runtime_info", "resumed_keys") if k not in state_dict]
         if missing:
             raise KeyError(f"load_state_dict: the state dict lacks {missing}")
+        for key in (*state_dict["log_scalars"], *state_dict["runtime_info"]):
+            self._check_key(key)  # before anything is restored
         store = self._store()
         for key, buffer in state_dict["log_scalars"].items():
             if not isinstance(buffer, HistoryBuffer):

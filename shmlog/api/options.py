@@ -15,6 +15,7 @@ from typing import Any
 
 from ..format.log_processor import LogProcessor
 from ..shm.session import DEFAULT_CAPACITY, DEFAULT_SEGMENT_BYTES, check_capacity
+from ..stats.values import check_hub_name
 from .process import ENV_SESSION
 
 LOG_WRITERS = ("sidecar", "thread", "none")
@@ -70,6 +71,7 @@ def session_options(
         raise ValueError(
             f"segment_bytes: expected an int >= {MIN_SEGMENT_BYTES}, got {segment_bytes!r}"
         )
+    check_hub_name(hub)
     if log_writer not in LOG_WRITERS:
         raise ValueError(
             f"log_writer: expected 'sidecar', 'thread' or 'none', got {log_writer!r}"

@@ -213,8 +213,9 @@ def init(
             statistics stay exact beyond it).
         capacities: per-key overrides of ``capacity``, e.g.
             ``{'train/loss': 100_000}``.
-        segment_bytes: size of each shared-memory segment that holds rings;
-            more are added as keys and writers appear.
+        segment_bytes: the largest shared-memory segment reserved at once;
+            segments start at a page and double up to it as keys and
+            writers appear.
         log_writer: who writes log files for every process of the session:
             ``'sidecar'`` (a process started here), ``'thread'`` (a thread of
             a member), or ``'none'`` (each process writes its own, as without

@@ -7,20 +7,32 @@ file ``work/tmp/tmp_rankN.log``).  All of it is decided by
 mode, config), with no logger object involved, so the process that will write
 files on behalf of a whole node can build exactly the handler each rank would
 have built for itself.
+
+In a directory other users can write to (group- or world-writable, or owned
+by someone else: ``/tmp/x`` with mode 1777, say), anyone could put a symbolic
+link where a log file will be opened and have this process overwrite the file
+it points to.  There a log file is opened with O_NOFOLLOW (by every handler
+class, rollovers included), and a linked log directory is refused: both raise
+:class:`LogPathError` naming the path.  In the user's own directories links
+are followed as usual.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import inspect
 import logging
 import logging.handlers
 import os
+import stat
 from typing import Any, Union
 
 from .formatter import FILE_DATEFMT, DuplicateWarningFilter, MMFormatter, parse_level
 
 __all__ = [
     "FILE_MODES",
+    "LogPathError",
     "build_file_handler",
     "check_file_handler_cfg",
     "check_file_mode",
@@ -168,9 +180,14 @@ def build_file_handler(
     path = log_file_for_rank(log_file, rank, world_size, distributed, level, per_node)
     if path is None:
         return None
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    directory = os.path.dirname(path) or "."
+    _refuse_planted_links(directory)
+    os.makedirs(directory, exist_ok=True)
+    _refuse_planted_links(directory)  # made meanwhile by someone else
+    if _writable_by_others(directory):
+        handler_cls = _no_follow(handler_cls)
     if cfg is None:
-        handler: logging.FileHandler = logging.FileHandler(path, mode, encoding="utf-8")
+        handler: logging.FileHandler = handler_cls(path, mode, encoding="utf-8")
     else:
         if "encoding" in inspect.signature(handler_cls).parameters:
             kwargs.setdefault("encoding", "utf-8")
@@ -196,3 +213,66 @@ def _split(log_file: PathLike, per_node: bool = False) -> tuple[str, str]:
         raise ValueError(f"log_file: expected a file path such as 'work/run.log', got {path!r}")
     stem = os.path.splitext(base)[0]
     return os.path.join(parent, f"{stem}_logs" if per_node else stem), base
+
+
+class LogPathError(OSError):
+    """A log file or directory shmlog refuses to open: a link someone else could have put there."""
+
+
+def _writable_by_others(directory: str) -> bool:
+    """Whether users other than this one can create or replace entries in ``directory``."""
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return False
+    owner_is_trusted = info.st_uid in (os.getuid(), 0)
+    return not owner_is_trusted or bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _describe_dir(directory: str) -> str:
+    info = os.stat(directory)
+    return f"{directory} (mode {stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid})"
+
+
+def _refuse_planted_links(directory: str) -> None:
+    """Refuse ``directory`` when one of its components is a link in a directory others can write."""
+    path = os.path.abspath(directory)
+    parts = path.split(os.sep)[1:]
+    current = os.sep
+    for part in parts:
+        parent, current = current, os.path.join(current, part)
+        if os.path.islink(current) and _writable_by_others(parent):
+            raise LogPathError(
+                f"log directory {path}: {current} is a symbolic link (to "
+                f"{os.readlink(current)!r}) in {_describe_dir(parent)}, which other users "
+                f"can write to; shmlog does not follow a link it did not create there. "
+                f"Remove the link, or log to a directory only you can write to."
+            )
+
+
+def _open_no_follow(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        directory = os.path.dirname(path)
+        raise LogPathError(
+            f"log file {path}: is a symbolic link (to {os.readlink(path)!r}) in "
+            f"{_describe_dir(directory)}, which other users can write to; shmlog does not "
+            f"follow a link it did not create there. Remove the link, or log to a "
+            f"directory only you can write to."
+        ) from None
+
+
+@functools.cache
+def _no_follow(handler_cls: type[logging.FileHandler]) -> type[logging.FileHandler]:
+    """``handler_cls`` opening its file (at first and at every rollover) with O_NOFOLLOW."""
+
+    def _open(self: logging.FileHandler) -> Any:
+        return open(
+            self.baseFilename, self.mode, encoding=self.encoding,
+            errors=getattr(self, "errors", None), opener=_open_no_follow,
+        )
+
+    return type(handler_cls.__name__, (handler_cls,), {"_open": _open, "__module__": __name__})

@@ -10,18 +10,30 @@ once every process has seen them.
 
 Everything that adds a segment or an entry holds the session lock; walking
 needs no lock.
+
+Sizes: a new segment is as large as all the earlier segments of its kind
+together, so the total doubles with each one, from ``start_bytes`` (one
+page by default) up to the largest size the caller allows (the session's
+``segment_bytes``), and never smaller than the entry it is added for.  A
+session with few or small entries thus takes little more than they need,
+and one with many needs few segments: bytes are at most about twice what
+the entries take, plus one segment.  When /dev/shm cannot hold the grown
+size, the smallest segment the entry fits in (``start_bytes`` at least) is
+tried before giving up with ShmFullError.
 """
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable
 
 import posix_ipc
 
 from . import arena
 from .control import STATE_CLOSED, Control
+from .entries import entry_problem, unlink
 from .names import SessionError, part_name
-from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, unlink
+from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, SegmentError, ShmFullError
 
 # The growing kinds: name part, and the control header field counting them.
 PARTS = {
@@ -29,6 +41,7 @@ PARTS = {
     KIND_INFO: ("i", "info_segments"),
     KIND_RECORDS: ("l", "record_segments"),
 }
+PAGE = mmap.PAGESIZE
 
 
 class SegmentList:
@@ -41,8 +54,10 @@ class SegmentList:
         kind: int,
         generation: int,
         on_attach: Callable[[Segment], None] | None = None,
+        start_bytes: int = PAGE,
     ) -> None:
         self.session = session
+        self._start = start_bytes
         self.control = control
         self.kind = kind
         self.part, self._field = PARTS[kind]
@@ -90,33 +105,39 @@ class SegmentList:
             self._walked[index] = (done, offset)
         return found
 
-    def with_room(self, size: int, default_bytes: int) -> int:
+    def with_room(self, size: int, largest: int) -> int:
         """Index of the first segment with ``size`` bytes free, adding one if none has.
 
-        A new segment takes ``default_bytes``, or more for an entry that would
-        not fit.  The caller holds the session lock.
+        A new segment is sized as the module docstring says, ``largest`` bytes
+        at most unless the entry needs more.  The caller holds the session lock.
         """
         self.attach_new()
         for index, segment in enumerate(self.segments):
             if arena.free_bytes(segment) >= size:
                 return index
-        return self._add(max(default_bytes, size + arena.HEADER_SIZE))
+        smallest = _pages(max(size + arena.HEADER_SIZE, self._start))
+        return self._add(self.next_size(size, largest), smallest)
+
+    def next_size(self, size: int, largest: int) -> int:
+        """Bytes of the segment that would be added for an entry of ``size`` bytes."""
+        grown = max(self._start, sum(segment.size for segment in self.segments))
+        return _pages(max(size + arena.HEADER_SIZE, min(largest, grown)))
 
     def append(
-        self, size: int, default_bytes: int, fill: Callable[[memoryview, int], None]
+        self, size: int, largest: int, fill: Callable[[memoryview, int], None]
     ) -> tuple[int, int]:
         """Add an entry of ``size`` bytes written by ``fill(buf, offset)``, then publish it.
 
         Returns (segment index, offset).  The caller holds the session lock.
         """
-        index = self.with_room(size, default_bytes)
+        index = self.with_room(size, largest)
         segment = self.segments[index]
         offset = arena.reserve(segment, size)
         fill(segment.buf, offset)
         arena.publish(segment, offset, size)
         return index, offset
 
-    def _add(self, size: int) -> int:
+    def _add(self, size: int, smallest: int) -> int:
         state = self.control.read_state()
         if state.state == STATE_CLOSED:
             # Its last member removed the session while this process (a child
@@ -128,15 +149,24 @@ class SegmentList:
             )
         index = getattr(state, self._field)
         name = part_name(self.session, f"{self.part}{index}")
-        unlink(name)  # left by a process that died before publishing it
-        segment = Segment.create(name, size, self.kind, self.generation)
+        unlink(name)  # ours, left by a process that died before publishing it
+        try:
+            try:
+                segment = Segment.create(name, size, self.kind, self.generation)
+            except ShmFullError:
+                if size <= smallest:
+                    raise
+                segment = Segment.create(name, smallest, self.kind, self.generation)
+        except posix_ipc.ExistentialError:
+            # Not ours to remove: another user's file, or a link (see shmlog.shm.segment).
+            raise SegmentError(
+                f"shmlog session {self.session!r} cannot add its segment {name}: "
+                f"{entry_problem(name) or 'the name is taken'}"
+            ) from None
         try:
             arena.init_arena(segment)
         finally:
-            # It is attached again below like any published segment; this
-            # descriptor would otherwise stay open (and keep the pages
-            # reserved after the session is unlinked) for the process's life.
-            segment.close()
+            segment.close()  # attached again below, like any published segment
         self.control.write_state(**{self._field: index + 1})
         self.attach_new()
         return index
@@ -150,3 +180,8 @@ class SegmentList:
             segment.close()
         self.segments = []
         self._walked = []
+
+
+def _pages(size: int) -> int:
+    """``size`` rounded up to whole pages (what tmpfs reserves anyway)."""
+    return -(-size // PAGE) * PAGE

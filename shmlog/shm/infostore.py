@@ -24,7 +24,10 @@ class InfoStore:
 
     def __init__(self, session: str, control: Control, generation: int) -> None:
         self._control = control
-        self._segments = SegmentList(session, control, KIND_INFO, generation)
+        # Values are few and small: one segment of SEGMENT_BYTES from the start.
+        self._segments = SegmentList(
+            session, control, KIND_INFO, generation, start_bytes=SEGMENT_BYTES
+        )
         self._index: dict[str, tuple[int, int]] = {}
 
     @property

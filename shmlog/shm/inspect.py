@@ -2,6 +2,13 @@
 
 Inspection attaches to a session's control segment without joining it, so
 listing never keeps a stale session alive nor changes a live one.
+
+A session is *alive* while a member lives, *orphaned* while no member does
+but processes with a writer slot still run (their pids are shown: the
+children of members that died), *stale* when none of its processes is left,
+*closing* while its last member removes it, and *broken* when its control
+segment cannot be used.  ``clean`` removes stale and broken sessions only;
+orphaned ones go with ``force``, live ones only with ``everything``.
 """
 
 from __future__ import annotations
@@ -12,46 +19,45 @@ from typing import NamedTuple
 import posix_ipc
 
 from .control import STATE_CLOSED, Control
+from .entries import SHM_DIR, own_entries
+from .lifecycle import live_writers
 from .names import prefix
 from .scalars import RingDirectory
-from .segment import SHM_DIR, SegmentError
+from .segment import SegmentError
 from .session import attach_control, destroy
 
 
 class SessionInfo(NamedTuple):
     name: str
     creator: int
-    status: str  # "alive", "stale", "closing" or "broken: <why>"
+    status: str  # "alive", "orphaned (pids ...)", "stale", "closing" or "broken: <why>"
     members: int
     writers: int
     keys: int
     bytes: int
     created_ns: int
+    live_pids: tuple[int, ...] = ()  # members and writers still running
 
 
-def session_names(uid: int | None = None) -> list[str]:
-    """Names of this user's sessions, including ones left without a control segment."""
-    start = prefix("", uid)[:-1]  # "shmlog-<uid>-"
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
+def session_names() -> list[str]:
+    """Names of this user's sessions, including ones left without a control segment.
+
+    Only files of this uid count: entries another user put under this uid's
+    names are no session of this user's (see ``shmlog.shm.segment``).
+    """
+    start = prefix("")[:-1]  # "shmlog-<uid>-"
     return sorted({
-        entry[len(start) : entry.rindex("@")]
-        for entry in entries
-        if entry.startswith(start) and "@" in entry
+        entry[len(start) : entry.rindex("@")] for entry in own_entries(start) if "@" in entry
     })
 
 
 def _segment_bytes(name: str) -> int:
     total = 0
-    start = prefix(name)
-    for entry in os.listdir(SHM_DIR):
-        if entry.startswith(start):
-            try:
-                total += os.stat(os.path.join(SHM_DIR, entry)).st_size
-            except OSError:
-                pass
+    for entry in own_entries(prefix(name)):
+        try:
+            total += os.lstat(os.path.join(SHM_DIR, entry)).st_size
+        except OSError:
+            pass
     return total
 
 
@@ -64,15 +70,21 @@ def describe(name: str) -> SessionInfo:
         return SessionInfo(name, 0, f"broken: {exc}", 0, 0, 0, size, 0)
     try:
         state = control.read_state()
-        members = len(control.live_members())
+        members = control.live_members()
         writers = sum(1 for w in control.writers() if w.alive())
         keys = _count_keys(name, control)
+        pids = tuple(sorted({pid for _slot, pid, _start in members} | set(live_writers(control))))
         if state.state == STATE_CLOSED:
             status = "closing"
+        elif members:
+            status = "alive"
+        elif pids:
+            status = f"orphaned (pids {' '.join(map(str, pids))})"
         else:
-            status = "alive" if members else "stale"
+            status = "stale"
         return SessionInfo(
-            name, state.creator, status, members, writers, keys, size, state.created_ns
+            name, state.creator, status, len(members), writers, keys, size, state.created_ns,
+            pids,
         )
     finally:
         control.segment.close()
@@ -92,11 +104,17 @@ def list_sessions() -> list[SessionInfo]:
     return [describe(name) for name in session_names()]
 
 
-def clean(everything: bool = False) -> list[str]:
-    """Remove stale (or, with ``everything``, all) sessions of this user."""
+def clean(everything: bool = False, force: bool = False) -> list[str]:
+    """Remove stale and broken sessions of this user (see the module docstring).
+
+    ``force``: orphaned sessions too; ``everything``: every session, alive or not.
+    """
     removed = []
     for info in list_sessions():
-        removable = everything or info.status == "stale" or info.status.startswith("broken")
-        if removable and destroy(info.name, stale_only=not everything):
+        removable = (
+            everything or info.status == "stale" or info.status.startswith("broken")
+            or (force and info.status.startswith("orphaned"))
+        )
+        if removable and destroy(info.name, stale_only=not everything, force=force):
             removed.append(info.name)
     return removed

@@ -4,28 +4,37 @@ A session exists once its control segment does: the creator builds it whole
 under a temporary name and links it (``Segment.create`` with ``prepare``), so
 nobody ever attaches to a half-made session.  Joining takes the session lock
 (``flock`` on the control segment), prunes members that died and adds the
-caller.  A session whose members all died is *stale*: creating replaces it,
-joining refuses it.  The last member to leave marks the session closed and
+caller.  A session whose members all died is *stale* when no process writes
+to it any more (creating replaces it, joining refuses it), and *orphaned*
+while some still do (their children, typically DataLoader workers): it is
+then joined, histories and all, by creating and by attaching alike, and is
+removed only on request (``destroy(force=True)``), never by a clean-up of
+stale sessions.  The last member to leave marks the session closed and
 unlinks every segment; one that died between the two is finished by the next
 process that opens the name.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import posix_ipc
 
-from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, process_start
+from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, is_alive, process_start
 from .doorbell import Doorbell
+from .entries import list_names, unlink
 from .names import SessionError, check_name, control_name, prefix
-from .segment import KIND_CONTROL, Segment, SegmentError, list_names, unlink
+from .segment import KIND_CONTROL, Segment, SegmentError
 
 _OPEN_TIMEOUT = 10.0
+# The control segment in whole pages: what tmpfs reserves for it anyway.
+CONTROL_SEGMENT_BYTES = -(-CONTROL_BYTES // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
 def attach_control(name: str) -> Control:
@@ -34,7 +43,27 @@ def attach_control(name: str) -> Control:
     Raises ``posix_ipc.ExistentialError`` when there is none and
     :class:`SegmentError` when it is not one this process may use.
     """
-    return Control(Segment.attach(control_name(check_name(name)), KIND_CONTROL))
+    segment = Segment.attach(control_name(check_name(name)), KIND_CONTROL)
+    if segment.size < CONTROL_BYTES:
+        segment.close()
+        raise SegmentError(
+            f"shared memory {segment.name} is not a usable shmlog control segment: it is "
+            f"{segment.size} bytes, smaller than the {CONTROL_BYTES} its tables take. "
+            f"Remove it with 'shmlog clean'."
+        )
+    control = Control(segment)
+    # A control segment is published whole (ready), and only ever changes to
+    # closed: any other state is damage, and waiting would never end.
+    state = control.read_state().state
+    if state not in (STATE_READY, STATE_CLOSED):
+        segment.close()
+        raise SegmentError(
+            f"shared memory {segment.name} is not a usable shmlog control segment: its "
+            f"header is valid but its state is {state}, not {STATE_READY} (ready) or "
+            f"{STATE_CLOSED} (closed), so it was damaged or not written by shmlog. "
+            f"Remove it with 'shmlog clean'."
+        )
+    return control
 
 
 def open_control(
@@ -62,16 +91,21 @@ def open_control(
         # Everything a joiner reads is in place before the name exists.
         fresh = Control(segment)
         fresh.write_config(options or {})
-        Doorbell.initialise(segment.mm)
+        Doorbell.initialise(segment.buf)
         if writer_placeholder:
             fresh.write_state(writer_pid=me[0], writer_start=me[1])
         fresh.write_state(state=STATE_READY, creator=me[0], created_ns=time.time_ns())
         if member:
             fresh.add_member(*me)
 
+    waiting = "its control segment vanished each time this process tried to attach it"
     while True:
         if time.monotonic() > deadline:
-            raise SessionError(f"timed out opening shmlog session {name!r}")
+            raise SessionError(
+                f"timed out after {_OPEN_TIMEOUT:.0f} s opening shmlog session {name!r}: "
+                f"{waiting}. 'shmlog ls' shows its state; 'shmlog clean' removes it if "
+                f"every process of it has exited."
+            )
         control, created = _create_or_attach(name, create, prepare)
         if control is None:
             time.sleep(0.001)
@@ -87,10 +121,18 @@ def open_control(
                     # it (it would hold this lock otherwise): finish that.
                     destroy_locked(control, name)
                 # A closed session is being unlinked by its last member: try again.
+                waiting = (
+                    f"{control.segment.name} stayed closed, as if its last member never "
+                    f"finished removing it"
+                )
                 if state == STATE_READY:
-                    if control.prune_members() > 0:
+                    alive = control.prune_members() > 0
+                    writing = [] if alive else live_writers(control)
+                    if alive or writing:
                         if member:
                             control.add_member(*me)
+                        if writing and create:
+                            _warn_adopting(name, writing)
                         return control, False, joined
                     if create:
                         destroy_locked(control, name)  # stale: replace it
@@ -108,6 +150,21 @@ def open_control(
             )
 
 
+def live_writers(control: Control) -> list[int]:
+    """Pids of the live processes that hold a writer slot of the session (members or not)."""
+    return sorted({w.pid for w in control.writers() if is_alive(w.pid, w.start)})
+
+
+def _warn_adopting(name: str, pids: list[int]) -> None:
+    warnings.warn(
+        f"shmlog session {name!r} has no member left, but processes still write to it "
+        f"(pids {', '.join(map(str, pids))}); joining it, with the histories it holds, "
+        f"instead of replacing it under them. Run 'shmlog clean --force' first to start "
+        f"a fresh session.",
+        stacklevel=4,  # open_control, SessionSegments.open, shmlog.init, its caller
+    )
+
+
 def leave(control: Control, name: str, member: tuple[int, int]) -> None:
     """Remove ``member``; the last one to leave removes the session."""
     with control:
@@ -122,7 +179,8 @@ def _create_or_attach(
     if create:
         try:
             segment = Segment.create(
-                control_name(name), CONTROL_BYTES, KIND_CONTROL, secrets.randbits(63), prepare
+                control_name(name), CONTROL_SEGMENT_BYTES, KIND_CONTROL, secrets.randbits(63),
+                prepare,
             )
             return Control(segment), True
         except posix_ipc.ExistentialError:
@@ -141,7 +199,7 @@ def _create_or_attach(
 def _still_named(segment: Segment) -> bool:
     """Whether ``segment``'s name still refers to it (not unlinked, not replaced)."""
     try:
-        return os.stat(f"/dev/shm/{segment.name.lstrip('/')}").st_ino == os.fstat(
+        return os.lstat(f"/dev/shm/{segment.name.lstrip('/')}").st_ino == os.fstat(
             segment.fd
         ).st_ino
     except OSError:
@@ -158,27 +216,24 @@ def destroy_locked(control: Control, name: str) -> None:
     unlink(ctl)
 
 
-def destroy(name: str, stale_only: bool = False) -> bool:
+def destroy(name: str, stale_only: bool = False, force: bool = False) -> bool:
     """Remove session ``name`` whatever its state; False when it did not exist.
 
-    ``stale_only``: only when no member is alive, as seen under the session
-    lock (a stale session that ``shmlog.init`` replaced meanwhile stays).
+    ``stale_only``: only when no process of it is alive, as seen under the
+    session lock (a stale session that ``shmlog.init`` replaced meanwhile
+    stays): no member, and unless ``force`` no process with a writer slot
+    either (an orphaned session's children go on writing into it).
     """
     try:
         control = attach_control(name)
-    except posix_ipc.ExistentialError:
-        leftovers = list_names(prefix(name))
-        for segment_name in leftovers:
-            unlink(segment_name)
-        return bool(leftovers)
-    except SegmentError:
-        for segment_name in list_names(prefix(name)):
-            unlink(segment_name)
-        return True
+    except (posix_ipc.ExistentialError, SegmentError):
+        # No usable control segment: remove what is this user's, and only that.
+        removed = [segment_name for segment_name in list_names(prefix(name)) if unlink(segment_name)]
+        return bool(removed)
     try:
         with control:
             if stale_only and control.read_state().state == STATE_READY and (
-                control.live_members()
+                control.live_members() or (not force and live_writers(control))
             ):
                 return False
             destroy_locked(control, name)

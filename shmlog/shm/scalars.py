@@ -14,8 +14,8 @@ from typing import Any
 
 from .control import Control
 from .directory import SegmentList
-from .ring import RingReader, RingWriter, encode_key, format_ring, ring_bytes
-from .segment import KIND_RINGS, Segment
+from .ring import HEADER_BYTES, RECORD_BYTES, RingReader, RingWriter, encode_key, format_ring, ring_bytes
+from .segment import KIND_RINGS, Segment, ShmFullError
 
 MAX_CAPACITY = 1 << 26
 
@@ -31,6 +31,18 @@ def check_capacity(capacity: Any, what: str) -> int:
     return capacity
 
 
+def _advice(capacity: int, segment_bytes: int) -> str:
+    """What makes a session's rings fit in less of /dev/shm (every option named works)."""
+    small = 16
+    return (
+        f"Or make the session smaller: a scalar ring takes {HEADER_BYTES} + "
+        f"{RECORD_BYTES} x (capacity + 1) bytes, rounded up to 64 ({ring_bytes(capacity)} at "
+        f"this ring's capacity of {capacity}, {ring_bytes(small)} at capacity={small}), so "
+        f"lower capacity= (or capacities= for some keys) in shmlog.init; segments grow up "
+        f"to segment_bytes= ({segment_bytes} here), so lowering it reserves less at once."
+    )
+
+
 class RingDirectory:
     """One process's readers of every ring of a session, by key."""
 
@@ -41,7 +53,7 @@ class RingDirectory:
 
     def _map(self, segment: Segment) -> None:
         # The whole segment as float64 and int64 words: what rings index into.
-        self._views.append((memoryview(segment.mm).cast("d"), memoryview(segment.mm).cast("q")))
+        self._views.append((segment.buf.cast("d"), segment.buf.cast("q")))
 
     def refresh(self) -> None:
         """Read the rings published since the last call."""
@@ -75,7 +87,10 @@ class RingDirectory:
         def fill(buf: memoryview, offset: int) -> None:
             format_ring(buf, offset, capacity, slot, raw_key)
 
-        index, offset = self._segments.append(ring_bytes(capacity), segment_bytes, fill)
+        try:
+            index, offset = self._segments.append(ring_bytes(capacity), segment_bytes, fill)
+        except ShmFullError as exc:
+            raise ShmFullError(f"{exc} {_advice(capacity, segment_bytes)}") from None
         self.refresh()
         d, q = self._views[index]
         return RingWriter(d, q, offset)

@@ -17,18 +17,33 @@ can refuse anything that is not a segment of this version, of this user:
 Pages are reserved with posix_fallocate at creation: tmpfs allocates lazily,
 so without it a full /dev/shm would kill a writer with SIGBUS on first touch
 instead of failing here with ENOSPC and a readable message.
+
+Segments are opened with ``shm_open``, which glibc opens with O_NOFOLLOW,
+and created with O_EXCL: an entry someone else put under a segment's name (a
+link, another user's file: ``shmlog.shm.entries``) is never used, never
+followed, and refused with a SegmentError naming the path and its owner.
+
+A mapped segment keeps no file descriptor (``shmlog.shm.mapping``), except the
+control segment, whose descriptor carries the session lock: a process holds
+one descriptor per session however many keys and writers it has.  Running
+out of descriptors anyway (the program's own) raises
+:class:`DescriptorLimitError`, which names RLIMIT_NOFILE and the count.
 """
 
 from __future__ import annotations
 
 import errno
-import mmap
 import os
+import resource
+import secrets
 import stat
 import struct
 from collections.abc import Callable
 
 import posix_ipc
+
+from .entries import SHM_DIR, TEMP_MARK, entry_problem, shm_path, unlink
+from .mapping import Mapping
 
 MAGIC = b"SHMLOGv1"
 LAYOUT_VERSION = 2
@@ -40,9 +55,6 @@ KIND_RINGS = 2
 KIND_INFO = 3
 KIND_RECORDS = 4
 
-SHM_DIR = "/dev/shm"
-TEMP_MARK = ".tmp"
-
 
 class SegmentError(RuntimeError):
     """A segment could not be created or is not one shmlog can use."""
@@ -52,12 +64,12 @@ class ShmFullError(SegmentError, MemoryError):
     """/dev/shm has no room for a new segment."""
 
 
+class DescriptorLimitError(SegmentError):
+    """This process may not open another file descriptor (RLIMIT_NOFILE)."""
+
+
 class SegmentNotReady(SegmentError):
     """The segment exists but its creator has not written its header yet."""
-
-
-def _shm_path(name: str) -> str:
-    return os.path.join(SHM_DIR, name.lstrip("/"))
 
 
 def available_bytes() -> int | None:
@@ -69,18 +81,25 @@ def available_bytes() -> int | None:
 
 
 class Segment:
-    """One mapped segment; ``buf`` is a writable memoryview over all of it."""
+    """One mapped segment; ``buf`` is a writable memoryview over all of it.
 
-    __slots__ = ("buf", "fd", "generation", "kind", "mm", "name", "size")
+    ``fd`` is the segment's descriptor for the control segment (its lock), -1
+    for every other kind, whose descriptor is closed once mapped.
+    """
 
-    def __init__(self, name: str, fd: int, mm: mmap.mmap, kind: int, generation: int) -> None:
+    __slots__ = ("_mapping", "buf", "fd", "generation", "kind", "name", "size")
+
+    def __init__(self, name: str, fd: int, mapping: Mapping, kind: int, generation: int) -> None:
         self.name = name
-        self.fd = fd
-        self.mm = mm
-        self.size = len(mm)
+        self._mapping: Mapping | None = mapping
+        self.size = mapping.size
         self.kind = kind
         self.generation = generation
-        self.buf = memoryview(mm)
+        self.buf = mapping.buf
+        if kind != KIND_CONTROL:
+            os.close(fd)
+            fd = -1
+        self.fd = fd
 
     @classmethod
     def create(
@@ -102,13 +121,16 @@ class Segment:
         """
         if prepare is None:
             return cls._create(name, size, kind, generation)
-        temporary = f"{name}{TEMP_MARK}{os.getpid()}"
-        unlink(temporary)
-        segment = cls._create(temporary, size, kind, generation)
+        # Unguessable, so that nobody can take the temporary name first.
+        temporary = f"{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            segment = cls._create(temporary, size, kind, generation)
+        except posix_ipc.ExistentialError:
+            raise SegmentError(f"cannot create {temporary}: {entry_problem(temporary)}") from None
         try:
             prepare(segment)
             try:
-                os.link(_shm_path(temporary), _shm_path(name))
+                os.link(shm_path(temporary), shm_path(name), follow_symlinks=False)
             except FileExistsError:
                 raise posix_ipc.ExistentialError(f"{name} exists") from None
         except BaseException:
@@ -121,7 +143,7 @@ class Segment:
 
     @classmethod
     def _create(cls, name: str, size: int, kind: int, generation: int) -> Segment:
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600)
+        shm = _shm_open(name, posix_ipc.O_CREX)
         fd = shm.fd
         try:
             try:
@@ -133,21 +155,29 @@ class Segment:
                     raise ShmFullError(
                         f"{SHM_DIR} is too small for shmlog segment {name}: it needs {size} "
                         f"bytes and {where}. Enlarge /dev/shm (for Docker: --shm-size) or "
-                        f"lower the session's ring capacity."
+                        f"remove stale sessions with 'shmlog clean'."
                     ) from None
                 raise
-            mm = mmap.mmap(fd, size)
-            HEADER.pack_into(mm, 0, MAGIC, LAYOUT_VERSION, kind, size, generation, os.getuid())
+            mapping = Mapping(fd, size)
+            HEADER.pack_into(
+                mapping.buf, 0, MAGIC, LAYOUT_VERSION, kind, size, generation, os.getuid()
+            )
         except BaseException:
             _unlink_quietly(name)
             os.close(fd)
             raise
-        return cls(name, fd, mm, kind, generation)
+        return cls(name, fd, mapping, kind, generation)
 
     @classmethod
     def attach(cls, name: str, kind: int, generation: int | None = None) -> Segment:
         """Map an existing segment after checking it is ours and of this layout."""
-        shm = posix_ipc.SharedMemory(name)  # ExistentialError when absent
+        try:
+            shm = _shm_open(name, 0)  # ExistentialError when absent
+        except (posix_ipc.PermissionsError, OSError) as exc:
+            problem = entry_problem(name)
+            if problem is None:
+                raise
+            raise SegmentError(f"cannot attach shared memory {name}: {problem}") from exc
         fd = shm.fd
         try:
             info = os.fstat(fd)
@@ -166,11 +196,13 @@ class Segment:
                     f"shared memory {name} is {info.st_size} bytes, too small to be a shmlog "
                     f"segment"
                 )
-            mm = mmap.mmap(fd, info.st_size)
-            magic, version, seg_kind, size, seg_generation, _uid = HEADER.unpack_from(mm, 0)
+            mapping = Mapping(fd, info.st_size)
+            magic, version, seg_kind, size, seg_generation, _uid = HEADER.unpack_from(
+                mapping.buf, 0
+            )
             problem = None
             if magic == bytes(len(MAGIC)):
-                mm.close()
+                mapping.close()
                 raise SegmentNotReady(
                     f"shared memory {name} has no header: the process creating it died "
                     f"before writing one. Remove it with 'shmlog clean'."
@@ -186,73 +218,69 @@ class Segment:
             elif generation is not None and seg_generation != generation:
                 problem = "it belongs to an earlier session of the same name"
             if problem:
-                mm.close()
+                mapping.close()
                 raise SegmentError(f"shared memory {name} is not a usable shmlog segment: {problem}")
         except BaseException:
             os.close(fd)
             raise
-        return cls(name, fd, mm, kind, seg_generation)
+        return cls(name, fd, mapping, kind, seg_generation)
 
     def close(self) -> None:
         """Unmap; views still exported elsewhere keep the mapping alive until freed."""
-        if self.fd < 0:
+        mapping, self._mapping = self._mapping, None
+        if mapping is None:
             return
-        try:
-            self.buf.release()
-        except BufferError:
-            pass
-        try:
-            self.mm.close()
-        except BufferError:
-            # A numpy array still looks into the mapping; the memory stays
-            # valid and is freed with the last view.
-            pass
-        os.close(self.fd)
-        self.fd = -1
+        mapping.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
-def unlink(name: str) -> bool:
-    """Remove ``name`` from the namespace; False when it was already gone."""
+def _shm_open(name: str, flags: int) -> posix_ipc.SharedMemory:
+    """``shm_open``, with an error saying what to do when descriptors have run out."""
     try:
-        posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.ExistentialError:
-        return False
-    return True
+        return posix_ipc.SharedMemory(name, flags, mode=0o600)
+    except posix_ipc.Error:
+        raise
+    except OSError as exc:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # posix_ipc reports EMFILE without an errno: count instead.
+        count = open_descriptors(soft)
+        if exc.errno not in (errno.EMFILE, errno.ENFILE) and count < soft:
+            raise
+        if count < soft:
+            where = "the system-wide limit on open files (fs.file-max) is reached"
+        else:
+            where = f"its RLIMIT_NOFILE soft limit is {soft} (hard limit {hard})"
+        raise DescriptorLimitError(
+            f"cannot open shared memory {name}: this process has {count} file descriptors "
+            f"open and {where}. shmlog keeps one per session whatever its keys and writers, "
+            f"so the others are the program's own: raise the limit (ulimit -n, or "
+            f"resource.setrlimit(resource.RLIMIT_NOFILE, ...) in the program) or close "
+            f"descriptors it no longer needs"
+        ) from None
+
+
+def open_descriptors(limit: int) -> int:
+    """How many file descriptors this process has open (below ``limit``)."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # the listing's own
+    except OSError:  # no descriptor left to list with: probe them
+        count = 0
+        for fd in range(min(limit, 1 << 20)):
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue
+            count += 1
+        return count
 
 
 def _unlink_quietly(name: str) -> None:
     try:
-        posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.Error:
+        unlink(name)
+    except (posix_ipc.Error, OSError):
         pass
-
-
-def being_created(entry: str) -> bool:
-    """Whether ``entry`` is a segment a live process is still building (see create)."""
-    _, mark, pid = entry.rpartition(TEMP_MARK)
-    if not mark or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def list_names(prefix: str) -> list[str]:
-    """Segment names in /dev/shm that start with ``prefix`` (no leading slash).
-
-    Segments that a live process is still building are not listed.
-    """
-    try:
-        entries = os.listdir(SHM_DIR)
-    except OSError:
-        return []
-    return sorted(
-        "/" + entry for entry in entries if entry.startswith(prefix) and not being_created(entry)
-    )
 
 
 def read_u64(buf: memoryview, at: int) -> int:

@@ -72,7 +72,7 @@ class SessionSegments:
         # Per-process caches of other layers (a hub's key -> RingWriter) that
         # must be emptied in a forked child.
         self._fork_caches: list[dict] = []
-        self.doorbell = Doorbell(control.segment.mm)
+        self.doorbell = Doorbell(control.segment.buf)
         self._claimed = False  # whether this process took a writer slot
         self._init_stores()
 
@@ -125,8 +125,8 @@ class SessionSegments:
             if self._pid == os.getpid() and self._member is not None:
                 try:
                     leave(self.control, self.name, self._member)
-                except (OSError, ValueError):
-                    pass
+                except (OSError, ValueError, posix_ipc.Error, SegmentError):
+                    pass  # leaving must not keep this process from unmapping
             if self._pid == os.getpid() and self._claimed:
                 try:
                     with self.control:

@@ -1,9 +1,15 @@
-"""Turning user-supplied numbers into floats, with errors that say what went wrong.
+"""Checking user-supplied keys and numbers, with errors that say what went wrong.
 
 Every scalar that reaches a history goes through :func:`to_float`, so an
 unsupported value is refused before anything is stored, and the message names
 the key, the value and what would have been accepted.  Torch is never
 imported: a tensor is recognised by its ``numel``/``item`` methods.
+
+Every MessageHub key goes through :func:`check_key`, in a session or not, so
+a key is refused the same way in both: a session stores ``hub name + "\\x1f"
++ key`` in at most :data:`KEY_MAX_BYTES` bytes of UTF-8 (``shmlog.wire``,
+``shmlog.shm.ring``), and a hub name or key holding the separator would let
+two hubs share one name.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import numbers
 from typing import Any
 
 import numpy as np
+
+from ..shm.ring import KEY_MAX_BYTES
+from ..wire import SEPARATOR
 
 ACCEPTED = "an int, float, numpy scalar, size-1 numpy array or 1-element tensor"
 
@@ -60,6 +69,11 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
     numel = getattr(value, "numel", None)
     item = getattr(value, "item", None)
     if callable(numel) and callable(item):
+        if getattr(value, "is_meta", False) is True:
+            raise ValueError(
+                f"{_where(key, what)}: expected {ACCEPTED}, got a tensor on the meta "
+                f"device, which has no data: {_short(value)}"
+            )
         n = numel()
         if n != 1:
             shape = tuple(getattr(value, "shape", ()))
@@ -67,7 +81,13 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
                 f"{_where(key, what)}: expected {ACCEPTED}, got a tensor of shape "
                 f"{shape} ({n} elements): {_short(value)}"
             )
-        inner = item()
+        try:
+            inner = item()
+        except Exception as exc:  # a tensor of any library: whatever it raises
+            raise ValueError(
+                f"{_where(key, what)}: expected {ACCEPTED}; {_short(value)} has no "
+                f"readable value ({type(exc).__name__}: {_short(str(exc))})"
+            ) from exc
         if isinstance(inner, (bool, np.bool_)) or not isinstance(inner, numbers.Real):
             raise TypeError(
                 f"{_where(key, what)}: expected {ACCEPTED}, got a tensor holding "
@@ -115,3 +135,69 @@ def check_window(window_size: Any, key: str | None = None) -> int | None:
             f"{_where(key, 'window_size')}: expected None or an int >= 1, got {window}"
         )
     return window
+
+
+def short_key(key: Any) -> str:
+    """``repr(key)``, shortened to what fits in a message."""
+    text = repr(key)
+    if len(text) <= 60:
+        return text
+    size = f" ({len(key)} characters)" if isinstance(key, str) else ""
+    return f"{text[:45]}...{text[-8:]}{size}"
+
+
+def check_hub_name(name: Any) -> str:
+    """``name`` if it can name a MessageHub, else TypeError/ValueError saying why."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"MessageHub name: expected a non-empty str, got {short_key(name)}")
+    if SEPARATOR in name:
+        raise ValueError(
+            f"MessageHub name {short_key(name)}: contains {SEPARATOR!r}, the separator "
+            f"shmlog puts between hub names and keys; expected a name without it"
+        )
+    size = _utf8_bytes(name, "MessageHub name")
+    if size + len(SEPARATOR) >= KEY_MAX_BYTES:
+        raise ValueError(
+            f"MessageHub name {short_key(name)}: takes {size} bytes in UTF-8, which leaves "
+            f"no room for keys; hub name, separator and key take at most {KEY_MAX_BYTES} "
+            f"bytes together"
+        )
+    return name
+
+
+def check_key(key: Any, hub: str) -> str:
+    """``key`` if MessageHub ``hub`` can store it (see the module docstring), else raise.
+
+    TypeError for a key that is not a str, ValueError for one holding the
+    separator or too long for ``hub``; the message names the hub and the key
+    (shortened) and says what was expected.
+    """
+    if not isinstance(key, str):
+        raise TypeError(
+            f"MessageHub {hub!r} key {short_key(key)}: expected a str, got "
+            f"{type(key).__name__}"
+        )
+    if SEPARATOR in key:
+        raise ValueError(
+            f"MessageHub {hub!r} key {short_key(key)}: contains {SEPARATOR!r}, the "
+            f"separator shmlog puts between hub names and keys; expected a key without it"
+        )
+    size = _utf8_bytes(key, f"MessageHub {hub!r} key")
+    room = KEY_MAX_BYTES - len(SEPARATOR) - len(hub.encode("utf-8"))
+    if size > room:
+        raise ValueError(
+            f"MessageHub {hub!r} key {short_key(key)}: takes {size} bytes in UTF-8; "
+            f"expected at most {room} ({KEY_MAX_BYTES} bytes for the hub name, the "
+            f"separator and the key together)"
+        )
+    return key
+
+
+def _utf8_bytes(text: str, what: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} {short_key(text)}: cannot be encoded as UTF-8 ({exc.reason} at "
+            f"position {exc.start}); expected text without lone surrogates"
+        ) from None

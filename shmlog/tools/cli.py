@@ -44,7 +44,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    removed = inspect.clean(everything=args.all)
+    removed = inspect.clean(everything=args.all, force=args.force)
     for name in removed:
         print(f"removed {name}")
     if not removed:
@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(func=cmd_ls)
     clean = sub.add_parser("clean", help="remove sessions whose processes all exited")
     clean.add_argument("--all", action="store_true", help="remove every session of this user")
+    clean.add_argument(
+        "--force", action="store_true",
+        help="also remove orphaned sessions: no member left, but processes still write to them",
+    )
     clean.set_defaults(func=cmd_clean)
 
     top = sub.add_parser(
