@@ -207,3 +207,24 @@ def test_log_file_links_in_a_directory_others_can_write_are_refused(tmp_path: Pa
     finally:
         handler.close()
     assert victim.read_text().startswith("keep me\n") and "through the link" in victim.read_text()
+
+
+def test_an_export_file_link_in_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    """scalars.jsonl follows the log files' rule: no link followed where others can write."""
+    from shmlog.format.files import open_output
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n")
+    (shared / "scalars.jsonl").symlink_to(victim)
+    with pytest.raises(LogPathError, match="is a symbolic link"):
+        open_output(str(shared / "scalars.jsonl"))
+    assert victim.read_text() == "keep me\n"
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "scalars.jsonl").symlink_to(victim)
+    with open_output(str(own / "scalars.jsonl")) as out:  # ours: followed
+        out.write("more\n")
+    assert victim.read_text() == "keep me\nmore\n"

@@ -198,6 +198,20 @@ def build_file_handler(
     return handler
 
 
+def open_output(path: str, mode: str = "a") -> Any:
+    """A text file beside the logs (an export), opened by the same rules as log files.
+
+    Its directory is made when missing; where other users can write to it, a
+    link is refused rather than followed.
+    """
+    directory = os.path.dirname(path) or "."
+    _refuse_planted_links(directory)
+    os.makedirs(directory, exist_ok=True)
+    _refuse_planted_links(directory)
+    opener = _open_no_follow if _writable_by_others(directory) else None
+    return open(path, mode, encoding="utf-8", opener=opener)
+
+
 def _split(log_file: PathLike, per_node: bool = False) -> tuple[str, str]:
     """(directory for the files, base name) of ``log_file``."""
     if not isinstance(log_file, (str, os.PathLike)):

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from ..format.files import open_output
 from ..format.formatter import FILE_DATEFMT, DuplicateWarningFilter, MMFormatter
 from ..wire import LogRecordData
 
@@ -291,12 +292,11 @@ class LogSink(Sink):
 
 
 class TextSink(Sink):
-    """A plain text file the writer owns (``scalars.jsonl``)."""
+    """A plain text file the writer owns (``scalars.jsonl``), opened as log files are."""
 
     def __init__(self, path: str, mode: str = "a") -> None:
         self._path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._stream: Any = open(path, mode, encoding="utf-8")  # noqa: SIM115 (the sink's life)
+        self._stream: Any = open_output(path, mode)
         super().__init__(path)
 
     def stream(self) -> TextIO:
@@ -307,8 +307,7 @@ class TextSink(Sink):
             self._stream.close()
         except (OSError, ValueError):
             pass
-        os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
-        self._stream = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        self._stream = open_output(self._path, "a")
 
     def close(self) -> None:
         super().close()
