@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from ..errors import InvalidKey, InvalidType, InvalidValue
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.local_hub import LocalHub
 from ..stats.values import to_count, to_float
@@ -45,13 +46,20 @@ class MessageHub(ManagerMixin):
         self._log_scalars: OrderedDict[str, HistoryBuffer] = _as_ordered("log_scalars", log_scalars)
         for key, value in self._log_scalars.items():
             if not isinstance(value, HistoryBuffer):
-                raise TypeError(
+                raise InvalidType(
                     f"log_scalars[{key!r}]: expected a HistoryBuffer, got "
                     f"{type(value).__name__}"
                 )
             value._name = key
         self._runtime_info: OrderedDict[str, Any] = _as_ordered("runtime_info", runtime_info)
         self._resumed_keys: OrderedDict[str, bool] = _as_ordered("resumed_keys", resumed_keys)
+        for key in self._resumed_keys:
+            if key not in self._log_scalars and key not in self._runtime_info:
+                raise InvalidValue(
+                    f"resumed_keys[{key!r}]: every resumed key must be a key of log_scalars "
+                    f"or runtime_info; this hub has log_scalars {sorted(self._log_scalars)} "
+                    f"and runtime_info {sorted(self._runtime_info)}"
+                )
         self._local = LocalHub(self)
         self._bound_token: object | None = None
         self._bound_local: Any = None
@@ -119,7 +127,7 @@ class MessageHub(ManagerMixin):
     def update_scalars(self, log_dict: dict[str, Any], resumed: bool = True) -> None:
         """Update several scalars; each value is a number or ``dict(value=..., count=...)``."""
         if not isinstance(log_dict, dict):
-            raise TypeError(
+            raise InvalidType(
                 f"update_scalars: expected a dict of key -> value, got {type(log_dict).__name__}"
             )
         # Validate everything first so a bad entry leaves no partial update.
@@ -127,7 +135,7 @@ class MessageHub(ManagerMixin):
         for key, item in log_dict.items():
             if isinstance(item, dict):
                 if "value" not in item:
-                    raise KeyError(
+                    raise InvalidKey(
                         f"update_scalars[{key!r}]: a dict value needs a 'value' entry, got "
                         f"keys {sorted(item)}"
                     )
@@ -164,7 +172,7 @@ class MessageHub(ManagerMixin):
     def update_info_dict(self, info_dict: dict[str, Any], resumed: bool = True) -> None:
         """Set several runtime info entries."""
         if not isinstance(info_dict, dict):
-            raise TypeError(
+            raise InvalidType(
                 f"update_info_dict: expected a dict, got {type(info_dict).__name__}"
             )
         for key, value in info_dict.items():
@@ -187,10 +195,10 @@ class MessageHub(ManagerMixin):
 
     def _check_resumed(self, key: str, resumed: bool) -> None:
         if not isinstance(resumed, bool):
-            raise TypeError(f"{key!r} resumed: expected a bool, got {resumed!r}")
+            raise InvalidType(f"{key!r} resumed: expected a bool, got {resumed!r}")
         previous = self._resumed_keys.get(key, resumed)
         if previous is not resumed:
-            raise ValueError(
+            raise InvalidValue(
                 f"{key!r} was logged with resumed={previous}; it cannot be logged with "
                 f"resumed={resumed} later"
             )
@@ -229,13 +237,13 @@ class MessageHub(ManagerMixin):
                 "resumed_keys": source._resumed_keys,
             }
         if not isinstance(state_dict, dict):
-            raise TypeError(
+            raise InvalidType(
                 f"load_state_dict: expected a dict from state_dict() or a MessageHub, got "
                 f"{type(state_dict).__name__}"
             )
         missing = [k for k in ("log_scalars", "runtime_info", "resumed_keys") if k not in state_dict]
         if missing:
-            raise KeyError(f"load_state_dict: the state dict lacks {missing}")
+            raise InvalidKey(f"load_state_dict: the state dict lacks {missing}")
         store = self._store()
         for key, buffer in state_dict["log_scalars"].items():
             if not isinstance(buffer, HistoryBuffer):
@@ -286,7 +294,7 @@ def _as_ordered(name: str, value: dict[str, Any] | None) -> OrderedDict[str, Any
         return OrderedDict()
     if isinstance(value, dict):
         return OrderedDict(value)
-    raise TypeError(f"MessageHub {name}: expected a dict or None, got {type(value).__name__}")
+    raise InvalidType(f"MessageHub {name}: expected a dict or None, got {type(value).__name__}")
 
 
 def _warn(message: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import InvalidType, InvalidValue
 from .storage import HistoryStorage, LocalRing, Totals
 from .values import check_window, to_count, to_float
 
@@ -33,8 +34,13 @@ class HistoryBuffer:
     """The history of one scalar, with windowed and global statistics.
 
     Args:
-        log_history: initial values, oldest first.
-        count_history: the count of each initial value (same length).
+        log_history: initial values, oldest first: a list, tuple, numpy array
+            or tensor of numbers, of any shape (read in C order, as
+            MMEngine's first ``update`` flattens it).
+        count_history: the count of each initial value (same number of
+            them).  An initial history is taken as it is given: its counts
+            may be any finite numbers, while :meth:`update` accepts only
+            counts >= 0.
         max_length: how many records are retained; older ones are dropped,
             but the global statistics still include them.
     """
@@ -48,15 +54,16 @@ class HistoryBuffer:
         max_length: int = DEFAULT_MAX_LENGTH,
     ) -> None:
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
-            raise TypeError(f"max_length: expected an int >= 1, got {max_length!r}")
+            raise InvalidType(f"max_length: expected an int >= 1, got {max_length!r}")
         if max_length < 1:
-            raise ValueError(f"max_length: expected an int >= 1, got {max_length}")
-        values = np.array(
-            [to_float(v, what="log_history value") for v in log_history], dtype=np.float64
-        )
-        counts = np.array([to_count(c) for c in count_history], dtype=np.float64)
+            raise InvalidValue(f"max_length: expected an int >= 1, got {max_length}")
+        values = history_array(log_history, "log_history")
+        counts = history_array(count_history, "count_history")
+        if len(counts) and not np.isfinite(counts).all():
+            bad = counts[~np.isfinite(counts)][0]
+            raise InvalidValue(f"count_history: expected finite numbers, got {bad}")
         if len(values) != len(counts):
-            raise ValueError(
+            raise InvalidValue(
                 f"log_history and count_history must have the same length, got "
                 f"{len(values)} and {len(counts)}"
             )
@@ -132,7 +139,7 @@ class HistoryBuffer:
         """Register ``method`` (named by its ``__name__``) for :meth:`statistics`."""
         name = method.__name__
         if name in cls._statistics_methods:
-            raise ValueError(
+            raise InvalidValue(
                 f"a statistics method named {name!r} is already registered in "
                 f"HistoryBuffer"
             )
@@ -244,6 +251,55 @@ class HistoryBuffer:
 
 
 _EMPTY = np.empty(0, dtype=np.float64)
+
+
+def history_array(data: Any, what: str) -> np.ndarray:
+    """``data`` as a 1-D float64 array: the numbers of an initial history.
+
+    Arrays, tensors and (nested) lists of numbers convert in one step, so a
+    history of a million values costs milliseconds; anything else is read
+    element by element, and the first element that is not a number names
+    the problem.
+    """
+    detach = getattr(data, "detach", None)
+    if callable(detach) and callable(getattr(data, "numpy", None)):  # a tensor
+        data = detach().cpu().numpy()
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise InvalidType(
+            f"{what}: expected a sequence of numbers (list, tuple, array or tensor), got "
+            f"{type(data).__name__} {data!r}"
+        )
+    if not isinstance(data, (np.ndarray, list, tuple)):
+        data = list(data)  # any other iterable, read once
+    try:
+        array = np.asarray(data)
+    except ValueError:  # ragged nesting
+        raise InvalidValue(
+            f"{what}: expected numbers nested to one depth (like an array), got "
+            f"{_short(data)}"
+        ) from None
+    if array.dtype.kind in "iuf" and not (
+        isinstance(data, (list, tuple)) and array.ndim == 1
+        and any(isinstance(v, (bool, np.bool_)) for v in data)
+    ):
+        return array.astype(np.float64).reshape(-1)
+    # Mixed kinds (numpy scalars, tensors, ...) or not numbers at all: one by
+    # one, so that to_float names the first element it refuses, and why.
+    items = _flatten(data) if isinstance(data, (list, tuple)) else array.reshape(-1).tolist()
+    return np.array([to_float(item, what=f"{what} value") for item in items], dtype=np.float64)
+
+
+def _flatten(data: Any) -> Any:
+    for item in data:
+        if isinstance(item, (list, tuple, np.ndarray)):
+            yield from _flatten(item)
+        else:
+            yield item
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 for _builtin in (HistoryBuffer.min, HistoryBuffer.max, HistoryBuffer.current, HistoryBuffer.mean):
     HistoryBuffer._statistics_methods[_builtin.__name__] = _builtin

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidType, InvalidValue, NotAScalar
+
 ACCEPTED = "an int, float, numpy scalar, size-1 numpy array or 1-element tensor"
 
 
@@ -29,6 +31,10 @@ def _short(value: Any) -> str:
 def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
     """Return ``value`` as a Python float or raise TypeError/ValueError.
 
+    The exceptions are also AssertionErrors (``shmlog.errors``); an array or
+    tensor of more than one element raises NotAScalar, a TypeError and a
+    ValueError.
+
     ``key`` and ``what`` only shape the message ("'train/loss' value: ...").
     NaN and infinities are returned unchanged: a diverging loss is data.
     """
@@ -38,7 +44,7 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
     if kind is int:
         return _int_to_float(value, key, what)
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(
+        raise InvalidType(
             f"{_where(key, what)}: expected {ACCEPTED}, got bool {value!r}"
         )
     if isinstance(value, numbers.Real):  # int/float subclasses, numpy scalars
@@ -47,12 +53,12 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
         return float(value)
     if isinstance(value, np.ndarray):
         if value.size != 1:
-            raise ValueError(
+            raise NotAScalar(
                 f"{_where(key, what)}: expected {ACCEPTED}, got an array of shape "
                 f"{value.shape} ({value.size} elements): {_short(value)}"
             )
         if value.dtype.kind not in "iuf":
-            raise TypeError(
+            raise InvalidType(
                 f"{_where(key, what)}: expected {ACCEPTED}, got an array of dtype "
                 f"{value.dtype}: {_short(value)}"
             )
@@ -63,18 +69,18 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
         n = numel()
         if n != 1:
             shape = tuple(getattr(value, "shape", ()))
-            raise ValueError(
+            raise NotAScalar(
                 f"{_where(key, what)}: expected {ACCEPTED}, got a tensor of shape "
                 f"{shape} ({n} elements): {_short(value)}"
             )
         inner = item()
         if isinstance(inner, (bool, np.bool_)) or not isinstance(inner, numbers.Real):
-            raise TypeError(
+            raise InvalidType(
                 f"{_where(key, what)}: expected {ACCEPTED}, got a tensor holding "
                 f"{_short(inner)}"
             )
         return float(inner)
-    raise TypeError(
+    raise InvalidType(
         f"{_where(key, what)}: expected {ACCEPTED}, got {kind.__name__} {_short(value)}"
     )
 
@@ -83,7 +89,7 @@ def _int_to_float(value: int, key: str | None, what: str) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ValueError(
+        raise InvalidValue(
             f"{_where(key, what)}: {value} is too large to store as a float64"
         ) from None
 
@@ -92,7 +98,7 @@ def to_count(count: Any, key: str | None = None) -> float:
     """Validate a count: a finite, non-negative number."""
     result = to_float(count, key, "count")
     if not math.isfinite(result) or result < 0:
-        raise ValueError(
+        raise InvalidValue(
             f"{_where(key, 'count')}: expected a finite number >= 0, got {_short(count)}"
         )
     return result
@@ -105,13 +111,13 @@ def check_window(window_size: Any, key: str | None = None) -> int | None:
     if isinstance(window_size, (bool, np.bool_)) or not isinstance(
         window_size, numbers.Integral
     ):
-        raise TypeError(
+        raise InvalidType(
             f"{_where(key, 'window_size')}: expected None or an int >= 1, got "
             f"{type(window_size).__name__} {_short(window_size)}"
         )
     window = int(window_size)
     if window < 1:
-        raise ValueError(
+        raise InvalidValue(
             f"{_where(key, 'window_size')}: expected None or an int >= 1, got {window}"
         )
     return window
