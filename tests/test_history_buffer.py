@@ -33,6 +33,9 @@ from shmlog import HistoryBuffer
 from shmlog.stats import history_buffer as history_buffer_module
 from shmlog.stats.storage import LocalRing
 
+# Pickled buffers here are shmlog's own: no MMEngine in this process.
+pytestmark = pytest.mark.usefixtures("mmengine_not_in_use")
+
 # -- fixtures and helpers ----------------------------------------------------------
 
 

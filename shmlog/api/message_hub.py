@@ -228,8 +228,12 @@ class MessageHub(ManagerMixin):
         }
 
     def load_state_dict(self, state_dict: MessageHub | dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (or copy another hub whole)."""
-        if isinstance(state_dict, MessageHub):
+        """Restore what :meth:`state_dict` saved (or copy another hub whole).
+
+        The saved buffers may be shmlog's or MMEngine's (a checkpoint of a run
+        without shmlog): their histories and update counts are restored.
+        """
+        if isinstance(state_dict, MessageHub) or _is_hub(state_dict):
             source = state_dict
             state_dict = {
                 "log_scalars": source.log_scalars,
@@ -246,11 +250,14 @@ class MessageHub(ManagerMixin):
             raise InvalidKey(f"load_state_dict: the state dict lacks {missing}")
         store = self._store()
         for key, buffer in state_dict["log_scalars"].items():
-            if not isinstance(buffer, HistoryBuffer):
-                _warn(f"log_scalars[{key!r}] is a {type(buffer).__name__}, not a "
-                      f"HistoryBuffer; it is not restored")
+            # MMEngine's own HistoryBuffers (a checkpoint saved without shmlog) too.
+            adopted = HistoryBuffer.adopt(buffer)
+            if adopted is None:
+                kind = f"{type(buffer).__module__}.{type(buffer).__qualname__}"
+                _warn(f"log_scalars[{key!r}] is a {kind}, not a HistoryBuffer of shmlog or "
+                      f"MMEngine; it is not restored")
                 continue
-            restored = copy.deepcopy(buffer)
+            restored = copy.deepcopy(adopted)
             restored._name = key
             store.load_scalar(key, restored)
         for key, value in state_dict["runtime_info"].items():
@@ -287,6 +294,12 @@ class MessageHub(ManagerMixin):
         self._local = LocalHub(self)
         self._bound_token = None
         self._bound_local = None
+
+
+def _is_hub(obj: Any) -> bool:
+    """Whether ``obj`` is a hub of MMEngine's kind (its checkpoints may hold one whole)."""
+    return not isinstance(obj, dict) and all(
+        hasattr(obj, name) for name in ("log_scalars", "runtime_info", "_resumed_keys"))
 
 
 def _as_ordered(name: str, value: dict[str, Any] | None) -> OrderedDict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InvalidType, InvalidValue
+from .portable import History, mmengine_class, read_history, reduce_as
 from .storage import HistoryStorage, LocalRing, Totals
 from .values import check_window, to_count, to_float
 
@@ -231,15 +232,58 @@ class HistoryBuffer:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "values" not in state:  # MMEngine's layout (see shmlog.stats.portable)
+            history = read_history(state)
+            if history is None:
+                raise InvalidValue(
+                    f"HistoryBuffer state: expected shmlog's or MMEngine's layout, got keys "
+                    f"{sorted(state)}"
+                )
+            self._storage = _ring(history)
+            self._name = None
+            return
         self._storage = LocalRing.from_history(
             state["values"], state["counts"], state["max_length"], Totals(*state["totals"])
         )
         self._name = state["name"]
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> HistoryBuffer:
+    def __reduce_ex__(self, protocol: int) -> Any:
+        """Pickle as MMEngine's HistoryBuffer in a process that uses MMEngine, else as this class.
+
+        A checkpoint that MMEngine's Runner saves then loads where shmlog is
+        not installed (see ``shmlog.stats.portable``).
+        """
+        cls = mmengine_class(HistoryBuffer)
+        if cls is None:
+            return super().__reduce_ex__(protocol)
+        values, counts = self._storage.tail(None)
+        history = History(values, counts, self._storage.max_length, self._storage.totals())
+        return reduce_as(cls, history)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> HistoryBuffer:
         copy = HistoryBuffer.__new__(HistoryBuffer)
         copy.__setstate__(self.__getstate__())
         return copy
+
+    # A copy owns its records, as a pickled one does (and stays this class).
+    __copy__ = __deepcopy__
+
+    @classmethod
+    def adopt(cls, buffer: Any) -> HistoryBuffer | None:
+        """``buffer`` as a shmlog HistoryBuffer: itself, or a copy of an MMEngine one.
+
+        None for anything else.  An MMEngine buffer saved from shmlog keeps
+        the global statistics of every update (see ``shmlog.stats.portable``).
+        """
+        if isinstance(buffer, HistoryBuffer):
+            return buffer
+        history = read_history(buffer)
+        if history is None:
+            return None
+        adopted = cls.__new__(cls)
+        adopted._storage = _ring(history)
+        adopted._name = None
+        return adopted
 
     def __repr__(self) -> str:
         totals = self._storage.totals()
@@ -251,6 +295,12 @@ class HistoryBuffer:
 
 
 _EMPTY = np.empty(0, dtype=np.float64)
+
+
+def _ring(history: History) -> LocalRing:
+    max_length = max(int(history.max_length), 1)
+    values, counts = history.values[-max_length:], history.counts[-max_length:]
+    return LocalRing.from_history(values, counts, max_length, history.totals)
 
 
 def history_array(data: Any, what: str) -> np.ndarray:
