@@ -126,7 +126,10 @@ class HistoryBuffer:
     def per_writer(self) -> dict[str, HistoryBuffer]:
         """One buffer per writer (a thread of some process), keyed by a readable label.
 
-        A buffer that lives in one process has a single writer: itself.
+        Every writer of the key, of every rank (``'rank1/worker0'``), even
+        though the statistics of a hub's buffer merge only the reading
+        process's rank (``shmlog.stats.shared_hub``).  A buffer that lives in
+        one process has a single writer: itself.
         """
         split = getattr(self._storage, "per_writer", None)
         if split is None:
