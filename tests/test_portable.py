@@ -136,3 +136,15 @@ def test_a_hub_state_saved_with_mmengine_loads_where_shmlog_is_not(tmp_path: Pat
                           capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["mmengine.logging.history_buffer", "3.0", "4.5", "4"]
+
+
+def test_statistics_registered_with_mmengines_class_are_found(foreign: type) -> None:
+    def spread(self, window_size=None):
+        values = self._log_history if window_size is None else self._log_history[-window_size:]
+        return values.max() - values.min()
+
+    foreign._statistics_methods = {"spread": spread}
+    buffer = HistoryBuffer([1.0, 5.0, 2.0], [1, 1, 1])
+    assert buffer.statistics("spread") == 4.0 and buffer.statistics("spread", 2) == 3.0
+    with pytest.raises(KeyError, match="'nothing' is not a registered HistoryBuffer statistic"):
+        buffer.statistics("nothing")

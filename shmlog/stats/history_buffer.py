@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import InvalidType, InvalidValue
-from .portable import History, mmengine_class, read_history, reduce_as
+from .portable import History, mmengine_class, mmengine_statistic, read_history, reduce_as
 from .storage import HistoryStorage, LocalRing, Totals
 from .values import check_window, to_count, to_float
 
@@ -151,8 +151,14 @@ class HistoryBuffer:
         return method
 
     def statistics(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the registered statistic ``method_name`` with the given arguments."""
+        """Call the registered statistic ``method_name`` with the given arguments.
+
+        In a process that uses MMEngine, statistics registered on MMEngine's
+        HistoryBuffer are found too.
+        """
         method = self._statistics_methods.get(method_name)
+        if method is None:  # registered with MMEngine's class, in a process that uses it
+            method = mmengine_statistic(method_name, HistoryBuffer)
         if method is None:
             raise KeyError(
                 f"{method_name!r} is not a registered HistoryBuffer statistic; "

@@ -60,6 +60,20 @@ def mmengine_class(ours: type) -> type | None:
 
 def reduce_as(cls: type, history: History) -> tuple:
     """A pickle reduction that rebuilds ``history`` as a ``cls`` (MMEngine's class)."""
+    # copyreg's reconstructor (what plain objects pickle with at protocol 0 and 1):
+    # pickle's NEWOBJ would insist that the class is the pickled object's own.
+    return copyreg._reconstructor, (cls, object, None), mmengine_state(history)  # type: ignore[attr-defined]
+
+
+def rebuild_as(cls: type, history: History) -> Any:
+    """``history`` as an instance of ``cls`` (MMEngine's class), restored by its ``__setstate__``."""
+    buffer = cls.__new__(cls)
+    buffer.__setstate__(mmengine_state(history))
+    return buffer
+
+
+def mmengine_state(history: History) -> dict[str, Any]:
+    """MMEngine's HistoryBuffer state for ``history`` (see the module docstring)."""
     state: dict[str, Any] = {
         "max_length": int(history.max_length),
         "_log_history": np.array(history.values, dtype=np.float64),
@@ -72,9 +86,7 @@ def reduce_as(cls: type, history: History) -> tuple:
             len(history.values), float(np.sum(history.values)), float(np.sum(history.counts)),
             *(float(x) for x in totals),
         )
-    # copyreg's reconstructor (what plain objects pickle with at protocol 0 and 1):
-    # pickle's NEWOBJ would insist that the class is the pickled object's own.
-    return copyreg._reconstructor, (cls, object, None), state  # type: ignore[attr-defined]
+    return state
 
 
 def read_history(obj: Any) -> History | None:
@@ -97,3 +109,14 @@ def _saved_totals(saved: Any, values: np.ndarray, counts: np.ndarray) -> Totals 
         and count_sum == float(np.sum(counts))
     )
     return Totals(int(totals[0]), *map(float, totals[1:])) if unchanged else None
+
+
+def mmengine_statistic(name: str, ours: type) -> Any:
+    """A statistic registered on MMEngine's HistoryBuffer (``register_statistics``), or None.
+
+    Such a method reads ``self._log_history`` and ``self._count_history``,
+    which shmlog's buffers have too.
+    """
+    cls = mmengine_class(ours)
+    methods = getattr(cls, "_statistics_methods", None)
+    return methods.get(name) if isinstance(methods, dict) else None
