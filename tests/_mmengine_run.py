@@ -1,7 +1,7 @@
 """A small MMEngine training run, for the tests of shmlog.mmengine (run as a program).
 
-    python tests/_mmengine_run.py WORK_DIR [--shmlog] [--dict] [--resume CKPT] [--pause-at N]
-        [--epochs N] [--launcher pytorch]
+    python tests/_mmengine_run.py WORK_DIR [--shmlog] [--dict] [--shmlog-processor]
+        [--resume CKPT] [--pause-at N] [--epochs N] [--launcher pytorch]
 
 A toy BaseModel learns y = 2x on 20 items; its dataset's ``__getitem__``
 updates ``train/item_loss`` (rank + 1) through MMEngine's current
@@ -10,7 +10,9 @@ iterations.  With ``--shmlog`` the config enables shmlog by its two lines and
 nothing else, and is read with ``Config.fromfile`` from the file it is
 written to (MMEngine imports ``custom_imports`` there); with ``--dict`` the
 Runner is built from ``Config(dict)``, which does not import them, and the
-hook is named by its import path.  With ``--launcher pytorch`` (under torchrun) the gloo group is
+hook is named by its import path.  ``--shmlog-processor`` makes the
+Runner's LogProcessor shmlog's (``type='shmlog.LogProcessor'``).  With
+``--launcher pytorch`` (under torchrun) the gloo group is
 initialised before the Runner is built, and DDP gets ``device_ids=None``: CPU
 only.  ``--pause-at N`` prints ``paused <session>`` before training
 iteration N and waits for a line on stdin.  At the end each rank prints
@@ -105,6 +107,8 @@ def config(args: argparse.Namespace) -> dict:
         cfg["custom_imports"] = dict(imports=["shmlog.mmengine"], allow_failed_imports=False)
         hook = "shmlog.mmengine.ShmlogHook" if args.dict else "ShmlogHook"
         cfg["custom_hooks"].append(dict(type=hook))
+    if args.shmlog_processor:
+        cfg["log_processor"] = dict(type="shmlog.LogProcessor", window_size=10)
     if args.pause_at is not None:
         cfg["custom_hooks"].append(dict(type="PauseHook", at=args.pause_at))
     if args.resume is not None:
@@ -117,6 +121,7 @@ def main() -> None:
     parser.add_argument("work_dir")
     parser.add_argument("--shmlog", action="store_true")
     parser.add_argument("--dict", action="store_true")
+    parser.add_argument("--shmlog-processor", action="store_true")
     parser.add_argument("--resume")
     parser.add_argument("--pause-at", type=int)
     parser.add_argument("--epochs", type=int, default=2)

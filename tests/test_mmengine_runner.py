@@ -8,7 +8,8 @@ every 5 iterations.  Runs, shared by the tests of this module:
 * a plain MMEngine run of 1 epoch (no shmlog), whose checkpoint
 * a shmlog run in one process resumes, for a second epoch; it pauses before
   iteration 12 while ``shmlog top`` looks at it;
-* 2 ranks under torchrun (gloo, CPU), built from ``Config(dict)``.
+* 2 ranks under torchrun (gloo, CPU), built from ``Config(dict)``, with
+  shmlog's LogProcessor as the Runner's.
 
 This test process never imports MMEngine or torch itself.
 """
@@ -101,7 +102,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("ranks")
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         RUN, str(work), "--shmlog", "--dict", "--launcher", "pytorch"],
+         RUN, str(work), "--shmlog", "--dict", "--shmlog-processor", "--launcher", "pytorch"],
         capture_output=True, text=True, env=ENV, timeout=RUN_SECONDS, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -194,8 +195,12 @@ def test_two_ranks_stay_apart(ranks: dict) -> None:
                      if line.startswith("scalars "))
     # Each rank's hub has its own 10 losses and its own workers' item_loss (rank + 1).
     assert [(r[0], r[1], r[3]) for r in reports] == [("0", "10", "1.0"), ("1", "10", "2.0")]
-    for line in train_lines(ranks["stdout"]):  # rank 0's lines: rank 0's values
-        assert "item_loss: 1.0000" in line and "worker_data_time: " in line
+    lines = train_lines(ranks["stdout"])
+    assert [line.split("  lr:")[0] for line in lines] == [
+        "Epoch(train) [1][5/5]", "Epoch(train) [2][5/5]"]
+    for line in lines:  # rank 0's lines: rank 0's values, formatted by shmlog's LogProcessor
+        assert re.search(r"  eta: \d:\d\d:\d\d  time: \d\.\d{4}  data_time: \d\.\d{4}  "
+                         r"item_loss: 1\.0000  worker_data_time: \d\.\d{4}  loss: ", line), line
     workers = [r for r in scalars_json(ranks["work"]) if "loss" not in r]
     assert workers and all(
         sorted(r) == ["step", "worker_data_time/rank0/worker0", "worker_data_time/rank0/worker1"]
@@ -239,6 +244,49 @@ def test_an_mmengine_hub_shared_and_unshared_outside_a_runner() -> None:
                           env=ENV, timeout=RUN_SECONDS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "ok"
+
+
+WORKER_INIT = """
+import functools, os, shmlog, torch
+from torch.utils.data import DataLoader, Dataset
+from mmengine.logging import MessageHub
+from mmengine.registry import FUNCTIONS
+import shmlog.mmengine
+from shmlog.mmengine import share, shmlog_worker_init_fn
+
+
+class Seeds(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        MessageHub.get_current_instance().update_scalar("train/seed", torch.initial_seed())
+        return i
+
+
+assert FUNCTIONS.get("shmlog_worker_init_fn") is shmlog_worker_init_fn
+with shmlog.init("mm-worker-init-" + str(os.getpid()), log_writer="none"):
+    hub = MessageHub.get_instance("runner-hub")
+    share(hub)
+    hub.update_info("seed", 7)  # as RuntimeInfoHook stores the Runner's seed
+    MessageHub.get_instance("another")  # created later: still not the workers' current hub
+    loader = DataLoader(Seeds(), batch_size=2, num_workers=2,
+                        worker_init_fn=functools.partial(shmlog_worker_init_fn, hub="runner-hub"))
+    assert sum(1 for _ in loader) == 4
+    seeds = hub.get_scalar("train/seed").per_writer()
+    times = hub.get_scalar("train/worker_data_time").per_writer()
+    print(sorted((label, sorted(set(b.data[0].tolist()))) for label, b in seeds.items()),
+          sorted((label, b.totals().updates) for label, b in times.items()))
+"""
+
+
+def test_the_worker_init_function_seeds_as_mmengine_does_and_times_batches() -> None:
+    done = subprocess.run([sys.executable, "-c", WORKER_INIT], capture_output=True, text=True,
+                          env=ENV, timeout=RUN_SECONDS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # num_workers * rank + worker_id + seed, with rank 0 and the hub's seed 7.
+    assert done.stdout.strip() == ("[('worker0', [7.0]), ('worker1', [8.0])] "
+                                   "[('worker0', 2), ('worker1', 2)]")
 
 
 def test_the_core_never_imports_mmengine() -> None:
