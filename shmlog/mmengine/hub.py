@@ -55,7 +55,12 @@ class SharedScalars(MutableMapping):
         return shared
 
     def __getitem__(self, key: str) -> HistoryBuffer:
-        buffer = self._hub().get_scalar(key)
+        hub = self._hub()
+        writer = hub.writers().get(key)
+        if writer is not None:
+            # MMEngine's update path reads the buffer only to update it.
+            return HistoryBuffer._over(_OwnKey(hub, key, writer), key)
+        buffer = hub.get_scalar(key)
         if buffer is None:
             raise KeyError(key)
         return buffer
@@ -99,6 +104,24 @@ class SharedScalars(MutableMapping):
 
     def __repr__(self) -> str:
         return f"<shmlog SharedScalars of hub {self.name!r}>"
+
+
+class _OwnKey:
+    """Storage of a key this thread writes: appends go to its ring, reads merge when asked."""
+
+    def __init__(self, hub: SharedHub, key: str, writer: Any) -> None:
+        self._hub = hub
+        self._key = key
+        self._writer = writer
+        self._storage: Any = None
+
+    def append(self, value: float, count: float) -> None:
+        self._writer.append(value, count)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._storage is None:
+            self._storage = self._hub.get_scalar(self._key)._storage
+        return getattr(self._storage, name)
 
 
 class SharedInfo(MutableMapping):
