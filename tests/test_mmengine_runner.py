@@ -235,6 +235,16 @@ with shmlog.init("mm-hub-checks-" + str(__import__("os").getpid()), log_writer="
 assert type(hub.get_scalar("train/a")) is HistoryBuffer
 assert hub.get_scalar("train/a").data[0].tolist() == [1.0, 3.0]
 assert sorted(hub.runtime_info) == ["cfg", "val/cm"]
+from shmlog.mmengine import ShmlogHook
+writers = "['sidecar', 'thread', 'none']"
+for bad, words in (({"session": 3}, "session: expected a session name (str) or None, got 3"),
+                   ({"log_writer": "x"}, f"log_writer: expected one of {writers}, got 'x'")):
+    try:
+        ShmlogHook(**bad)
+    except (TypeError, ValueError) as exc:
+        assert str(exc) == words, exc
+    else:
+        raise AssertionError(bad)
 print("ok")
 """
 

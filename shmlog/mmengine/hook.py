@@ -37,10 +37,10 @@ from typing import Any
 
 from mmengine.hooks import Hook, LoggerHook
 
-from ..api.options import default_name
+from ..api.options import LOG_WRITERS, default_name
 from ..api.process import ENV_SESSION, PROCESS, identity
 from ..api.session import current_session, init
-from ..errors import InvalidType
+from ..errors import InvalidType, InvalidValue
 from . import logs
 from .hub import share, unshare
 from .workers import track_runner_loaders
@@ -83,6 +83,9 @@ class ShmlogHook(Hook):
                  export_workers: bool = True, log_writer: str = "sidecar") -> None:
         if session is not None and not isinstance(session, str):
             raise InvalidType(f"session: expected a session name (str) or None, got {session!r}")
+        if log_writer not in LOG_WRITERS:
+            raise InvalidValue(
+                f"log_writer: expected one of {list(LOG_WRITERS)}, got {log_writer!r}")
         self.session = session
         self.worker_data_time = bool(worker_data_time)
         self.export_workers = bool(export_workers)
