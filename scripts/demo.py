@@ -5,7 +5,9 @@ The launcher plays torchrun: it creates the session (which starts the log
 writer), then starts the ranks with RANK / WORLD_SIZE / MASTER_PORT set.  Each
 rank joins the session by name and trains a small model on CPU: with PyTorch
 installed, an MLP fed by a DataLoader with 4 workers whose batch preparation
-time is recorded per worker (``shmlog.track_data_time``), gradients averaged
+time is recorded per worker (``shmlog.track_data_time``, as
+``train/worker_data_time``; ``train/data_time`` is the time the training loop
+waited for each batch, as MMEngine's IterTimerHook measures it), gradients averaged
 across ranks with gloo; without PyTorch, a numpy model fed by worker processes
 of the same shape.  Training processes only update scalars and report
 progress; the log writer formats MMEngine's lines (LogProcessor configured
@@ -108,6 +110,7 @@ def train_torch(args: argparse.Namespace, rank: int, world: int) -> None:
         model.train()
         start = time.perf_counter()
         for batch_idx, (inputs, target) in enumerate(train):
+            fetched = time.perf_counter()
             loss = nn.functional.mse_loss(model(inputs).squeeze(1), target)
             optimizer.zero_grad()
             loss.backward()
@@ -121,10 +124,11 @@ def train_torch(args: argparse.Namespace, rank: int, world: int) -> None:
             dist.all_reduce(mean_loss)  # the loss of the whole global batch
             now = time.perf_counter()
             if rank == 0:
-                # As in MMEngine, rank 0 logs the training scalars; data time
-                # comes from every worker of every rank.
+                # As in MMEngine, rank 0 logs the training scalars; the
+                # workers' data time comes from every worker of every rank.
                 hub.update_scalar("train/lr", lr)
                 hub.update_scalar("train/loss", mean_loss.item() / world)
+                hub.update_scalar("train/data_time", fetched - start)
                 hub.update_scalar("train/time", now - start)
                 shmlog.report_progress("train", batch_idx, iter=iteration, epoch=epoch,
                                        dataloader_len=len(train), max_iters=max_iters,
@@ -160,7 +164,7 @@ def numpy_worker(worker_id: int, rank: int, indices: list, out: mp.Queue) -> Non
     for chunk in indices:
         start = time.perf_counter()
         rows = np.stack([augment(x[i], 20 + 15 * worker_id) for i in chunk])
-        hub.update_scalar("train/data_time", time.perf_counter() - start)
+        hub.update_scalar("train/worker_data_time", time.perf_counter() - start)
         out.put((rows, y[chunk]))
 
 
@@ -187,6 +191,7 @@ def train_numpy(args: argparse.Namespace, rank: int, world: int) -> None:
         start = time.perf_counter()
         for batch_idx in range(per_epoch):
             xb, yb = queue.get(timeout=60)
+            fetched = time.perf_counter()
             lr = args.lr * 0.5 * (1 + math.cos(math.pi * iteration / max_iters))
             hidden = np.tanh(xb @ w1)
             error = hidden @ w2 - yb
@@ -197,6 +202,7 @@ def train_numpy(args: argparse.Namespace, rank: int, world: int) -> None:
             if rank == 0:  # each rank trains its own shard; rank 0 logs, as in MMEngine
                 hub.update_scalar("train/lr", lr)
                 hub.update_scalar("train/loss", float(np.mean(error ** 2)))
+                hub.update_scalar("train/data_time", fetched - start)
                 hub.update_scalar("train/time", now - start)
                 shmlog.report_progress("train", batch_idx, iter=iteration, epoch=epoch,
                                        dataloader_len=per_epoch, max_iters=max_iters,
@@ -251,8 +257,8 @@ def launch(args: argparse.Namespace) -> int:
         codes = [p.wait() for p in ranks]
         session.flush()
         hub = MessageHub.get_instance("mmengine")
-        data_time = hub.get_scalar("train/data_time")
-        print(f"\ntrain/data_time per writer ({data_time.totals().updates} batches):")
+        data_time = hub.get_scalar("train/worker_data_time")
+        print(f"\ntrain/worker_data_time per writer ({data_time.totals().updates} batches):")
         for label, buffer in sorted(data_time.per_writer().items()):
             totals = buffer.totals()
             print(f"  {label:16s} {totals.updates:4d} batches  mean "

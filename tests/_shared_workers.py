@@ -271,3 +271,23 @@ def rewrite_options(started: Any, stop: Any) -> None:
         i += 1
         if i == 100:
             started.set()
+
+
+def rank_view(hub_name: str, rank: int, worker: int | None, value: float, barrier: Any,
+              conn: Any) -> None:
+    """As rank ``rank`` (worker ``worker``): log ``value`` 3 times, wait, report what is read."""
+    from shmlog import MessageHub
+
+    os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), "2"
+    if worker is not None:
+        os.environ["SHMLOG_WORKER_ID"] = str(worker)
+    hub = MessageHub.get_instance(hub_name)
+    for _ in range(3):
+        hub.update_scalar("train/x", value)
+    if worker is None:
+        hub.update_scalar(f"train/only{rank}", float(rank))
+    barrier.wait(TIMEOUT)
+    buffer = hub.get_scalar("train/x")
+    conn.send((float(buffer.mean()), buffer.totals().updates, sorted(hub.log_scalars),
+               sorted(buffer.per_writer())))
+    barrier.wait(TIMEOUT)  # the parent reads while everyone is still there

@@ -10,6 +10,7 @@ processes is theirs and is not counted; one whose creator is gone is.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -71,6 +72,26 @@ def _no_inherited_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests start outside any session, rank or DataLoader worker, whatever the shell set."""
     for var in ("RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def mmengine_not_in_use():
+    """The test runs as in a process that does not use MMEngine, whatever the suite imported.
+
+    HistoryBuffers pickle as MMEngine's own class in processes that imported
+    ``mmengine.logging.history_buffer`` (``shmlog.stats.portable``).
+    """
+    name = "mmengine.logging.history_buffer"
+    saved = sys.modules.get(name, _ABSENT)
+    sys.modules[name] = None  # type: ignore[assignment]  # "not imported" to sys.modules.get
+    yield
+    if saved is _ABSENT:
+        sys.modules.pop(name, None)
+    else:
+        sys.modules[name] = saved
+
+
+_ABSENT = object()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

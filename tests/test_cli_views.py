@@ -300,13 +300,14 @@ def test_top_shows_hub_names_when_there_are_several(name: str) -> None:
 def test_top_reads_report_progress_and_computes_the_eta(name: str) -> None:
     with shmlog.init(name):
         hub = MessageHub.get_instance("mmengine")  # the hub report_progress uses
-        for _ in range(12):
-            hub.update_scalar("train/time", 0.5)
+        for seconds in [1.0] * 10 + [0.5] * 10:
+            hub.update_scalar("train/time", seconds)
         shmlog.report_progress("train", 9, iter=119, epoch=2, max_iters=1000, max_epochs=10)
         out, err = io.StringIO(), io.StringIO()
         assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
-        # eta as the log writer computes it: mean train/time x iterations left
-        assert "iter 119/1000  epoch 2/10  eta 0:07:20" in out.getvalue()
+        # eta by MMEngine's rule: the average time since the start (0.75 s, not the
+        # last 10 updates' 0.5 s) x the 880 iterations left
+        assert "iter 119/1000  epoch 2/10  eta 0:11:00" in out.getvalue()
         hub.update_info("iter", 200)  # the hub's own value is newer than the report
         hub.update_info("eta", 59.9)
         out = io.StringIO()

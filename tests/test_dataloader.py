@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 METHODS = ["fork", "spawn", "forkserver"]
-KEY = "train/data_time"
+KEY = "train/worker_data_time"
 DELAY = 0.002  # seconds per item: every recorded batch of 2 takes at least 2 * DELAY
 SQUARES = [float(i * i) for i in range(8)]
 
@@ -154,7 +154,7 @@ def test_rank_labels_and_mode_key(name: str, hub: str, monkeypatch: pytest.Monke
     with shmlog.init(name):
         loader = shmlog.track_data_time(squares_loader(), mode="val", hub=hub)
         assert values_of(list(loader)) == SQUARES
-        assert updates_by_writer(hub, "val/data_time") == {"rank0/worker0": 2, "rank0/worker1": 2}
+        assert updates_by_writer(hub, "val/worker_data_time") == {"rank0/worker0": 2, "rank0/worker1": 2}
         assert KEY not in MessageHub.get_instance(hub).log_scalars
 
 
@@ -291,7 +291,7 @@ def test_worker_init_fn_alone(name: str, hub: str, tmp_path) -> None:
     with shmlog.init(name):
         loader = squares_loader("spawn", worker_init_fn=init)
         assert values_of(list(loader)) == SQUARES
-        assert updates_by_writer(hub, "test/data_time") == {"worker0": 2, "worker1": 2}
+        assert updates_by_writer(hub, "test/worker_data_time") == {"worker0": 2, "worker1": 2}
         assert [label for _w, _pid, label in marks(str(tmp_path))] == ["worker0", "worker1"]
 
 
@@ -305,7 +305,7 @@ def test_tracking_again_replaces_the_key_instead_of_nesting(name: str, hub: str,
         assert values_of(list(loader)) == SQUARES
         scalars = MessageHub.get_instance(hub).log_scalars
         assert "first/data_time" not in scalars
-        assert updates_by_writer(hub, "val/data_time") == {"worker0": 2, "worker1": 2}
+        assert updates_by_writer(hub, "val/worker_data_time") == {"worker0": 2, "worker1": 2}
         assert len(marks(str(tmp_path))) == 2
 
 

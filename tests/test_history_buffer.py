@@ -33,6 +33,9 @@ from shmlog import HistoryBuffer
 from shmlog.stats import history_buffer as history_buffer_module
 from shmlog.stats.storage import LocalRing
 
+# Pickled buffers here are shmlog's own: no MMEngine in this process.
+pytestmark = pytest.mark.usefixtures("mmengine_not_in_use")
+
 # -- fixtures and helpers ----------------------------------------------------------
 
 
@@ -260,8 +263,46 @@ def test_bad_max_length_is_refused(max_length: Any, error: type[Exception]) -> N
 def test_bad_initial_values_and_counts_are_refused() -> None:
     with pytest.raises(TypeError, match="log_history value.*'a'"):
         HistoryBuffer([1, "a"], [1, 1])
-    with pytest.raises(ValueError, match="count.*-1"):
-        HistoryBuffer([1, 2], [1, -1])
+    with pytest.raises(ValueError, match="count_history: expected finite numbers, got nan"):
+        HistoryBuffer([1, 2], [1, float("nan")])
+    with pytest.raises(AssertionError, match="same length, got 2 and 1"):
+        HistoryBuffer([1, 2], [1])
+
+
+def test_an_initial_history_keeps_its_counts_but_update_refuses_negative_ones() -> None:
+    buffer = HistoryBuffer([4.0, 2.0], [-1, 2])
+    assert buffer.data[1].tolist() == [-1.0, 2.0]
+    assert buffer.mean() == 6.0  # (4 + 2) / (-1 + 2): the history as given
+    with pytest.raises(ValueError, match="count: expected a finite number >= 0, got -1"):
+        buffer.update(1.0, -1)
+
+
+@pytest.mark.parametrize("nest", [np.array, list], ids=["array", "list"])
+def test_an_initial_history_of_any_shape_is_read_in_c_order(nest) -> None:
+    buffer = HistoryBuffer(nest([[1, 2], [3, 4]]), nest([[1, 1], [1, 2]]))
+    assert buffer.data[0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert buffer.data[1].tolist() == [1.0, 1.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="nested to one depth"):
+        HistoryBuffer([[1, 2], [3]], [1, 1, 1])
+
+
+def test_a_long_initial_history_is_converted_in_one_step() -> None:
+    """A million values from an array and from a list (MMEngine's own tests build such buffers)."""
+    values = np.arange(1_000_000, dtype=np.int64)
+    buffer = HistoryBuffer(values, np.ones(1_000_000), max_length=1_000_000)
+    assert len(buffer) == 1_000_000 and buffer.max() == 999_999.0
+    listed = HistoryBuffer([[-1] + [1] * 999_999], [[-1] + [1] * 999_999])
+    listed.update(1)
+    assert listed.data[0][0] == 1.0 and len(listed) == 1_000_000
+
+
+def test_bool_and_string_elements_are_named_in_the_error() -> None:
+    with pytest.raises(TypeError, match="log_history value: .* got bool True"):
+        HistoryBuffer([True, 2], [1, 1])
+    with pytest.raises(TypeError, match="got str 'x'"):
+        HistoryBuffer(np.array(["x"]), [1])
+    with pytest.raises(TypeError, match="expected a sequence of numbers .* got int 5"):
+        HistoryBuffer(5, [1])
 
 
 # -- update and data ---------------------------------------------------------------

@@ -3,7 +3,7 @@ closes an import cycle, counting every import at any depth of the code (inside f
 under ``TYPE_CHECKING``, everywhere).
 
 Data flows ``shm -> stats -> format -> writer -> api -> tools``; ``wire`` (the
-cross-process formats) and ``_version`` sit below all of them, and the package's
+cross-process formats), ``errors`` and ``_version`` sit below all of them, and the package's
 ``__init__``/``__main__`` above.
 """
 
@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "shmlog"
 
 # Bottom first.  A module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("shmlog._version", "shmlog.wire")),
+    ("base", ("shmlog._version", "shmlog.wire", "shmlog.errors")),
     ("shm", ("shmlog.shm",)),
     ("stats", ("shmlog.stats",)),
     ("format", ("shmlog.format",)),

@@ -710,3 +710,13 @@ def test_formatting_leaves_the_hub_unchanged():
     lp.get_log_after_epoch(runner, 9, "val", with_non_scalar=True)
     after = {k: (b.data[0].tolist(), tuple(b.totals())) for k, b in hub.log_scalars.items()}
     assert after == before and dict(hub.runtime_info) == info_before
+
+
+def test_eta_of_is_the_average_time_since_the_start_times_the_iterations_left():
+    from shmlog.format.progress import eta_of
+
+    history = HistoryBuffer(max_length=4)  # retains 4, its totals count all 20
+    for seconds in [1.0] * 10 + [0.5] * 10:
+        history.update(seconds)
+    assert eta_of(history, 119, 1000) == 0.75 * 880  # every update counts, not the window
+    assert eta_of(history, 999, 1000) == 0.0

@@ -84,10 +84,7 @@ def lines(text: str) -> list[str]:
 
 
 def file_handlers(logger: logging.Logger) -> list[logging.FileHandler]:
-    # Outside a session the file output is a FileHandler inside shmlog's
-    # session-aware wrapper.
-    found = [getattr(h, "local_handler", h) for h in logger.handlers]
-    return [h for h in found if isinstance(h, logging.FileHandler)]
+    return [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
 
 
 def listing(root: Path) -> list[str]:
@@ -345,6 +342,61 @@ def test_log_file_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: 
         assert "written" in (work / expected).read_text()
 
 
+@pytest.mark.parametrize(("rank", "expected"), [(0, "20240101_000000.log"),
+                                              (2, "20240101_000000_rank2.log")])
+def test_a_log_file_already_in_its_own_directory_stays_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: int, expected: str
+) -> None:
+    """MMEngine's Runner passes work_dir/<ts>/<ts>.log: the files go into <ts>/, no deeper."""
+    set_dist(monkeypatch, rank, 4)
+    run = tmp_path / "work" / "20240101_000000"
+    logger = MMLogger.get_instance("runner-layout", log_file=str(run / "20240101_000000.log"),
+                                   distributed=True)
+    capture(logger)
+    logger.error("written")
+    assert listing(tmp_path / "work") == ["20240101_000000", f"20240101_000000/{expected}"]
+    assert logger.log_file == str(run / expected)
+    # The same stem under another directory still gets its own directory.
+    assert master_log_file("work/other/tmp.log") == os.path.join("work", "other", "tmp", "tmp.log")
+    assert master_log_file("tmp/tmp.log") == os.path.join("tmp", "tmp.log")
+    assert master_log_file("tmp/tmp.log", per_node=True) == os.path.join("tmp", "tmp_logs",
+                                                                          "tmp.log")
+
+
+def test_the_logger_module_functions_are_what_mmlogger_calls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replacing ``_get_rank``/``_get_world_size`` of the logger module changes the next logger."""
+    from shmlog.api import logger as logger_module
+
+    monkeypatch.setattr(logger_module, "_get_rank", lambda: 1)
+    monkeypatch.setattr(logger_module, "_get_world_size", lambda: 2)
+    quiet = MMLogger.get_instance("patched-rank", log_file=str(tmp_path / "r.log"))
+    assert file_handlers(quiet) == []  # rank 1, not distributed: no file of its own
+    assert quiet.handlers[0].level == logging.ERROR
+    own = MMLogger.get_instance("patched-dist", log_file=str(tmp_path / "r.log"), distributed=True)
+    (handler,) = file_handlers(own)
+    assert handler.baseFilename == str(tmp_path / "r" / "r_rank1.log")
+
+
+def test_device_id_and_host_info(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shmlog.api import logger as logger_module
+
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,5,7")
+    fake_cuda = types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 4)
+    monkeypatch.setitem(sys.modules, "torch", types.SimpleNamespace(cuda=fake_cuda))
+    assert logger_module._get_device_id() == 2  # no CUDA: the local rank
+    fake_cuda.is_available = lambda: True
+    assert logger_module._get_device_id() == 5
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,MIG-abc")
+    assert logger_module._get_device_id() == "MIG-abc"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert logger_module._get_device_id() == 2  # range(device_count())
+    user_host = logger_module._get_host_info()
+    assert user_host == "" or user_host.count("@") == 1
+
+
 def test_layout_functions_without_a_logger(tmp_path: Path) -> None:
     assert master_log_file("work/tmp.log") == os.path.join("work", "tmp", "tmp.log")
     assert log_file_for_rank("work/tmp.log", 0, 4) == master_log_file("work/tmp.log")
@@ -491,7 +543,7 @@ def test_rotating_file_handler(tmp_path: Path) -> None:
     logger = MMLogger.get_instance("rot", log_file=tmp_path / "rot.log", file_handler_cfg=cfg)
     capture(logger)
     (handler,) = file_handlers(logger)
-    assert type(handler) is logging.handlers.RotatingFileHandler
+    assert isinstance(handler, logging.handlers.RotatingFileHandler)
     assert handler.maxBytes == 200 and handler.backupCount == 2
     for i in range(20):
         logger.info("line %03d %s", i, "x" * 40)
@@ -502,13 +554,17 @@ def test_rotating_file_handler(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["TimedRotatingFileHandler", "WatchedFileHandler",
-                                  "FileHandler"])
+                                  "FileHandler", "BaseRotatingHandler"])
 def test_other_file_handler_types(tmp_path: Path, name: str) -> None:
-    logger = MMLogger.get_instance(name, log_file=tmp_path / "h.log",
-                                   file_handler_cfg={"type": name})
+    """The handler in ``logger.handlers`` is an instance of the class the config names."""
+    cfg = {"type": name, **({"mode": "a"} if name == "BaseRotatingHandler" else {})}
+    logger = MMLogger.get_instance(name, log_file=tmp_path / "h.log", file_handler_cfg=cfg)
     capture(logger)
     (handler,) = file_handlers(logger)
-    assert type(handler).__name__ == name
+    assert isinstance(handler, getattr(logging.handlers, name, logging.FileHandler))
+    assert logger.handlers[-1] is handler
+    if name == "BaseRotatingHandler":
+        return  # it cannot write: it has no rule for when to roll over
     logger.info("written")
     assert "written" in (tmp_path / "h" / "h.log").read_text()
 
@@ -528,8 +584,8 @@ def test_other_file_handler_types(tmp_path: Path, name: str) -> None:
         ({"file_mode": None}, TypeError, ["file_mode", "None"]),
         ({"file_handler_cfg": {"type": "Nope"}}, ValueError,
          ["file_handler_cfg", "'Nope'", "RotatingFileHandler"]),
-        ({"file_handler_cfg": {"type": "BaseRotatingHandler"}}, ValueError,
-         ["'BaseRotatingHandler'"]),
+        ({"file_handler_cfg": {"type": "BaseRotatingHandler"}}, TypeError,
+         ["'BaseRotatingHandler'", "mode"]),
         ({"file_handler_cfg": {"maxBytes": 1}}, ValueError, ["file_handler_cfg", "'type'"]),
         ({"file_handler_cfg": "RotatingFileHandler"}, TypeError,
          ["file_handler_cfg", "str"]),

@@ -22,6 +22,9 @@ from shmlog.api import message_hub as message_hub_module
 from shmlog.api.process import PROCESS
 from shmlog.stats import history_buffer as history_buffer_module
 
+# Pickled buffers here are shmlog's own: no MMEngine in this process.
+pytestmark = pytest.mark.usefixtures("mmengine_not_in_use")
+
 # -- fixtures --------------------------------------------------------------------
 
 

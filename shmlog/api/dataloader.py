@@ -4,9 +4,11 @@ MMEngine measures ``data_time`` in the main process, as the time it waits for
 the next batch.  That says *that* loading is slow, not *which* worker is slow
 or how long a batch really takes to build.  Inside a shmlog session every
 DataLoader worker can write to the main process's MessageHub, so each worker
-records how long it spends on each batch it builds, and the main process
-reads the merged history (``get_scalar(key)``) or one history per worker
-(``get_scalar(key).per_writer()`` -> ``{'rank0/worker0': HistoryBuffer, ...}``).
+records how long it spends on each batch it builds, under its own key
+(``'<mode>/worker_data_time'``: ``data_time`` keeps MMEngine's meaning), and
+the main process reads the merged history (``get_scalar(key)``) or one
+history per worker (``get_scalar(key).per_writer()`` ->
+``{'rank0/worker0': HistoryBuffer, ...}``).
 
 Two entry points::
 
@@ -74,21 +76,23 @@ DEFAULT_HUB = "mmengine"
 
 
 def _resolve_key(key: Any, mode: Any) -> str:
-    """The scalar key to record under: ``key``, else ``'<mode>/data_time'``."""
+    """The scalar key to record under: ``key``, else ``'<mode>/worker_data_time'``."""
     if key is not None and mode is not None:
         raise ValueError(
             f"key={key!r} and mode={mode!r}: give one of them (mode={mode!r} means "
-            f"key='{mode}/data_time')"
+            f"key='{mode}/worker_data_time')"
         )
     if key is not None:
         if not isinstance(key, str) or not key:
-            raise TypeError(f"key: expected a non-empty str such as 'train/data_time', got {key!r}")
+            raise TypeError(
+                f"key: expected a non-empty str such as 'train/worker_data_time', got {key!r}"
+            )
         return key
     if mode is None:
         mode = "train"
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(map(repr, MODES))}, got {mode!r}")
-    return f"{mode}/data_time"
+    return f"{mode}/worker_data_time"
 
 
 def _check_hub(hub: Any) -> str:
@@ -217,7 +221,7 @@ def worker_init_fn(
     Args:
         user_fn: your own ``worker_init_fn``, called after the worker is
             labelled in the session (so it may log under the worker's label).
-        key: the scalar key; default ``'<mode>/data_time'``.
+        key: the scalar key; default ``'<mode>/worker_data_time'``.
         mode: ``'train'`` (default), ``'val'`` or ``'test'``; sets the key's
             prefix, which is what LogProcessor groups by.  Give key or mode.
         hub: the MessageHub to record into, or its name (default
@@ -310,7 +314,7 @@ def track_data_time(
             ``multiprocessing_context``, ``persistent_workers`` and
             ``pin_memory``.  Its ``worker_init_fn`` is kept and called in
             each worker after the worker is labelled.
-        key: the scalar key; default ``'<mode>/data_time'``.
+        key: the scalar key; default ``'<mode>/worker_data_time'``.
         mode: ``'train'`` (default), ``'val'`` or ``'test'``, the key prefix
             LogProcessor groups by.  Give key or mode, not both.
         hub: the MessageHub to record into, or its name (default
@@ -318,10 +322,9 @@ def track_data_time(
 
     Call it before the first iteration: persistent workers that are already
     running keep the ``worker_init_fn`` they started with.  Tracking again
-    replaces the key and hub instead of timing twice.  Note that MMEngine's
-    IterTimerHook writes ``'<mode>/data_time'`` from the main process too; to
-    keep the two apart, pass another key such as
-    ``'train/worker_data_time'``.
+    replaces the key and hub instead of timing twice.  The default key is
+    not ``'<mode>/data_time'``: MMEngine's IterTimerHook writes that one from
+    the main process, with its own meaning (the wait for the batch).
     """
     try:
         from torch.utils.data import DataLoader

@@ -9,13 +9,14 @@ can be reused where records are written on another process's behalf.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
 from ..format.files import (
-    build_file_handler,
     check_file_handler_cfg,
     check_file_mode,
     log_file_for_rank,
@@ -29,10 +30,58 @@ from ..format.formatter import (
     parse_level,
 )
 from .manager import ManagerMixin
-from .process import PROCESS, get_rank, get_world_size
-from .record_handler import SessionFileHandler, make_route
+from .process import PROCESS, get_local_rank, get_rank, get_world_size
+from .record_handler import session_file_handler
 
 __all__ = ["MMLogger", "print_log"]
+
+
+# -- this process, as MMLogger asks for it ------------------------------------------------
+#
+# MMLogger calls these by their module-level names when it is made, as
+# MMEngine's does, so code (and tests) written for MMEngine that replace
+# ``<logger module>._get_rank`` and the like see the effect.
+
+
+def _get_rank() -> int:
+    """This process's rank (the one identity rule of ``shmlog.api.process``)."""
+    return get_rank()
+
+
+def _get_world_size() -> int:
+    """The number of processes of the job."""
+    return get_world_size()
+
+
+def _get_device_id() -> int | str:
+    """The accelerator this process uses: LOCAL_RANK, through CUDA_VISIBLE_DEVICES.
+
+    Without CUDA (or without torch imported) it is the local rank itself.  A
+    device that CUDA_VISIBLE_DEVICES names by UUID or MIG id is returned as
+    that string.
+    """
+    local_rank = get_local_rank()
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return local_rank
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = (visible.split(",") if visible is not None
+               else [str(i) for i in range(torch.cuda.device_count())])
+    if local_rank >= len(devices):
+        return local_rank
+    device = devices[local_rank].strip()
+    try:
+        return int(device)
+    except ValueError:
+        return device
+
+
+def _get_host_info() -> str:
+    """``user@host`` of this process, or '' when either cannot be found."""
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:  # noqa: BLE001 (no user name in some containers)
+        return ""
 
 
 class MMLogger(logging.Logger, ManagerMixin):
@@ -89,8 +138,8 @@ class MMLogger(logging.Logger, ManagerMixin):
         ManagerMixin.__init__(self, name)
         self.propagate = False
 
-        rank = get_rank()
-        world_size = get_world_size()
+        rank = _get_rank()
+        world_size = _get_world_size()
         self._rank = rank
 
         stream_handler = TerminalHandler(sys.stdout)
@@ -102,13 +151,6 @@ class MMLogger(logging.Logger, ManagerMixin):
 
         self._log_file: str | None = None
         if log_file is not None:
-
-            def make_local() -> logging.Handler | None:
-                return build_file_handler(
-                    log_file, rank, world_size, bool(distributed), file_mode,
-                    file_handler_cfg, level,
-                )
-
             session = PROCESS.current() if PROCESS.in_session() else None
             # A node without storage shared with the others writes <stem>_logs/.
             per_node = session is not None and not session.options.get("shared_storage", True)
@@ -119,14 +161,14 @@ class MMLogger(logging.Logger, ManagerMixin):
             self._log_file = os.path.abspath(shown)
             if own is not None:
                 # Inside a session the designated log writer opens the files;
-                # a process only creates its own when it logs outside one.
-                local = None if PROCESS.in_session() else make_local()
-                route = make_route(
-                    log_file, bool(distributed), world_size, file_mode, file_handler_cfg, level
+                # a process only opens its own when it logs outside one.
+                file_handler = session_file_handler(
+                    log_file, rank, world_size, bool(distributed), file_mode,
+                    file_handler_cfg, level, delay=PROCESS.in_session(),
                 )
-                file_handler = SessionFileHandler(route, local, make_local, rank)
-                self.handlers.append(file_handler)
-                self._own_handlers.append(file_handler)
+                if file_handler is not None:
+                    self.handlers.append(file_handler)
+                    self._own_handlers.append(file_handler)
 
     @property
     def log_file(self) -> str | None:

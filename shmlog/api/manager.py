@@ -12,6 +12,7 @@ import warnings
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import InvalidType
 from .process import PROCESS
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated
@@ -34,7 +35,7 @@ class ManagerMixin:
 
     def __init__(self, name: str = "", **kwargs: Any) -> None:
         if not isinstance(name, str) or not name:
-            raise TypeError(
+            raise InvalidType(
                 f"{type(self).__name__} name: expected a non-empty str, got {name!r}"
             )
         self._instance_name = name
@@ -47,7 +48,7 @@ class ManagerMixin:
         them for an existing instance warns, because they would be ignored.
         """
         if not isinstance(name, str) or not name:
-            raise TypeError(
+            raise InvalidType(
                 f"{cls.__name__}.get_instance name: expected a non-empty str, got {name!r}"
             )
         with PROCESS.registry_lock:

@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from ..errors import InvalidKey, InvalidType, InvalidValue
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.local_hub import LocalHub
 from ..stats.values import check_hub_name, check_key, to_count, to_float
@@ -47,7 +48,7 @@ class MessageHub(ManagerMixin):
         for key, value in self._log_scalars.items():
             check_key(key, name)
             if not isinstance(value, HistoryBuffer):
-                raise TypeError(
+                raise InvalidType(
                     f"log_scalars[{key!r}]: expected a HistoryBuffer, got "
                     f"{type(value).__name__}"
                 )
@@ -56,6 +57,13 @@ class MessageHub(ManagerMixin):
         self._resumed_keys: OrderedDict[str, bool] = _as_ordered("resumed_keys", resumed_keys)
         for key in (*self._runtime_info, *self._resumed_keys):
             check_key(key, name)
+        for key in self._resumed_keys:
+            if key not in self._log_scalars and key not in self._runtime_info:
+                raise InvalidValue(
+                    f"resumed_keys[{key!r}]: every resumed key must be a key of log_scalars "
+                    f"or runtime_info; this hub has log_scalars {sorted(self._log_scalars)} "
+                    f"and runtime_info {sorted(self._runtime_info)}"
+                )
         self._local = LocalHub(self)
         self._bound_token: object | None = None
         self._bound_local: Any = None
@@ -131,7 +139,7 @@ class MessageHub(ManagerMixin):
     def update_scalars(self, log_dict: dict[str, Any], resumed: bool = True) -> None:
         """Update several scalars; each value is a number or ``dict(value=..., count=...)``."""
         if not isinstance(log_dict, dict):
-            raise TypeError(
+            raise InvalidType(
                 f"update_scalars: expected a dict of key -> value, got {type(log_dict).__name__}"
             )
         # Validate everything first so a bad entry leaves no partial update.
@@ -140,7 +148,7 @@ class MessageHub(ManagerMixin):
             self._check_key(key)
             if isinstance(item, dict):
                 if "value" not in item:
-                    raise KeyError(
+                    raise InvalidKey(
                         f"update_scalars[{key!r}]: a dict value needs a 'value' entry, got "
                         f"keys {sorted(item)}"
                     )
@@ -179,7 +187,7 @@ class MessageHub(ManagerMixin):
     def update_info_dict(self, info_dict: dict[str, Any], resumed: bool = True) -> None:
         """Set several runtime info entries."""
         if not isinstance(info_dict, dict):
-            raise TypeError(
+            raise InvalidType(
                 f"update_info_dict: expected a dict, got {type(info_dict).__name__}"
             )
         for key in info_dict:
@@ -206,10 +214,10 @@ class MessageHub(ManagerMixin):
 
     def _check_resumed(self, key: str, resumed: bool) -> None:
         if not isinstance(resumed, bool):
-            raise TypeError(f"{key!r} resumed: expected a bool, got {resumed!r}")
+            raise InvalidType(f"{key!r} resumed: expected a bool, got {resumed!r}")
         previous = self._resumed_keys.get(key, resumed)
         if previous is not resumed:
-            raise ValueError(
+            raise InvalidValue(
                 f"{key!r} was logged with resumed={previous}; it cannot be logged with "
                 f"resumed={resumed} later"
             )
@@ -239,8 +247,12 @@ class MessageHub(ManagerMixin):
         }
 
     def load_state_dict(self, state_dict: MessageHub | dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (or copy another hub whole)."""
-        if isinstance(state_dict, MessageHub):
+        """Restore what :meth:`state_dict` saved (or copy another hub whole).
+
+        The saved buffers may be shmlog's or MMEngine's (a checkpoint of a run
+        without shmlog): their histories and update counts are restored.
+        """
+        if isinstance(state_dict, MessageHub) or _is_hub(state_dict):
             source = state_dict
             state_dict = {
                 "log_scalars": source.log_scalars,
@@ -248,22 +260,25 @@ class MessageHub(ManagerMixin):
                 "resumed_keys": source._resumed_keys,
             }
         if not isinstance(state_dict, dict):
-            raise TypeError(
+            raise InvalidType(
                 f"load_state_dict: expected a dict from state_dict() or a MessageHub, got "
                 f"{type(state_dict).__name__}"
             )
         missing = [k for k in ("log_scalars", "runtime_info", "resumed_keys") if k not in state_dict]
         if missing:
-            raise KeyError(f"load_state_dict: the state dict lacks {missing}")
+            raise InvalidKey(f"load_state_dict: the state dict lacks {missing}")
         for key in (*state_dict["log_scalars"], *state_dict["runtime_info"]):
             self._check_key(key)  # before anything is restored
         store = self._store()
         for key, buffer in state_dict["log_scalars"].items():
-            if not isinstance(buffer, HistoryBuffer):
-                _warn(f"log_scalars[{key!r}] is a {type(buffer).__name__}, not a "
-                      f"HistoryBuffer; it is not restored")
+            # MMEngine's own HistoryBuffers (a checkpoint saved without shmlog) too.
+            adopted = HistoryBuffer.adopt(buffer)
+            if adopted is None:
+                kind = f"{type(buffer).__module__}.{type(buffer).__qualname__}"
+                _warn(f"log_scalars[{key!r}] is a {kind}, not a HistoryBuffer of shmlog or "
+                      f"MMEngine; it is not restored")
                 continue
-            restored = copy.deepcopy(buffer)
+            restored = copy.deepcopy(adopted)
             restored._name = key
             store.load_scalar(key, restored)
         for key, value in state_dict["runtime_info"].items():
@@ -302,12 +317,18 @@ class MessageHub(ManagerMixin):
         self._bound_local = None
 
 
+def _is_hub(obj: Any) -> bool:
+    """Whether ``obj`` is a hub of MMEngine's kind (its checkpoints may hold one whole)."""
+    return not isinstance(obj, dict) and all(
+        hasattr(obj, name) for name in ("log_scalars", "runtime_info", "_resumed_keys"))
+
+
 def _as_ordered(name: str, value: dict[str, Any] | None) -> OrderedDict[str, Any]:
     if value is None:
         return OrderedDict()
     if isinstance(value, dict):
         return OrderedDict(value)
-    raise TypeError(f"MessageHub {name}: expected a dict or None, got {type(value).__name__}")
+    raise InvalidType(f"MessageHub {name}: expected a dict or None, got {type(value).__name__}")
 
 
 def _warn(message: str) -> None:

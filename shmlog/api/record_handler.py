@@ -20,10 +20,9 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
-from ..format.files import build_file_handler, log_file_for_rank
+from ..format.files import build_file_handler
 from ..shm import codec
 from ..shm.control import is_alive
 from ..wire import Progress, ProgressMarker, Route, route_id, route_key
@@ -47,91 +46,87 @@ def make_route(
                  int(level))
 
 
-class SessionFileHandler(logging.Handler):
-    """Ships records to the session's log writer, or writes them locally."""
+class SessionFileHandler(logging.FileHandler):
+    """A file handler that ships records to the session's log writer, or writes them itself.
 
-    def __init__(
-        self,
-        route: Route,
-        local: logging.Handler | None,
-        make_local: Callable[[], logging.Handler | None],
-        rank: int,
-    ) -> None:
-        super().__init__(level=route.level)
+    MMLogger builds one of :func:`session_file_handler_class` ``(cls)`` for
+    the handler class its config names (``cls`` is FileHandler,
+    RotatingFileHandler, ...), so outside a session it *is* that handler and
+    writes the file as ``cls`` would.  Inside one it opens no file: every
+    record goes to the session's designated writer, which builds the same
+    handler from :attr:`route`.  Built with ``delay=True`` inside a session,
+    it creates the file only if it ever writes a record itself.
+    """
+
+    route: Route
+    _rank = 0
+    _who: tuple[int, int, int] | None = None  # (pid, rank, worker id)
+
+    def bind(self, route: Route, rank: int) -> SessionFileHandler:
+        """Ship records along ``route`` as rank ``rank``'s; returns the handler."""
         self.route = route
-        self._local = local
-        self._make_local = make_local
         self._rank = rank
         self._created_ns = time.time_ns()
         self._shipped = False
-        self._who: tuple[int, int, int] | None = None  # (pid, rank, worker id)
-        # The local file was already created (and truncated for mode 'w'):
-        # the log writer must append to it, not truncate it again, and this
-        # process, when it logs outside the session again, must write after
-        # what the writer added rather than over it from its old position.
-        if local is not None and route.mode.startswith("w"):
+        # The file was already created (and truncated for mode 'w'): the log
+        # writer must append to it, not truncate it again, and this process,
+        # when it logs outside the session again, must write after what the
+        # writer added rather than over it from its old position.
+        if self.stream is not None and route.mode.startswith("w"):
             self.route = route._replace(mode="a")
-            _append_only(local)
+            _append_only(self)
         self._route_id = route_id(self.route)
         # Sessions (by generation) this handler's route is stored in.
         self._route_stored: set[int] = set()
-
-    @property
-    def local_handler(self) -> logging.Handler | None:
-        """The file handler this process uses when it logs outside a session."""
-        return self._local
-
-    def setLevel(self, level: int | str) -> None:
-        super().setLevel(level)
-        if self._local is not None:
-            self._local.setLevel(level)
+        return self
 
     def handle(self, record: logging.LogRecord) -> bool:
-        """Filter and emit, without the handler lock: shipping has its own (the ring's)."""
+        """Ship without the handler lock (the ring has its own); write locally with it."""
+        shared = PROCESS.session
+        if shared is None or shared.closed or not shared.ships_records:
+            return super().handle(record)  # attaches from the environment, or writes itself
         if self.filters and not self.filter(record):
             return False
-        self.emit(record)
+        try:
+            self._ship(shared, record)
+        except Exception:  # noqa: BLE001 (logging must never raise into the caller)
+            self.handleError(record)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        shared = PROCESS.session
-        if shared is None or shared.closed:
-            try:
-                # Raises when SHMLOG_SESSION names a session that is gone.
-                shared = PROCESS.token is not None and PROCESS.current()
-            except Exception:  # noqa: BLE001 (logging must never raise into the caller)
-                self.handleError(record)
-                return
+        try:
+            # Raises when SHMLOG_SESSION names a session that is gone.
+            shared = PROCESS.token is not None and PROCESS.current()
+        except Exception:  # noqa: BLE001 (logging must never raise into the caller)
+            self.handleError(record)
+            return
         if shared and shared.ships_records:
             try:
                 self._ship(shared, record)
             except Exception:  # noqa: BLE001 (logging must never raise into the caller)
                 self.handleError(record)
             return
-        if self._local is None:
-            self._local = self._open_local()
-            if self._local is None:
-                return
-        self._local.handle(record)
+        super().emit(record)
 
-    def _open_local(self) -> logging.Handler | None:
-        """The local handler, made at the first record logged outside a session.
+    def _open(self) -> Any:
+        """Open the file at the first record this process writes itself.
 
         MMEngine's mode 'w' truncates once, when the logger is made.  A file
         written since then (by the log writer, for this process or others)
         holds this logger's own run, so it is continued, never truncated.
         """
-        log_file, distributed, world_size, _mode, cfg_text, level = self.route
-        path = log_file_for_rank(log_file, self._rank, world_size, distributed, level)
+        os.makedirs(os.path.dirname(self.baseFilename) or ".", exist_ok=True)
+        if self.mode.startswith("w") and self._written_since_made():
+            self.mode = "a"
+        return super()._open()
+
+    def _written_since_made(self) -> bool:
+        if getattr(self, "_shipped", False):
+            return True
         try:
-            written = self._shipped or os.stat(path).st_mtime_ns >= self._created_ns
-        except (OSError, TypeError):  # no file yet (TypeError: this rank writes none)
-            written = False
-        if not written:
-            return self._make_local()
-        cfg = None if cfg_text is None else json.loads(cfg_text)
-        return build_file_handler(log_file, self._rank, world_size, distributed, "a", cfg,
-                                  level)
+            return os.stat(self.baseFilename).st_mtime_ns >= self._created_ns
+        except (OSError, AttributeError):  # no file yet, or not bound yet
+            return False
 
     def _ship(self, session: Any, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -160,14 +155,47 @@ class SessionFileHandler(logging.Handler):
         self._shipped = True
         _put(shared, data)
 
-    def flush(self) -> None:
-        if self._local is not None:
-            self._local.flush()
 
-    def close(self) -> None:
-        if self._local is not None:
-            self._local.close()
-        super().close()
+_SUBCLASSES: dict[type, type] = {}
+
+
+def session_file_handler_class(cls: type[logging.FileHandler]) -> type[SessionFileHandler]:
+    """The SessionFileHandler that is also a ``cls`` (one class per ``cls``, made once)."""
+    if issubclass(cls, SessionFileHandler):
+        return cls
+    if cls is logging.FileHandler:
+        return SessionFileHandler
+    found = _SUBCLASSES.get(cls)
+    if found is None:
+        found = _SUBCLASSES[cls] = type(f"Session{cls.__name__}", (SessionFileHandler, cls), {
+            "__module__": __name__,
+            "__doc__": f"A SessionFileHandler that writes as a {cls.__name__} outside a session.",
+        })
+    return found
+
+
+def session_file_handler(
+    log_file: str | os.PathLike[str],
+    rank: int,
+    world_size: int,
+    distributed: bool,
+    mode: str,
+    cfg: dict[str, Any] | None,
+    level: int,
+    delay: bool,
+) -> SessionFileHandler | None:
+    """The file handler of ``rank`` for MMLogger's arguments, or None when it writes no file.
+
+    ``delay``: open no file now (inside a session the writer writes it).
+    """
+    handler = build_file_handler(
+        log_file, rank, world_size, distributed, mode, cfg, level,
+        subclass=session_file_handler_class, delay=delay,
+    )
+    if handler is None:
+        return None
+    assert isinstance(handler, SessionFileHandler)
+    return handler.bind(make_route(log_file, distributed, world_size, mode, cfg, level), rank)
 
 
 def ship_progress(session: Any, progress: Progress) -> bool:

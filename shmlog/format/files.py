@@ -2,7 +2,11 @@
 
 A distributed job writes several files; they live in a directory named after
 the log file's stem (``work/tmp.log`` -> ``work/tmp/tmp.log``, rank N's own
-file ``work/tmp/tmp_rankN.log``).  All of it is decided by
+file ``work/tmp/tmp_rankN.log``).  A log file that already sits in a
+directory of its stem's name stays where it is: ``work/tmp/tmp.log`` is
+written as given, with ``work/tmp/tmp_rankN.log`` beside it.  That is the
+path MMEngine's Runner passes (``work_dir/<timestamp>/<timestamp>.log``), so
+its logs land where MMEngine puts them.  All of it is decided by
 :func:`build_file_handler` from plain values (path, rank, world size, flags,
 mode, config), with no logger object involved, so the process that will write
 files on behalf of a whole node can build exactly the handler each rank would
@@ -26,6 +30,7 @@ import logging
 import logging.handlers
 import os
 import stat
+from collections.abc import Callable
 from typing import Any, Union
 
 from .formatter import FILE_DATEFMT, DuplicateWarningFilter, MMFormatter, parse_level
@@ -68,9 +73,9 @@ def file_handler_classes() -> dict[str, type[logging.FileHandler]]:
     classes: dict[str, type[logging.FileHandler]] = {"FileHandler": logging.FileHandler}
     for attr in dir(logging.handlers):
         obj = getattr(logging.handlers, attr)
-        if (inspect.isclass(obj) and issubclass(obj, logging.FileHandler)
-                and obj is not logging.handlers.BaseRotatingHandler):
-            # BaseRotatingHandler is abstract: it cannot decide when to roll over.
+        if inspect.isclass(obj) and issubclass(obj, logging.FileHandler):
+            # BaseRotatingHandler included, as in MMEngine: it builds, and only
+            # fails at its first record (it cannot decide when to roll over).
             classes[attr] = obj
     return classes
 
@@ -133,6 +138,7 @@ def per_rank_files(log_level: int | str, distributed: bool, world_size: int) -> 
 def master_log_file(log_file: PathLike, per_node: bool = False) -> str:
     """Rank 0's file: ``dir/name.ext`` -> ``dir/name/name.ext``.
 
+    ``dir/name/name.ext`` stays as it is (see the module docstring).
     ``per_node`` is the layout of a node without storage shared with the
     others: ``dir/name_logs/name.ext``.
     """
@@ -167,12 +173,18 @@ def build_file_handler(
     cfg: dict[str, Any] | None = None,
     log_level: int | str = logging.INFO,
     per_node: bool = False,
+    *,
+    subclass: Callable[[type[logging.FileHandler]], type[logging.FileHandler]] | None = None,
+    delay: bool = False,
 ) -> logging.FileHandler | None:
     """The formatted, filtered file handler ``rank`` uses, or None if it writes none.
 
     ``mode`` applies to the default FileHandler; with ``cfg`` the handler's own
     arguments decide (TimedRotatingFileHandler takes no mode at all).  The
-    file's directory is created when missing.
+    file's directory is created when missing, unless ``delay`` (the file is
+    then neither created nor opened until the handler writes a record).
+    ``subclass`` maps the handler class to the class actually built (a
+    subclass taking the same arguments).
     """
     check_file_mode(mode)
     handler_cls, kwargs = check_file_handler_cfg(cfg)
@@ -182,16 +194,20 @@ def build_file_handler(
         return None
     directory = os.path.dirname(path) or "."
     _refuse_planted_links(directory)
-    os.makedirs(directory, exist_ok=True)
-    _refuse_planted_links(directory)  # made meanwhile by someone else
+    if not delay:
+        os.makedirs(directory, exist_ok=True)
+        _refuse_planted_links(directory)  # made meanwhile by someone else
     if _writable_by_others(directory):
         handler_cls = _no_follow(handler_cls)
+    built = handler_cls if subclass is None else subclass(handler_cls)
     if cfg is None:
-        handler: logging.FileHandler = handler_cls(path, mode, encoding="utf-8")
+        handler: logging.FileHandler = built(path, mode, encoding="utf-8", delay=delay)
     else:
         if "encoding" in inspect.signature(handler_cls).parameters:
             kwargs.setdefault("encoding", "utf-8")
-        handler = handler_cls(path, **kwargs)
+        if delay:
+            kwargs["delay"] = True
+        handler = built(path, **kwargs)
     handler.setFormatter(MMFormatter(color=False, datefmt=FILE_DATEFMT))
     handler.setLevel(level)
     handler.addFilter(DuplicateWarningFilter())
@@ -226,7 +242,11 @@ def _split(log_file: PathLike, per_node: bool = False) -> tuple[str, str]:
     if not base or base in (".", ".."):
         raise ValueError(f"log_file: expected a file path such as 'work/run.log', got {path!r}")
     stem = os.path.splitext(base)[0]
-    return os.path.join(parent, f"{stem}_logs" if per_node else stem), base
+    if per_node:
+        return os.path.join(parent, f"{stem}_logs"), base
+    if os.path.basename(os.path.normpath(parent)) == stem and parent not in ("", "."):
+        return parent, base  # already in a directory of its own name
+    return os.path.join(parent, stem), base
 
 
 class LogPathError(OSError):

@@ -35,11 +35,12 @@ from .checks import (
     positive_int,
     required,
 )
+from .runner_methods import RunnerMethods
 
 DEFAULT_MEAN_PATTERN = r".*(loss|time|data_time|grad_norm).*"
 
 
-class LogProcessor:
+class LogProcessor(RunnerMethods):
     """Formats the scalars of one mode (train/val/test) as MMEngine 0.10 does.
 
     Args:
@@ -65,12 +66,13 @@ class LogProcessor:
 
     Two pairs of methods produce ``(tag, log_str)``:
 
-    * :meth:`get_log_after_iter` / :meth:`get_log_after_epoch` take a runner
-      (any object with ``message_hub``, ``iter``, ``epoch``, ``max_iters``,
-      ``max_epochs`` and ``train_loop``/``val_loop``/``test_loop`` whose
-      ``dataloader`` has a length), as MMEngine's do;
+    * :meth:`get_log_after_iter` / :meth:`get_log_after_epoch` take a runner,
+      as MMEngine's do, and ask it for every number through MMEngine's
+      private methods (``_collect_scalars``, ``_get_epoch``, ...), which
+      subclasses may override (``shmlog.format.runner_methods``);
     * :meth:`format_iter` / :meth:`format_epoch` take the same state as
-      numbers and need no runner.  The runner methods delegate to them.
+      numbers and need no runner.  Both pairs build their lines with the
+      same code.
     """
 
     def __init__(
@@ -87,12 +89,16 @@ class LogProcessor:
         self.num_digits = non_negative_int("num_digits", num_digits)
         self.log_with_hierarchy = flag("log_with_hierarchy", log_with_hierarchy)
         self.mean_pattern = compile_pattern("mean_pattern", mean_pattern)
-        self._custom_cfg, self._statistics = parse_custom_cfg(custom_cfg, self.by_epoch)
+        self.custom_cfg = custom_cfg
 
     @property
     def custom_cfg(self) -> list[dict[str, Any]]:
-        """A copy of the custom statistics configuration."""
+        """A copy of the custom statistics configuration (a list of dicts)."""
         return [dict(entry) for entry in self._custom_cfg]
+
+    @custom_cfg.setter
+    def custom_cfg(self, custom_cfg: Sequence[Mapping[str, Any]] | None) -> None:
+        self._custom_cfg, self._statistics = parse_custom_cfg(custom_cfg, self.by_epoch)
 
     def __repr__(self) -> str:
         return (
@@ -101,41 +107,6 @@ class LogProcessor:
             f"log_with_hierarchy={self.log_with_hierarchy}, "
             f"mean_pattern={self.mean_pattern.pattern!r})"
         )
-
-    # -- runner API (MMEngine's) ------------------------------------------------
-
-    def get_log_after_iter(self, runner: Any, batch_idx: int, mode: str) -> tuple[dict, str]:
-        """``(tag, log_str)`` after iteration ``batch_idx`` of the ``mode`` loop."""
-        check_mode(mode, MODES, "get_log_after_iter")
-        needs_len = self.by_epoch or mode != "train"
-        return self.format_iter(
-            runner.message_hub,
-            mode,
-            batch_idx,
-            dataloader_len=self._get_dataloader_size(runner, mode) if needs_len else None,
-            **_runner_progress(runner),
-        )
-
-    def get_log_after_epoch(
-        self, runner: Any, batch_idx: int, mode: str, with_non_scalar: bool = False
-    ) -> tuple[dict, str]:
-        """``(tag, log_str)`` after a whole validation or test epoch."""
-        check_mode(mode, ("val", "test"), "get_log_after_epoch")
-        return self.format_epoch(
-            runner.message_hub,
-            mode,
-            batch_idx,
-            dataloader_len=self._get_dataloader_size(runner, mode),
-            with_non_scalar=with_non_scalar,
-            **_runner_progress(runner),
-        )
-
-    def _get_dataloader_size(self, runner: Any, mode: str) -> int:
-        """Length of the dataloader of the ``mode`` loop of ``runner``."""
-        loop = getattr(runner, f"{mode}_loop", None)
-        if loop is None:
-            raise ValueError(f"the runner has no {mode}_loop; a {mode!r} line needs its length")
-        return len(loop.dataloader)
 
     # -- runner-free API ------------------------------------------------------------
 
@@ -172,61 +143,25 @@ class LogProcessor:
         check_mode(mode, MODES, "format_iter")
         batch_idx = non_negative_int("batch_idx", batch_idx)
         iter = non_negative_int("iter", iter)
-        scalars = _scalars_of(message_hub.log_scalars, mode)
-        values = self._collect(scalars, self._statistics, batch_idx, iter)
-        tag = self._shown(values, mode)
+        scalars = self._mode_scalars(message_hub.log_scalars, mode)
+        log_tag = self._collect(scalars, self._statistics, batch_idx, iter)
+        tag = self._shown(log_tag, mode)
         training = max_iters is not None or max_epochs is not None
-        digits = self.num_digits
-
-        learning_rates = []
-        for name in [name for name in values if name.endswith("lr")]:
-            learning_rates.append(f"{name}: {values.pop(name):.{digits}e}")
-
         if self.by_epoch:
             size = required("dataloader_len", dataloader_len)
-            position = f"[{str(batch_idx + 1).rjust(len(str(size)))}/{size}]"
-            if mode == "test":
-                line = f"Epoch(test) {position}  "
-            else:
+            shown_epoch = max_shown = None
+            if mode != "test":
                 shown_epoch = _shown_epoch(mode, epoch, training)
-                epoch_str = f"[{shown_epoch}]"
-                if training and max_epochs is not None:
-                    epoch_str = epoch_str.rjust(len(str(max_epochs)) + 3)
+                max_shown = max_epochs if training else None
                 tag["epoch"] = shown_epoch
-                line = f"Epoch({mode}){epoch_str}{position}  "
+            header = self._header(mode, batch_idx + 1, size, shown_epoch, max_shown)
         elif mode == "train":
-            total = required("max_iters", max_iters)
-            line = f"Iter(train) [{str(iter + 1).rjust(len(str(total)))}/{total}]  "
+            header = self._header(mode, iter + 1, required("max_iters", max_iters))
         else:
-            size = required("dataloader_len", dataloader_len)
-            line = f"Iter({mode}) [{str(batch_idx + 1).rjust(len(str(size)))}/{size}]  "
+            header = self._header(mode, batch_idx + 1, required("dataloader_len", dataloader_len))
         tag["iter"] = iter + 1 if training else 0
-        line += " ".join(learning_rates) + "  "
-
-        # Timing is shown next to the eta only when an iteration timer runs.
-        if "time" in values and "data_time" in values:
-            eta = message_hub.get_info("eta", MISSING)
-            if eta is not MISSING:
-                line += (
-                    f"eta: {datetime.timedelta(seconds=int(eta))}  "
-                    f"time: {values.pop('time'):.{digits}f}  "
-                    f"data_time: {values.pop('data_time'):.{digits}f}  "
-                )
-        if memory is not None:
-            line += f"memory: {memory}  "
-            tag["memory"] = memory
-
-        if mode == "train":
-            line += "  ".join(f"{name}: {self._number(v)}" for name, v in values.items())
-        elif mode == "val":
-            # As in MMEngine, a validation iteration only lists names that
-            # themselves start with 'val/loss'; the epoch line has the values.
-            line += "  ".join(
-                f"{name}: {self._number(v)}"
-                for name, v in values.items()
-                if name.startswith("val/loss")
-            )
-        return tag, line
+        eta = message_hub.get_info("eta", MISSING)
+        return tag, header + self._iter_body(mode, log_tag, tag, eta, memory)
 
     def format_epoch(
         self,
@@ -255,35 +190,113 @@ class LogProcessor:
         iter = non_negative_int("iter", iter)
         size = required("dataloader_len", dataloader_len)
         training = max_iters is not None or max_epochs is not None
-
-        if not self.by_epoch:
-            line = f"Iter({mode}) [{size}/{size}]  "
-        elif mode == "val":
-            line = f"Epoch(val) [{_shown_epoch(mode, epoch, training)}][{size}/{size}]  "
-        else:
-            line = f"Epoch(test) [{size}/{size}]  "
-
+        shown_epoch = _shown_epoch(mode, epoch, training) if mode == "val" else None
+        header = self._epoch_header(mode, size, shown_epoch)
         statistics = list(self._statistics)
         replaced = {_strip(stat.data_src, mode) for stat in statistics}
         for name in ("time", "data_time"):
             if name not in replaced:
                 statistics.append(Statistic(name, name, "mean", "epoch", {}))
-        scalars = _scalars_of(message_hub.log_scalars, mode)
+        scalars = self._mode_scalars(message_hub.log_scalars, mode)
         values = self._shown(self._collect(scalars, statistics, batch_idx, iter), mode)
         non_scalars = self._non_scalars(message_hub.runtime_info, mode)
+        return self._epoch_body(mode, header, values, non_scalars, with_non_scalar)
 
+    # -- the lines, from collected values (both APIs) -----------------------------------
+
+    def _header(
+        self, mode: str, position: int, total: int, epoch: int | None = None,
+        max_epochs: int | None = None,
+    ) -> str:
+        """``Epoch(train)  [2][ 5/20]  `` / ``Epoch(test) [5/5]  `` / ``Iter(val) [ 5/10]  ``.
+
+        The position is right-aligned to the total, and the epoch to
+        ``max_epochs`` when there is one (during training).
+        """
+        where = f"[{str(position).rjust(len(str(total)))}/{total}]"
+        if not self.by_epoch or epoch is None:
+            kind = "Epoch" if self.by_epoch else "Iter"
+            return f"{kind}({mode}) {where}  "
+        shown = f"[{epoch}]"
+        if max_epochs is not None:
+            shown = shown.rjust(len(str(max_epochs)) + 3)
+        return f"Epoch({mode}){shown}{where}  "
+
+    def _epoch_header(self, mode: str, size: int, epoch: int | None) -> str:
+        """``Epoch(val) [1][10/10]  `` / ``Epoch(test) [5/5]  `` / ``Iter(val) [10/10]  ``."""
+        if not self.by_epoch:
+            return f"Iter({mode}) [{size}/{size}]  "
+        shown = "" if epoch is None else f"[{epoch}]"
+        return f"Epoch({mode}) {shown}[{size}/{size}]  "
+
+    def _iter_body(
+        self, mode: str, log_tag: dict[str, Any], tag: dict[str, Any], eta: Any,
+        memory: int | None,
+    ) -> str:
+        """What follows the header of an iteration line; takes the shown values out of ``log_tag``.
+
+        Learning rates (names of ``tag`` ending in ``lr``) come first, in e
+        notation; then the eta with ``time`` and ``data_time``, when the eta
+        is known (an iteration timer runs); then ``memory``; then the rest
+        (for ``val`` only names starting with ``val/loss``, for ``test`` none).
+        """
+        digits = self.num_digits
+        rates = []
+        for key, value in list(tag.items()):
+            if key.endswith("lr"):
+                name = _strip(key, mode)
+                log_tag.pop(name, None)
+                rates.append(f"{name}: {value:.{digits}e}")
+        line = " ".join(rates) + "  "
+        if "time" in log_tag and "data_time" in log_tag and eta is not MISSING:
+            line += (
+                f"eta: {datetime.timedelta(seconds=int(eta))}  "
+                f"time: {log_tag.pop('time'):.{digits}f}  "
+                f"data_time: {log_tag.pop('data_time'):.{digits}f}  "
+            )
+        if memory is not None:
+            line += f"memory: {memory}  "
+            tag["memory"] = memory
+        if mode == "train":
+            line += "  ".join(f"{name}: {self._number(v)}" for name, v in log_tag.items())
+        elif mode == "val":
+            # As in MMEngine, a validation iteration only lists names that
+            # themselves start with 'val/loss'; the epoch line has the values.
+            line += "  ".join(
+                f"{name}: {self._number(v)}"
+                for name, v in log_tag.items()
+                if name.startswith("val/loss")
+            )
+        return line
+
+    def _epoch_body(
+        self, mode: str, header: str, values: dict[str, Any], non_scalars: dict[str, Any],
+        with_non_scalar: bool,
+    ) -> tuple[OrderedDict[str, Any], str]:
+        """``(tag, line)`` of an epoch: values, then non-scalars, then timing last."""
         timing_keys = ("time", "data_time", f"{mode}/time", f"{mode}/data_time")
         tag: OrderedDict[str, Any] = OrderedDict()
         timing: OrderedDict[str, Any] = OrderedDict()
         for name, value in values.items():
             (timing if name in timing_keys else tag)[name] = value
         shown = [*tag.items(), *non_scalars.items(), *timing.items()]
-        line += "  " + "  ".join(f"{name}: {self._epoch_value(v)}" for name, v in shown)
-
+        line = header + "  " + "  ".join(f"{name}: {self._epoch_value(v)}" for name, v in shown)
         if with_non_scalar:
             tag.update(non_scalars)
         tag.update(timing)
         return tag, line
+
+    @staticmethod
+    def _mode_scalars(
+        log_scalars: Mapping[str, HistoryBuffer], mode: str
+    ) -> OrderedDict[str, HistoryBuffer]:
+        """The buffers whose key starts with ``mode/``, keyed without that prefix."""
+        prefix = f"{mode}/"
+        return OrderedDict(
+            (key[len(prefix):], buffer)
+            for key, buffer in log_scalars.items()
+            if key.startswith(prefix)
+        )
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -341,20 +354,6 @@ class LogProcessor:
         return self._number(value)
 
 
-# -- runner access ----------------------------------------------------------------
-
-
-def _runner_progress(runner: Any) -> dict[str, Any]:
-    """The loop position of ``runner`` as :meth:`LogProcessor.format_iter` takes it."""
-    progress: dict[str, Any] = {"iter": runner.iter, "epoch": runner.epoch}
-    train_loop = getattr(runner, "train_loop", None)
-    # An MMEngine runner keeps an unbuilt loop as a config dict.
-    if train_loop is not None and not isinstance(train_loop, dict):
-        progress["max_iters"] = runner.max_iters
-        progress["max_epochs"] = runner.max_epochs
-    return progress
-
-
 def _is_tensor(value: Any) -> bool:
     # A tensor can only exist if torch was imported by someone else.
     torch = sys.modules.get("torch")
@@ -362,18 +361,6 @@ def _is_tensor(value: Any) -> bool:
 
 
 # -- formatting helpers -------------------------------------------------------------
-
-
-def _scalars_of(
-    log_scalars: Mapping[str, HistoryBuffer], mode: str
-) -> OrderedDict[str, HistoryBuffer]:
-    """The buffers whose key starts with ``mode/``, keyed without that prefix."""
-    prefix = f"{mode}/"
-    return OrderedDict(
-        (key[len(prefix):], buffer)
-        for key, buffer in log_scalars.items()
-        if key.startswith(prefix)
-    )
 
 
 def _shown_epoch(mode: str, epoch: int, training: bool) -> int:

@@ -28,6 +28,17 @@ def eta_seconds(mean_iter_seconds: float, iter: int, max_iters: int) -> float:
     return float(mean_iter_seconds) * max(int(max_iters) - int(iter) - 1, 0)
 
 
+def eta_of(time_history: Any, iter: int, max_iters: int) -> float:
+    """MMEngine's eta rule from the history of ``train/time`` (a HistoryBuffer).
+
+    IterTimerHook's: the average iteration time since the run started (the
+    mean of every update, exact from the running totals) times the
+    iterations left.  Where an IterTimerHook runs, its ``eta`` info is used
+    instead; this is for loops that only log ``train/time``.
+    """
+    return eta_seconds(time_history.mean(), iter, max_iters)
+
+
 def format_eta(eta: Any) -> str:
     """Seconds as MMEngine prints its eta: ``H:MM:SS`` (``1 day, H:MM:SS`` beyond)."""
     try:

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import InvalidType, InvalidValue
+from .portable import History, mmengine_class, mmengine_statistic, read_history, reduce_as
 from .storage import HistoryStorage, LocalRing, Totals
 from .values import check_window, to_count, to_float
 
@@ -33,8 +35,13 @@ class HistoryBuffer:
     """The history of one scalar, with windowed and global statistics.
 
     Args:
-        log_history: initial values, oldest first.
-        count_history: the count of each initial value (same length).
+        log_history: initial values, oldest first: a list, tuple, numpy array
+            or tensor of numbers, of any shape (read in C order, as
+            MMEngine's first ``update`` flattens it).
+        count_history: the count of each initial value (same number of
+            them).  An initial history is taken as it is given: its counts
+            may be any finite numbers, while :meth:`update` accepts only
+            counts >= 0.
         max_length: how many records are retained; older ones are dropped,
             but the global statistics still include them.
     """
@@ -48,15 +55,16 @@ class HistoryBuffer:
         max_length: int = DEFAULT_MAX_LENGTH,
     ) -> None:
         if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
-            raise TypeError(f"max_length: expected an int >= 1, got {max_length!r}")
+            raise InvalidType(f"max_length: expected an int >= 1, got {max_length!r}")
         if max_length < 1:
-            raise ValueError(f"max_length: expected an int >= 1, got {max_length}")
-        values = np.array(
-            [to_float(v, what="log_history value") for v in log_history], dtype=np.float64
-        )
-        counts = np.array([to_count(c) for c in count_history], dtype=np.float64)
+            raise InvalidValue(f"max_length: expected an int >= 1, got {max_length}")
+        values = history_array(log_history, "log_history")
+        counts = history_array(count_history, "count_history")
+        if len(counts) and not np.isfinite(counts).all():
+            bad = counts[~np.isfinite(counts)][0]
+            raise InvalidValue(f"count_history: expected finite numbers, got {bad}")
         if len(values) != len(counts):
-            raise ValueError(
+            raise InvalidValue(
                 f"log_history and count_history must have the same length, got "
                 f"{len(values)} and {len(counts)}"
             )
@@ -118,7 +126,10 @@ class HistoryBuffer:
     def per_writer(self) -> dict[str, HistoryBuffer]:
         """One buffer per writer (a thread of some process), keyed by a readable label.
 
-        A buffer that lives in one process has a single writer: itself.
+        Every writer of the key, of every rank (``'rank1/worker0'``), even
+        though the statistics of a hub's buffer merge only the reading
+        process's rank (``shmlog.stats.shared_hub``).  A buffer that lives in
+        one process has a single writer: itself.
         """
         split = getattr(self._storage, "per_writer", None)
         if split is None:
@@ -132,7 +143,7 @@ class HistoryBuffer:
         """Register ``method`` (named by its ``__name__``) for :meth:`statistics`."""
         name = method.__name__
         if name in cls._statistics_methods:
-            raise ValueError(
+            raise InvalidValue(
                 f"a statistics method named {name!r} is already registered in "
                 f"HistoryBuffer"
             )
@@ -140,8 +151,14 @@ class HistoryBuffer:
         return method
 
     def statistics(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the registered statistic ``method_name`` with the given arguments."""
+        """Call the registered statistic ``method_name`` with the given arguments.
+
+        In a process that uses MMEngine, statistics registered on MMEngine's
+        HistoryBuffer are found too.
+        """
         method = self._statistics_methods.get(method_name)
+        if method is None:  # registered with MMEngine's class, in a process that uses it
+            method = mmengine_statistic(method_name, HistoryBuffer)
         if method is None:
             raise KeyError(
                 f"{method_name!r} is not a registered HistoryBuffer statistic; "
@@ -224,15 +241,58 @@ class HistoryBuffer:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "values" not in state:  # MMEngine's layout (see shmlog.stats.portable)
+            history = read_history(state)
+            if history is None:
+                raise InvalidValue(
+                    f"HistoryBuffer state: expected shmlog's or MMEngine's layout, got keys "
+                    f"{sorted(state)}"
+                )
+            self._storage = _ring(history)
+            self._name = None
+            return
         self._storage = LocalRing.from_history(
             state["values"], state["counts"], state["max_length"], Totals(*state["totals"])
         )
         self._name = state["name"]
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> HistoryBuffer:
+    def __reduce_ex__(self, protocol: int) -> Any:
+        """Pickle as MMEngine's HistoryBuffer in a process that uses MMEngine, else as this class.
+
+        A checkpoint that MMEngine's Runner saves then loads where shmlog is
+        not installed (see ``shmlog.stats.portable``).
+        """
+        cls = mmengine_class(HistoryBuffer)
+        if cls is None:
+            return super().__reduce_ex__(protocol)
+        values, counts = self._storage.tail(None)
+        history = History(values, counts, self._storage.max_length, self._storage.totals())
+        return reduce_as(cls, history)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> HistoryBuffer:
         copy = HistoryBuffer.__new__(HistoryBuffer)
         copy.__setstate__(self.__getstate__())
         return copy
+
+    # A copy owns its records, as a pickled one does (and stays this class).
+    __copy__ = __deepcopy__
+
+    @classmethod
+    def adopt(cls, buffer: Any) -> HistoryBuffer | None:
+        """``buffer`` as a shmlog HistoryBuffer: itself, or a copy of an MMEngine one.
+
+        None for anything else.  An MMEngine buffer saved from shmlog keeps
+        the global statistics of every update (see ``shmlog.stats.portable``).
+        """
+        if isinstance(buffer, HistoryBuffer):
+            return buffer
+        history = read_history(buffer)
+        if history is None:
+            return None
+        adopted = cls.__new__(cls)
+        adopted._storage = _ring(history)
+        adopted._name = None
+        return adopted
 
     def __repr__(self) -> str:
         totals = self._storage.totals()
@@ -244,6 +304,61 @@ class HistoryBuffer:
 
 
 _EMPTY = np.empty(0, dtype=np.float64)
+
+
+def _ring(history: History) -> LocalRing:
+    max_length = max(int(history.max_length), 1)
+    values, counts = history.values[-max_length:], history.counts[-max_length:]
+    return LocalRing.from_history(values, counts, max_length, history.totals)
+
+
+def history_array(data: Any, what: str) -> np.ndarray:
+    """``data`` as a 1-D float64 array: the numbers of an initial history.
+
+    Arrays, tensors and (nested) lists of numbers convert in one step, so a
+    history of a million values costs milliseconds; anything else is read
+    element by element, and the first element that is not a number names
+    the problem.
+    """
+    detach = getattr(data, "detach", None)
+    if callable(detach) and callable(getattr(data, "numpy", None)):  # a tensor
+        data = detach().cpu().numpy()
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise InvalidType(
+            f"{what}: expected a sequence of numbers (list, tuple, array or tensor), got "
+            f"{type(data).__name__} {data!r}"
+        )
+    if not isinstance(data, (np.ndarray, list, tuple)):
+        data = list(data)  # any other iterable, read once
+    try:
+        array = np.asarray(data)
+    except ValueError:  # ragged nesting
+        raise InvalidValue(
+            f"{what}: expected numbers nested to one depth (like an array), got "
+            f"{_short(data)}"
+        ) from None
+    if array.dtype.kind in "iuf" and not (
+        isinstance(data, (list, tuple)) and array.ndim == 1
+        and any(isinstance(v, (bool, np.bool_)) for v in data)
+    ):
+        return array.astype(np.float64).reshape(-1)
+    # Mixed kinds (numpy scalars, tensors, ...) or not numbers at all: one by
+    # one, so that to_float names the first element it refuses, and why.
+    items = _flatten(data) if isinstance(data, (list, tuple)) else array.reshape(-1).tolist()
+    return np.array([to_float(item, what=f"{what} value") for item in items], dtype=np.float64)
+
+
+def _flatten(data: Any) -> Any:
+    for item in data:
+        if isinstance(item, (list, tuple, np.ndarray)):
+            yield from _flatten(item)
+        else:
+            yield item
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 for _builtin in (HistoryBuffer.min, HistoryBuffer.max, HistoryBuffer.current, HistoryBuffer.mean):
     HistoryBuffer._statistics_methods[_builtin.__name__] = _builtin

@@ -33,8 +33,12 @@ class MergedRings:
         append: Callable[[float, float], None] | None = None,
         labels: Callable[[], dict[int, str]] | None = None,
         until: int | None = None,
+        every: list[RingReader] | None = None,
     ) -> None:
         self._rings = rings
+        # Every writer's ring of the key, for per_writer(); the statistics
+        # merge ``rings``, those of the reader's scope (shmlog.stats.shared_hub).
+        self._every = rings if every is None else every
         self._append = append
         # With ``until`` (a CLOCK_MONOTONIC time in ns) the view shows the
         # history as it was at that moment: what the log writer needs to
@@ -130,7 +134,7 @@ class MergedRings:
     def per_writer(self) -> dict[str, MergedRings]:
         split: dict[str, MergedRings] = {}
         labels = self._labels() if self._labels is not None else {}
-        for ring in self._rings:
+        for ring in self._every:
             label = labels.get(ring.writer, f"writer{ring.writer}")
             split[label] = MergedRings([ring], None, self._labels, self._until)
         return split

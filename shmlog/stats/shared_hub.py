@@ -3,6 +3,18 @@
 A scalar ``key`` of hub ``name`` lives in rings named ``hub_key(name, key)``
 (``shmlog.wire``), one ring per writing thread.  Runtime info uses the same
 naming for its slots.
+
+Ranks stay apart.  Each writer slot carries the rank of its process (the one
+identity rule of ``shmlog.api.process``; DataLoader workers have their
+rank's), so a hub's scalars as a process reads them (:meth:`SharedHub.get_scalar`,
+:meth:`SharedHub.log_scalars`, hence every LogProcessor line) show what that
+process's rank wrote: its own process and that rank's workers, whatever the
+hub is called, as MMEngine's per-process hubs do.  A process without a rank
+(no torch.distributed group, no ``RANK``) sees every writer: outside
+distributed training everything is one rank.  ``per_writer()`` of a buffer
+still lists every writer of every rank.  The scope is a parameter
+(:data:`SCOPES`) so that a statistic over every rank of the job can be added
+as another scope.
 """
 
 from __future__ import annotations
@@ -12,24 +24,32 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import InvalidValue
 from ..shm import codec
-from ..shm.ring import RingWriter
+from ..shm.ring import RingReader, RingWriter
 from ..shm.session import SessionSegments
 from ..wire import hub_prefix
 from .history_buffer import HistoryBuffer
 from .merged import MergedRings
 from .values import to_count, to_float
 
+# Whose records a hub's statistics merge: "rank", the reading process's rank.
+SCOPES = ("rank",)
+
 
 class SharedHub:
     """Scalars and runtime info of one hub name inside one session."""
 
     def __init__(
-        self, segments: SessionSegments, name: str, capacity_of: Callable[[str], int]
+        self, segments: SessionSegments, name: str, capacity_of: Callable[[str], int],
+        scope: str = "rank",
     ) -> None:
+        if scope not in SCOPES:
+            raise InvalidValue(f"scope: expected one of {list(SCOPES)}, got {scope!r}")
         self._segments = segments
         self._prefix = hub_prefix(name)
         self._capacity_of = capacity_of
+        self.scope = scope
         # key -> this thread's ring (see Session.writer_slot); each thread's
         # dict is emptied by the session in a forked child.
         self._local = threading.local()
@@ -70,18 +90,31 @@ class SharedHub:
         self._open(key).append(value, count)
 
     def get_scalar(self, key: str) -> HistoryBuffer | None:
-        rings = self._segments.readers(self._prefix + key)
+        """The history of ``key`` in this hub's scope; None when the scope has none."""
+        every = self._segments.readers(self._prefix + key)
+        rings = self._in_scope(every, self._reader_rank())
         if not rings:
             return None
-        return self._buffer(key, rings)
+        return self._buffer(key, rings, every)
 
-    def _buffer(self, key: str, rings: list, until: int | None = None) -> HistoryBuffer:
+    def _reader_rank(self) -> int:
+        """The rank whose writers the statistics merge; -1 (no rank): every writer."""
+        return self._segments.identity()[0]
+
+    def _in_scope(self, rings: list[RingReader], rank: int) -> list[RingReader]:
+        if rank < 0:
+            return rings
+        control = self._segments.control
+        return [ring for ring in rings if control.writer(ring.writer).rank == rank]
+
+    def _buffer(self, key: str, rings: list, every: list, until: int | None = None) -> HistoryBuffer:
         storage = MergedRings(
             rings,
             append=None if until is not None else (
                 lambda value, count: self._append(key, value, count)),
             labels=self._segments.writer_labels,
             until=until,
+            every=every,
         )
         return HistoryBuffer._over(storage, key)
 
@@ -90,10 +123,17 @@ class SharedHub:
         return [k[size:] for k in self._segments.scalar_keys() if k.startswith(self._prefix)]
 
     def log_scalars(self, until: int | None = None) -> OrderedDict[str, HistoryBuffer]:
-        """Every key's merged history; with ``until``, as it was at that clock time."""
+        """Every key's merged history in this hub's scope; with ``until``, as it was then.
+
+        Keys that only other ranks wrote are not in it.
+        """
         result: OrderedDict[str, HistoryBuffer] = OrderedDict()
+        rank = self._reader_rank()
         for key in self.keys():
-            result[key] = self._buffer(key, self._segments.readers(self._prefix + key), until)
+            every = self._segments.readers(self._prefix + key)
+            rings = self._in_scope(every, rank)
+            if rings:
+                result[key] = self._buffer(key, rings, every, until)
         return result
 
     def load_scalar(self, key: str, buffer: HistoryBuffer) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidType, InvalidValue, NotAScalar
 from ..shm.ring import KEY_MAX_BYTES
 from ..wire import SEPARATOR
 
@@ -38,6 +39,10 @@ def _short(value: Any) -> str:
 def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
     """Return ``value`` as a Python float or raise TypeError/ValueError.
 
+    The exceptions are also AssertionErrors (``shmlog.errors``); an array or
+    tensor of more than one element raises NotAScalar, a TypeError and a
+    ValueError.
+
     ``key`` and ``what`` only shape the message ("'train/loss' value: ...").
     NaN and infinities are returned unchanged: a diverging loss is data.
     """
@@ -47,7 +52,7 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
     if kind is int:
         return _int_to_float(value, key, what)
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(
+        raise InvalidType(
             f"{_where(key, what)}: expected {ACCEPTED}, got bool {value!r}"
         )
     if isinstance(value, numbers.Real):  # int/float subclasses, numpy scalars
@@ -56,12 +61,12 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
         return float(value)
     if isinstance(value, np.ndarray):
         if value.size != 1:
-            raise ValueError(
+            raise NotAScalar(
                 f"{_where(key, what)}: expected {ACCEPTED}, got an array of shape "
                 f"{value.shape} ({value.size} elements): {_short(value)}"
             )
         if value.dtype.kind not in "iuf":
-            raise TypeError(
+            raise InvalidType(
                 f"{_where(key, what)}: expected {ACCEPTED}, got an array of dtype "
                 f"{value.dtype}: {_short(value)}"
             )
@@ -70,31 +75,31 @@ def to_float(value: Any, key: str | None = None, what: str = "value") -> float:
     item = getattr(value, "item", None)
     if callable(numel) and callable(item):
         if getattr(value, "is_meta", False) is True:
-            raise ValueError(
+            raise InvalidValue(
                 f"{_where(key, what)}: expected {ACCEPTED}, got a tensor on the meta "
                 f"device, which has no data: {_short(value)}"
             )
         n = numel()
         if n != 1:
             shape = tuple(getattr(value, "shape", ()))
-            raise ValueError(
+            raise NotAScalar(
                 f"{_where(key, what)}: expected {ACCEPTED}, got a tensor of shape "
                 f"{shape} ({n} elements): {_short(value)}"
             )
         try:
             inner = item()
         except Exception as exc:  # a tensor of any library: whatever it raises
-            raise ValueError(
+            raise InvalidValue(
                 f"{_where(key, what)}: expected {ACCEPTED}; {_short(value)} has no "
                 f"readable value ({type(exc).__name__}: {_short(str(exc))})"
             ) from exc
         if isinstance(inner, (bool, np.bool_)) or not isinstance(inner, numbers.Real):
-            raise TypeError(
+            raise InvalidType(
                 f"{_where(key, what)}: expected {ACCEPTED}, got a tensor holding "
                 f"{_short(inner)}"
             )
         return float(inner)
-    raise TypeError(
+    raise InvalidType(
         f"{_where(key, what)}: expected {ACCEPTED}, got {kind.__name__} {_short(value)}"
     )
 
@@ -103,7 +108,7 @@ def _int_to_float(value: int, key: str | None, what: str) -> float:
     try:
         return float(value)
     except OverflowError:
-        raise ValueError(
+        raise InvalidValue(
             f"{_where(key, what)}: {value} is too large to store as a float64"
         ) from None
 
@@ -112,7 +117,7 @@ def to_count(count: Any, key: str | None = None) -> float:
     """Validate a count: a finite, non-negative number."""
     result = to_float(count, key, "count")
     if not math.isfinite(result) or result < 0:
-        raise ValueError(
+        raise InvalidValue(
             f"{_where(key, 'count')}: expected a finite number >= 0, got {_short(count)}"
         )
     return result
@@ -125,13 +130,13 @@ def check_window(window_size: Any, key: str | None = None) -> int | None:
     if isinstance(window_size, (bool, np.bool_)) or not isinstance(
         window_size, numbers.Integral
     ):
-        raise TypeError(
+        raise InvalidType(
             f"{_where(key, 'window_size')}: expected None or an int >= 1, got "
             f"{type(window_size).__name__} {_short(window_size)}"
         )
     window = int(window_size)
     if window < 1:
-        raise ValueError(
+        raise InvalidValue(
             f"{_where(key, 'window_size')}: expected None or an int >= 1, got {window}"
         )
     return window
@@ -149,15 +154,15 @@ def short_key(key: Any) -> str:
 def check_hub_name(name: Any) -> str:
     """``name`` if it can name a MessageHub, else TypeError/ValueError saying why."""
     if not isinstance(name, str) or not name:
-        raise TypeError(f"MessageHub name: expected a non-empty str, got {short_key(name)}")
+        raise InvalidType(f"MessageHub name: expected a non-empty str, got {short_key(name)}")
     if SEPARATOR in name:
-        raise ValueError(
+        raise InvalidValue(
             f"MessageHub name {short_key(name)}: contains {SEPARATOR!r}, the separator "
             f"shmlog puts between hub names and keys; expected a name without it"
         )
     size = _utf8_bytes(name, "MessageHub name")
     if size + len(SEPARATOR) >= KEY_MAX_BYTES:
-        raise ValueError(
+        raise InvalidValue(
             f"MessageHub name {short_key(name)}: takes {size} bytes in UTF-8, which leaves "
             f"no room for keys; hub name, separator and key take at most {KEY_MAX_BYTES} "
             f"bytes together"
@@ -173,19 +178,19 @@ def check_key(key: Any, hub: str) -> str:
     (shortened) and says what was expected.
     """
     if not isinstance(key, str):
-        raise TypeError(
+        raise InvalidType(
             f"MessageHub {hub!r} key {short_key(key)}: expected a str, got "
             f"{type(key).__name__}"
         )
     if SEPARATOR in key:
-        raise ValueError(
+        raise InvalidValue(
             f"MessageHub {hub!r} key {short_key(key)}: contains {SEPARATOR!r}, the "
             f"separator shmlog puts between hub names and keys; expected a key without it"
         )
     size = _utf8_bytes(key, f"MessageHub {hub!r} key")
     room = KEY_MAX_BYTES - len(SEPARATOR) - len(hub.encode("utf-8"))
     if size > room:
-        raise ValueError(
+        raise InvalidValue(
             f"MessageHub {hub!r} key {short_key(key)}: takes {size} bytes in UTF-8; "
             f"expected at most {room} ({KEY_MAX_BYTES} bytes for the hub name, the "
             f"separator and the key together)"
@@ -197,7 +202,7 @@ def _utf8_bytes(text: str, what: str) -> int:
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
-        raise ValueError(
+        raise InvalidValue(
             f"{what} {short_key(text)}: cannot be encoded as UTF-8 ({exc.reason} at "
             f"position {exc.start}); expected text without lone surrogates"
         ) from None

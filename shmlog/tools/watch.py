@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
-from ..format.progress import eta_seconds
+from ..format.progress import eta_of
 from ..shm import codec
 from ..shm.control import STATE_CLOSED, Control
 from ..shm.inspect import list_sessions
@@ -37,7 +37,7 @@ from ..shm.segment import SegmentError
 from ..shm.session import SessionError, SessionSegments, check_name
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.merged import MergedRings
-from ..wire import PROGRESS_INFO_KEYS, PROGRESS_KEY, split_hub_key
+from ..wire import PROGRESS_INFO_KEYS, PROGRESS_KEY, hub_key, split_hub_key
 
 # Records per ring used to estimate a rate before a second refresh exists.
 _RATE_RECORDS = 10
@@ -271,8 +271,8 @@ class Watcher:
 
         A hub's own ``iter`` (etc.) info wins over the ``progress`` dict that
         ``report_progress`` stores at each logging step, being more recent.
-        Without an ``eta`` value the eta is the log writer's: the window mean
-        of ``train/time`` times the iterations left.
+        Without an ``eta`` value the eta is the log writer's (MMEngine's rule,
+        ``shmlog.format.progress.eta_of``) from the hub's ``train/time``.
         """
         found: dict[str, dict[str, Any]] = {}
         for full in self.session.info_keys():
@@ -287,7 +287,8 @@ class Watcher:
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
                 continue  # not plain data: nothing a progress line can show
             found.setdefault(hub, {})[key] = value
-        times = {k.hub: k.mean for k in keys if k.key == "train/time"}
+        times = {k.hub: HistoryBuffer._over(MergedRings(self.session.readers(hub_key(k.hub, k.key))))
+                 for k in keys if k.key == "train/time" and k.updates}
         progress: dict[str, dict[str, Any]] = {}
         for hub, values in found.items():
             reported = values.pop(PROGRESS_KEY, None)
@@ -295,12 +296,14 @@ class Watcher:
                 for name in PROGRESS_INFO_KEYS:
                     if reported.get(name) is not None:
                         values.setdefault(name, reported[name])
-            mean_time = times.get(hub)
-            if "eta" not in values and mean_time is not None and math.isfinite(mean_time):
+            history = times.get(hub)
+            if "eta" not in values and history is not None:
                 try:
-                    values["eta"] = eta_seconds(mean_time, values["iter"], values["max_iters"])
+                    eta = eta_of(history, values["iter"], values["max_iters"])
                 except (KeyError, TypeError, ValueError):
-                    pass
+                    eta = math.nan
+                if math.isfinite(eta):
+                    values["eta"] = eta
             if values:
                 progress[hub] = values
         return progress

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..format.formatter import TERMINAL_DATEFMT, MMFormatter, TerminalHandler
 from ..format.log_processor import LogProcessor
-from ..format.progress import eta_seconds
+from ..format.progress import eta_of
 from ..stats.shared_hub import SharedHub
 from ..wire import Progress, Route
 from .drain import LogWriter
@@ -118,4 +118,4 @@ class _HubAsOf:
         max_iters = self._progress.max_iters
         if buffer is None or not max_iters:
             return self._hub.get_info("eta", default)
-        return eta_seconds(buffer.mean(self._window), self._progress.iter, max_iters)
+        return eta_of(buffer, self._progress.iter, max_iters)
