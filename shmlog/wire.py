@@ -94,6 +94,15 @@ def route_key(ident: str) -> str:
     return ROUTE_KEY_PREFIX + ident
 
 
+# Runtime info of a hub, process-local or the writer's view of a step: the
+# job-wide statistics LogProcessor shows for ``reduce`` entries, as
+# {"step": Progress.step() as a list, "values": {log_name: value}, "workers": {...}}.
+REDUCED_INFO_KEY = "shmlog/reduced"
+# Session-level info: each rank's share of a step's job-wide statistics, by
+# local rank, which the node's local rank 0 combines (``shmlog.api.reduce``).
+REDUCE_PART_PREFIX = SEPARATOR + "shmlog" + SEPARATOR + "reduce" + SEPARATOR
+
+
 # -- log records ---------------------------------------------------------------------
 
 
@@ -143,6 +152,14 @@ class Progress(NamedTuple):
     max_epochs: int | None
     event: str  # 'iter' or 'epoch_end'
     at_ns: int  # CLOCK_MONOTONIC time of the step: lines show the scalars as of then
+    # Job-wide statistics of the step (``reduce`` entries of the LogProcessor
+    # config, exchanged by every rank): {"values": {log_name: value},
+    # "workers": {label: value}}, or None.
+    reduced: dict | None = None
+
+    def step(self) -> tuple:
+        """What identifies the logging step (for job-wide statistics)."""
+        return (self.mode, self.event, self.iter, self.batch_idx)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Progress:
@@ -152,7 +169,7 @@ class Progress(NamedTuple):
             iter=int(data.get("iter", 0)), epoch=int(data.get("epoch", 0)),
             dataloader_len=data.get("dataloader_len"), max_iters=data.get("max_iters"),
             max_epochs=data.get("max_epochs"), event=data.get("event", "iter"),
-            at_ns=data.get("at_ns"),
+            at_ns=data.get("at_ns"), reduced=data.get("reduced"),
         )
 
 
@@ -173,6 +190,8 @@ __all__ = [
     "COMMIT_KEYS",
     "PROGRESS_INFO_KEYS",
     "PROGRESS_KEY",
+    "REDUCED_INFO_KEY",
+    "REDUCE_PART_PREFIX",
     "ROUTE_KEY_PREFIX",
     "SEPARATOR",
     "Commit",

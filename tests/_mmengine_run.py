@@ -108,7 +108,10 @@ def config(args: argparse.Namespace) -> dict:
         hook = "shmlog.mmengine.ShmlogHook" if args.dict else "ShmlogHook"
         cfg["custom_hooks"].append(dict(type=hook))
     if args.shmlog_processor:
-        cfg["log_processor"] = dict(type="shmlog.LogProcessor", window_size=10)
+        # item_loss_job: the workers' item_loss over every rank (rank r logs r + 1).
+        cfg["log_processor"] = dict(type="shmlog.LogProcessor", window_size=10, custom_cfg=[
+            dict(data_src="item_loss", method_name="mean", window_size=5, reduce="mean",
+                 log_name="item_loss_job")])
     if args.pause_at is not None:
         cfg["custom_hooks"].append(dict(type="PauseHook", at=args.pause_at))
     if args.resume is not None:

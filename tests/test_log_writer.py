@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections import Counter
 from pathlib import Path
 
@@ -290,7 +291,15 @@ class _Ring:
         return 0
 
 
+class _Control:
+    @staticmethod
+    def writer(slot: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(rank=-1)
+
+
 class _Segments:
+    control = _Control()
+
     def __init__(self, rings: list[_Ring]) -> None:
         self.rings = rings
         self.info: dict[str, bytes] = {}
@@ -317,7 +326,7 @@ def test_a_busy_ring_does_not_starve_one_that_was_empty() -> None:
     writer = LogWriter(_Segments([busy, idle]))
     written: list[dict] = []
 
-    def on_progress(progress: Progress) -> None:
+    def on_progress(progress: Progress, rank: int) -> None:
         written.append({"ring": progress.batch_idx, "created": progress.at_ns})
         if len(written) == 100:  # the idle producer logs, while the pass goes on
             idle.records.append(_marker(1, 50.5))

@@ -201,6 +201,8 @@ def test_two_ranks_stay_apart(ranks: dict) -> None:
     for line in lines:  # rank 0's lines: rank 0's values, formatted by shmlog's LogProcessor
         assert re.search(r"  eta: \d:\d\d:\d\d  time: \d\.\d{4}  data_time: \d\.\d{4}  "
                          r"item_loss: 1\.0000  worker_data_time: \d\.\d{4}  loss: ", line), line
+        # ... and a reduce='mean' entry: the mean over both ranks' windows.
+        assert line.endswith("item_loss_job: 1.5000"), line
     workers = [r for r in scalars_json(ranks["work"]) if "loss" not in r]
     assert workers and all(
         sorted(r) == ["step", "worker_data_time/rank0/worker0", "worker_data_time/rank0/worker1"]

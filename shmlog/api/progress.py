@@ -11,12 +11,16 @@ line for it.
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from ..format.log_processor import LogProcessor
 from ..format.progress import progress_due
+from ..format.reduce import empty, value
 from ..wire import PROGRESS_KEY, Progress
 from .message_hub import MessageHub
-from .process import PROCESS
+from .process import PROCESS, env_int, identity
 from .record_handler import ship_progress
+from .reduce import JobReducer
 
 
 def report_progress(
@@ -37,6 +41,12 @@ def report_progress(
     loop (``event='epoch_end'``); the writer formats MMEngine's line for
     this state at every ``log_interval``.  ``iter`` is the number of
     training iterations done before this one (MMEngine's ``runner.iter``).
+
+    The writer makes the lines of the logging rank (rank 0, or a process
+    without a rank), from that rank's own scalars.  When the session's
+    LogProcessor config has ``reduce`` entries, every rank must call this at
+    every step: at a logging step the ranks exchange their shares
+    (``shmlog.api.reduce``), and rank 0's line shows the job's statistics.
     """
     if event not in ("iter", "epoch_end"):
         raise ValueError(f"event: expected 'iter' or 'epoch_end', got {event!r}")
@@ -53,6 +63,51 @@ def report_progress(
                         bool(cfg.get("by_epoch", True))):
         return
     name = hub or options.get("hub", "mmengine")
-    MessageHub.get_instance(name).update_info(PROGRESS_KEY, progress._asdict(), resumed=False)
-    if session is not None and cfg:
+    message_hub = MessageHub.get_instance(name)
+    processor = _processor(session, cfg)
+    if processor is not None and processor.has_job_statistics():
+        progress = progress._replace(reduced=_exchange(session, processor, message_hub, progress))
+    message_hub.update_info(PROGRESS_KEY, progress._asdict(), resumed=False)
+    me = identity()
+    # The writer makes the lines of the master log: the logging rank's.
+    if session is not None and cfg and (not me.distributed or me.rank == 0):
         ship_progress(session, progress)
+
+
+def _processor(session: Any, cfg: dict[str, Any]) -> LogProcessor | None:
+    """The session's LogProcessor, made once per process (for its ``reduce`` entries)."""
+    if session is None or not cfg:
+        return None
+    made = getattr(session, "_processor", None)
+    if made is None:
+        made = session._processor = LogProcessor(**cfg)
+        made.exchange = JobReducer(session)
+    return made
+
+
+def _exchange(session: Any, processor: LogProcessor, hub: Any, progress: Progress) -> dict:
+    """This step's job-wide values (and workers' data time), as every rank computes them."""
+    shares = processor.job_shares(hub, progress.mode, progress.batch_idx, progress.iter)
+    exchange = processor.exchange
+    total = exchange(progress.step(), {n: s for n, (_r, s) in shares.items()},
+                     _workers(hub, progress.mode))
+    if total is None:  # another rank of this node takes the job's figures
+        total = {n: s for n, (_r, s) in shares.items()}
+    values = {n: value(r, total.get(n, empty())) for n, (r, _s) in shares.items()}
+    return {"values": values, "workers": dict(exchange.workers)}
+
+
+def _workers(hub: Any, mode: str) -> dict[str, float]:
+    """This rank's workers' window mean of ``<mode>/worker_data_time``, by node and label."""
+    try:
+        buffer = hub.get_scalar(f"{mode}/worker_data_time")
+    except KeyError:
+        return {}
+    me = identity()
+    node = f"node{env_int('GROUP_RANK', 0, 0)}"
+    mine = f"rank{me.rank}/" if me.distributed else ""
+    found = {}
+    for label, writer in buffer.per_writer().items():
+        if label.startswith(mine) and writer.totals().updates:
+            found[f"{node}/{label}"] = float(writer.mean(10))
+    return found

@@ -20,7 +20,10 @@ MODES = ("train", "val", "test")
 
 # Keys every custom_cfg entry understands; anything else goes to the method.
 _DATA_SRC, _METHOD, _LOG_NAME, WINDOW = "data_src", "method_name", "log_name", "window_size"
-_KNOWN_KEYS = (_DATA_SRC, _METHOD, _LOG_NAME, WINDOW)
+REDUCE = "reduce"
+_KNOWN_KEYS = (_DATA_SRC, _METHOD, _LOG_NAME, WINDOW, REDUCE)
+# How a ``reduce`` entry combines the ranks' statistics (shmlog.format.reduce).
+REDUCES = ("mean", "sum", "min", "max")
 _SPECIAL_WINDOWS = ("epoch", "global")
 NO_WINDOW = object()  # the entry has no window_size key: the method gets none
 MISSING = object()
@@ -34,6 +37,7 @@ class Statistic(NamedTuple):
     method_name: str
     window: Any  # NO_WINDOW, None, an int >= 1, 'epoch' or 'global'
     kwargs: dict[str, Any]
+    reduce: str | None = None  # over every rank of the job: one of REDUCES
 
 
 def check_mode(mode: Any, allowed: Sequence[str], where: str) -> None:
@@ -139,9 +143,15 @@ def parse_custom_cfg(
             raise InvalidValue(f"{where}: the entry needs a {_METHOD!r} key, got {entry!r}")
         _check_names(where, entry, (_METHOD,))
         kwargs = {k: v for k, v in entry.items() if k not in _KNOWN_KEYS}
+        reduce = entry.get(REDUCE)
+        if reduce is not None and reduce not in REDUCES:
+            raise InvalidValue(
+                f"{where}['reduce']: expected one of {list(REDUCES)} (the statistic over "
+                f"every rank of the job), or no 'reduce' for this rank's own, got {reduce!r}"
+            )
         data_src = entry[_DATA_SRC]
         statistics.append(Statistic(data_src, entry.get(_LOG_NAME, data_src), entry[_METHOD],
-                                    window, kwargs))
+                                    window, kwargs, reduce))
     return entries, tuple(statistics)
 
 

@@ -35,12 +35,13 @@ from .checks import (
     positive_int,
     required,
 )
+from .reduce import JobStatistics, share, window_weight
 from .runner_methods import RunnerMethods
 
 DEFAULT_MEAN_PATTERN = r".*(loss|time|data_time|grad_norm).*"
 
 
-class LogProcessor(RunnerMethods):
+class LogProcessor(RunnerMethods, JobStatistics):
     """Formats the scalars of one mode (train/val/test) as MMEngine 0.10 does.
 
     Args:
@@ -51,8 +52,10 @@ class LogProcessor(RunnerMethods):
             prefix), ``method_name`` (a HistoryBuffer statistic), optionally
             ``log_name`` (a new entry; without it ``data_src`` is replaced) and
             ``window_size`` (an int, ``'epoch'`` for the updates of the
-            current epoch, ``'global'`` for the last ``iter + 1`` updates);
-            any other key is passed to the method.
+            current epoch, ``'global'`` for the last ``iter + 1`` updates)
+            and ``reduce`` (``'mean'``, ``'sum'``, ``'min'`` or ``'max'``: the
+            statistic over every rank of the job, see
+            ``shmlog.format.reduce``); any other key is passed to the method.
         num_digits: digits after the decimal point of the values shown.
         log_with_hierarchy: whether ``tag`` keys keep their mode prefix
             (``train/loss`` instead of ``loss``).  The line never shows it
@@ -144,7 +147,8 @@ class LogProcessor(RunnerMethods):
         batch_idx = non_negative_int("batch_idx", batch_idx)
         iter = non_negative_int("iter", iter)
         scalars = self._mode_scalars(message_hub.log_scalars, mode)
-        log_tag = self._collect(scalars, self._statistics, batch_idx, iter)
+        log_tag = self._collect(scalars, self._statistics, batch_idx, iter, message_hub,
+                                (mode, "iter", iter, batch_idx))
         tag = self._shown(log_tag, mode)
         training = max_iters is not None or max_epochs is not None
         if self.by_epoch:
@@ -198,7 +202,9 @@ class LogProcessor(RunnerMethods):
             if name not in replaced:
                 statistics.append(Statistic(name, name, "mean", "epoch", {}))
         scalars = self._mode_scalars(message_hub.log_scalars, mode)
-        values = self._shown(self._collect(scalars, statistics, batch_idx, iter), mode)
+        collected = self._collect(scalars, statistics, batch_idx, iter, message_hub,
+                                  (mode, "epoch_end", iter, batch_idx))
+        values = self._shown(collected, mode)
         non_scalars = self._non_scalars(message_hub.runtime_info, mode)
         return self._epoch_body(mode, header, values, non_scalars, with_non_scalar)
 
@@ -306,6 +312,8 @@ class LogProcessor(RunnerMethods):
         statistics: Sequence[Statistic],
         batch_idx: int,
         iter: int,
+        message_hub: Any = None,
+        step: tuple = (),
     ) -> OrderedDict[str, Any]:
         """Default statistic of every scalar, then the custom ones, by name."""
         values: OrderedDict[str, Any] = OrderedDict()
@@ -314,21 +322,32 @@ class LogProcessor(RunnerMethods):
                 values[name] = buffer.mean(self.window_size)
             else:
                 values[name] = buffer.current()
+        shares = {}
         for stat in statistics:
             buffer = scalars.get(stat.data_src)
             if buffer is None:
                 continue
-            kwargs = dict(stat.kwargs)
-            if stat.window is not NO_WINDOW:
-                if stat.window == "epoch":
-                    kwargs[WINDOW] = batch_idx + 1
-                elif stat.window == "global":
-                    kwargs[WINDOW] = iter + 1
-                else:
-                    kwargs[WINDOW] = stat.window
+            kwargs = self._statistic_kwargs(stat, batch_idx, iter)
             # Replacing an existing name keeps its place; a new one goes last.
             values[stat.log_name] = buffer.statistics(stat.method_name, **kwargs)
+            if stat.reduce is not None:
+                weight = window_weight(buffer, kwargs.get(WINDOW))
+                shares[stat.log_name] = (stat.reduce, share(values[stat.log_name], weight))
+        values.update(self._job_values(message_hub, step, shares))
         return values
+
+    @staticmethod
+    def _statistic_kwargs(stat: Statistic, batch_idx: int, iter: int) -> dict[str, Any]:
+        """The arguments of ``stat``'s method, with its window resolved."""
+        kwargs = dict(stat.kwargs)
+        if stat.window is not NO_WINDOW:
+            if stat.window == "epoch":
+                kwargs[WINDOW] = batch_idx + 1
+            elif stat.window == "global":
+                kwargs[WINDOW] = iter + 1
+            else:
+                kwargs[WINDOW] = stat.window
+        return kwargs
 
     def _shown(self, values: Mapping[str, Any], mode: str) -> OrderedDict[str, Any]:
         if not self.log_with_hierarchy:

@@ -24,7 +24,8 @@ from collections import OrderedDict
 from typing import Any
 
 from ..errors import InvalidType, InvalidValue
-from .checks import MISSING, MODES, WINDOW, check_mode, is_int, parse_custom_cfg
+from .checks import MISSING, MODES, REDUCE, WINDOW, check_mode, is_int, parse_custom_cfg
+from .reduce import share, window_weight
 
 _DEFAULT_EPOCH_STATISTICS = ("time", "data_time")
 
@@ -43,6 +44,7 @@ class RunnerMethods:
     def get_log_after_iter(self, runner: Any, batch_idx: int, mode: str) -> tuple[dict, str]:
         """``(tag, log_str)`` after iteration ``batch_idx`` of the ``mode`` loop."""
         check_mode(mode, MODES, "get_log_after_iter")
+        self._step = (mode, "iter", batch_idx)  # for reduce entries (with runner.iter)
         parsed = self._parse_windows_size(runner, batch_idx, self.custom_cfg)
         log_tag = self._collect_scalars(parsed, runner, mode)
         if not self.log_with_hierarchy:
@@ -81,6 +83,7 @@ class RunnerMethods:
         the line, and put in ``tag`` only with ``with_non_scalar``.
         """
         check_mode(mode, ("val", "test"), "get_log_after_epoch")
+        self._step = (mode, "epoch_end", batch_idx)  # for reduce entries (with runner.iter)
         size = self._get_dataloader_size(runner, mode)
         epoch = self._get_epoch(runner, mode) if self.by_epoch and mode == "val" else None
         header = self._epoch_header(mode, size, epoch)
@@ -115,11 +118,21 @@ class RunnerMethods:
                 tag[prefix + name] = buffer.mean(self.window_size)
             else:
                 tag[prefix + name] = buffer.current()
+        shares = {}
         for entry in copy.deepcopy(custom_cfg):
             data_src = entry.pop("data_src")
             log_name = entry.pop("log_name", data_src)
+            reduce = entry.pop(REDUCE, None)  # shmlog's; the method never sees it
             if data_src in scalars:
-                tag[prefix + log_name] = scalars[data_src].statistics(**entry)
+                buffer = scalars[data_src]
+                tag[prefix + log_name] = buffer.statistics(**entry)
+                if reduce is not None:
+                    weight = window_weight(buffer, entry.get(WINDOW))
+                    shares[prefix + log_name] = (reduce, share(tag[prefix + log_name], weight))
+        if shares:  # runner.iter is read only when needed: it may build the train loop
+            mode_, event, batch_idx = getattr(self, "_step", (mode, "iter", 0))
+            step = (mode_, event, runner.iter, batch_idx)
+            tag.update(self._job_values(runner.message_hub, step, shares))
         return tag
 
     def _collect_non_scalars(self, runner: Any, mode: str) -> OrderedDict[str, Any]:

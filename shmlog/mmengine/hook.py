@@ -16,7 +16,10 @@ From ``before_run`` to ``after_run`` of each ``train()``/``val()``/``test()``:
    and see the Runner's hub as their current one (``shmlog.mmengine.workers``);
 4. its log files are written by the session's log writer, where MMEngine
    puts them (``shmlog.mmengine.logs``);
-5. whenever LoggerHook logs a training iteration, each of the rank's
+5. with shmlog's LogProcessor and ``reduce`` entries in its ``custom_cfg``,
+   the ranks exchange their shares whenever LoggerHook asks for a line, and
+   rank 0's line shows the job's statistics (``shmlog.api.reduce``);
+6. whenever LoggerHook logs a training iteration, each of the rank's
    workers' ``worker_data_time`` (window mean) is exported to the vis
    backends as ``worker_data_time/<writer>`` (``worker_data_time/worker0``,
    ``worker_data_time/rank0/worker1`` under torchrun), in a record of its own
@@ -39,8 +42,10 @@ from mmengine.hooks import Hook, LoggerHook
 
 from ..api.options import LOG_WRITERS, default_name
 from ..api.process import ENV_SESSION, PROCESS, identity
+from ..api.reduce import JobReducer
 from ..api.session import current_session, init
 from ..errors import InvalidType, InvalidValue
+from ..format.reduce import JobStatistics
 from . import logs
 from .hub import share, unshare
 from .workers import track_runner_loaders
@@ -116,6 +121,11 @@ class ShmlogHook(Hook):
                                             rank, world_size)
         if self.worker_data_time:
             track_runner_loaders(runner, runner.message_hub.instance_name)
+        processor = runner.log_processor
+        if isinstance(processor, JobStatistics) and processor.has_job_statistics():
+            # Every rank's LoggerHook asks its LogProcessor for the line at the
+            # same iterations: that is where the ranks exchange their shares.
+            processor.exchange = JobReducer(active)
         self._logger_hook = next((h for h in runner.hooks if isinstance(h, LoggerHook)), None)
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
@@ -134,6 +144,8 @@ class ShmlogHook(Hook):
             session.flush(everyone=False)
         logs.restore(runner.logger, self._swaps)
         self._swaps = []
+        if isinstance(runner.log_processor, JobStatistics):
+            runner.log_processor.exchange = None
         if PROCESS.shared_hub(runner.message_hub.instance_name) is not None:
             unshare(runner.message_hub, HistoryBuffer)
         if self._opened is not None:

@@ -122,13 +122,16 @@ class SharedHub:
         size = len(self._prefix)
         return [k[size:] for k in self._segments.scalar_keys() if k.startswith(self._prefix)]
 
-    def log_scalars(self, until: int | None = None) -> OrderedDict[str, HistoryBuffer]:
+    def log_scalars(
+        self, until: int | None = None, rank: int | None = None
+    ) -> OrderedDict[str, HistoryBuffer]:
         """Every key's merged history in this hub's scope; with ``until``, as it was then.
 
-        Keys that only other ranks wrote are not in it.
+        ``rank``: the rank whose writers merge (default: the reading process's;
+        -1: every writer).  Keys that only other ranks wrote are not in it.
         """
         result: OrderedDict[str, HistoryBuffer] = OrderedDict()
-        rank = self._reader_rank()
+        rank = self._reader_rank() if rank is None else rank
         for key in self.keys():
             every = self._segments.readers(self._prefix + key)
             rings = self._in_scope(every, rank)

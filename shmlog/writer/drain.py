@@ -50,8 +50,9 @@ class LogWriter:
     def __init__(self, segments: SessionSegments, per_node: bool = False) -> None:
         self._segments = segments
         # Called with the Progress of each progress marker (see
-        # ``shmlog.report_progress``), in the order the markers were put.
-        self.on_progress: Callable[[Progress], None] | None = None
+        # ``shmlog.report_progress``) and the rank that put it (-1: none), in
+        # the order the markers were put.
+        self.on_progress: Callable[[Progress, int], None] | None = None
         self._per_node = per_node
         # Sink per (route, rank): several routes may name one file; None when
         # that rank writes no file.
@@ -196,7 +197,8 @@ class LogWriter:
         # Hot: fields by position (LogRecordData: rank at 10, route id at 13).
         if is_progress_marker(data):
             if self.on_progress is not None:
-                self.on_progress(Progress._make(data[2]))
+                self.on_progress(Progress._make(data[2]), self._segments.control.writer(
+                    writer_slot).rank)
             return
         key = (data[13], data[10])
         self._last_route[writer_slot] = key

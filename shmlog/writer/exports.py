@@ -18,6 +18,9 @@ from typing import Any
 
 from ..wire import Progress
 
+# Per-worker data time in exports: ``worker_data_time/node<N>/rank<r>/worker<w>``.
+WORKER_EXPORT_PREFIX = "worker_data_time/"
+
 TENSORBOARD_MISSING = (
     "tensorboard=True needs tensorboardX, or torch with tensorboard, installed "
     "(pip install 'shmlog[tensorboard]')"
@@ -80,6 +83,9 @@ class Exports:
     def write(self, tag: dict[str, Any], progress: Progress) -> None:
         step = progress.iter + 1
         values = {k: _plain(v) for k, v in tag.items()}
+        # Every rank's workers (of every node), when the ranks exchanged them.
+        workers = (progress.reduced or {}).get("workers") or {}
+        values.update((f"{WORKER_EXPORT_PREFIX}{label}", v) for label, v in sorted(workers.items()))
         row = {"step": step, "mode": progress.mode, **values}
         self._jsonl.add(json.dumps(row) + "\n")
         if self._tb is not None:

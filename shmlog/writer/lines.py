@@ -18,7 +18,7 @@ from ..format.formatter import TERMINAL_DATEFMT, MMFormatter, TerminalHandler
 from ..format.log_processor import LogProcessor
 from ..format.progress import eta_of
 from ..stats.shared_hub import SharedHub
-from ..wire import Progress, Route
+from ..wire import REDUCED_INFO_KEY, Progress, Route
 from .drain import LogWriter
 from .exports import Exports
 from .sinks import LogSink
@@ -48,25 +48,37 @@ class ProgressLines:
         self._exports: Exports | None = None
 
     def bind(self, writer: LogWriter) -> None:
-        """Write lines and exports through ``writer``'s files, committed with its batches."""
+        """Write lines and exports through ``writer``'s files, committed with its batches.
+
+        The files are opened at the first line: a writer that never gets one
+        (a node without rank 0, with its own ``<stem>_logs/``) makes none.
+        """
+        self._writer = writer
+
+    def handle(self, progress: Progress, rank: int = -1) -> None:
+        """Format, print, write and export the line for one progress marker of ``rank``."""
+        try:
+            tag, line = self._format(progress, rank)
+        except (KeyError, ValueError, TypeError) as exc:
+            line, tag = f"shmlog: cannot format the line for {progress._asdict()}: {exc}", None
+        self._open()
+        self._emit(line)
+        if tag is not None and self._exports is not None:
+            self._exports.write(tag, progress)
+
+    def _open(self) -> None:
+        writer = getattr(self, "_writer", None)
+        if writer is None:
+            return
+        self._writer = None
         if self._log_file is not None:
             route = Route(self._log_file, False, 1, "w", None, logging.INFO)
             self._file = writer.sink_for(route, 0)
         if self._export_dir is not None:
             self._exports = Exports(writer, self._export_dir, self._tensorboard)
 
-    def handle(self, progress: Progress) -> None:
-        """Format, print, write and export the line for one progress marker."""
-        try:
-            tag, line = self._format(progress)
-        except (KeyError, ValueError, TypeError) as exc:
-            line, tag = f"shmlog: cannot format the line for {progress._asdict()}: {exc}", None
-        self._emit(line)
-        if tag is not None and self._exports is not None:
-            self._exports.write(tag, progress)
-
-    def _format(self, p: Progress) -> tuple[dict, str]:
-        view = _HubAsOf(self._hub, p, self.processor.window_size)
+    def _format(self, p: Progress, rank: int) -> tuple[dict, str]:
+        view = _HubAsOf(self._hub, p, self.processor.window_size, rank)
         common = {
             "iter": p.iter, "epoch": p.epoch, "max_iters": p.max_iters,
             "max_epochs": p.max_epochs, "dataloader_len": p.dataloader_len,
@@ -98,15 +110,21 @@ class _HubAsOf:
     however far behind the writer is.
     """
 
-    def __init__(self, hub: SharedHub, progress: Progress, window: int) -> None:
+    def __init__(self, hub: SharedHub, progress: Progress, window: int, rank: int) -> None:
         self._hub = hub
         self._progress = progress
-        self.log_scalars = hub.log_scalars(until=progress.at_ns)
+        # The marker's rank's own scalars, as that rank's LogProcessor reads them.
+        self.log_scalars = hub.log_scalars(until=progress.at_ns, rank=rank)
         self._window = window
 
     def get_info(self, key: str, default: Any = None) -> Any:
         if key == "eta":
             return self._eta(default)
+        if key == REDUCED_INFO_KEY:  # the job's statistics, exchanged at the step
+            reduced = self._progress.reduced
+            if reduced is None:
+                return default
+            return {"step": list(self._progress.step()), "values": reduced.get("values", {})}
         return self._hub.get_info(key, default)
 
     @property

@@ -1,0 +1,154 @@
+"""The exchange behind job-wide statistics, once per logging step, over the job's own group.
+
+``reduce`` entries of a LogProcessor config (``shmlog.format.reduce``) need
+every rank's share of the step.  The exchange uses what the job already has,
+and never a transport of its own:
+
+1. every rank puts its shares into its node's session (runtime info under
+   ``wire.REDUCE_PART_PREFIX`` + its local rank), and the node's local rank
+   0 adds them up as they arrive: one process per node goes on;
+2. those processes exchange the nodes' totals over torch.distributed, on a
+   subgroup of the job's process group (gloo or nccl, whatever the job
+   initialised) that holds one rank per node, made once, by every rank,
+   at the first exchange;
+3. every node's local rank 0 then holds the job's totals, global rank 0
+   (whose line the master log shows) among them; the other ranks go on with
+   their own statistics.
+
+Without torch.distributed (or with one process) a rank is the whole job;
+without a session on the node, every rank takes part in step 2 itself.
+The exchange happens in calls every rank makes at every logging step anyway:
+``shmlog.report_progress``, and MMEngine's LoggerHook through LogProcessor.
+Every rank must make the same calls, with the same config.
+
+Per-worker values (each rank's DataLoader workers' ``worker_data_time``) can
+go along, for rank 0 to export them job-wide.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+import zlib
+from typing import Any
+
+from ..format.reduce import Share, add, empty
+from ..shm import codec
+from ..wire import REDUCE_PART_PREFIX
+from .process import env_int
+
+# How long a node's local rank 0 waits for the node's other ranks' shares.
+WAIT_SECONDS = 60.0
+# Each rank's shares of the last few steps are kept apart, so that a rank
+# already at a later step does not replace the share a slower leader reads.
+_SLOTS = 8
+
+
+def _part_key(local_rank: int, step: tuple) -> str:
+    return f"{REDUCE_PART_PREFIX}{local_rank}:{zlib.crc32(repr(step).encode()) % _SLOTS}"
+
+
+def _dist() -> Any | None:
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return dist
+    except (AttributeError, RuntimeError):
+        return None
+    return None
+
+
+class JobReducer:
+    """One process's part in the job-wide exchange (callable as a LogProcessor's ``exchange``)."""
+
+    def __init__(self, session: Any = None) -> None:
+        self._session = session  # shmlog.api.session.Session, or None: no node combine
+        self._group: Any = None
+        self._leaders: list[int] | None = None
+        self._last: tuple[Any, dict[str, Share] | None] = (None, None)
+        self.workers: dict[str, float] = {}  # the job's per-worker values, on leaders
+
+    # -- the exchange -----------------------------------------------------------------
+
+    def __call__(self, step: tuple, shares: dict[str, Share],
+                 workers: dict[str, float] | None = None) -> dict[str, Share] | None:
+        key = (tuple(step), tuple(sorted(shares)))
+        if self._last[0] == key:  # asked again for the same step: no second exchange
+            return self._last[1]
+        dist = _dist()
+        if dist is None or dist.get_world_size() == 1:
+            result: dict[str, Share] | None = dict(shares)
+            self.workers = dict(workers or {})
+        else:
+            result = self._exchange(dist, key, shares, dict(workers or {}))
+        self._last = (key, result)
+        return result
+
+    def _exchange(self, dist: Any, key: tuple, shares: dict[str, Share],
+                  workers: dict[str, float]) -> dict[str, Share] | None:
+        local_rank = env_int("LOCAL_RANK", 0, 0)
+        local_size = env_int("LOCAL_WORLD_SIZE", 1, 1)
+        session = self._session if self._session is not None and not self._session.closed else None
+        if session is None:  # no shared memory to combine in: every rank takes part
+            local_rank, local_size = 0, 1
+        group = self._leader_group(dist, local_rank)
+        if session is not None and local_size > 1:
+            node = self._combine_node(session, key, shares, workers, local_rank, local_size)
+            if node is None:
+                return None  # not this node's local rank 0: it only contributed
+            shares, workers = node
+        gathered: list[Any] = [None] * len(self._leaders or [])
+        dist.all_gather_object(gathered, (shares, workers), group=group)
+        total: dict[str, Share] = {}
+        self.workers = {}
+        for node_shares, node_workers in gathered:
+            for name, part in node_shares.items():
+                total[name] = add(total.get(name, empty()), part)
+            self.workers.update(node_workers)
+        return total
+
+    def _leader_group(self, dist: Any, local_rank: int) -> Any:
+        """The subgroup of one rank per node, made once, by every rank together."""
+        if self._leaders is None:
+            flags: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(flags, local_rank == 0)
+            self._leaders = [rank for rank, leads in enumerate(flags) if leads]
+            self._group = dist.new_group(ranks=self._leaders)
+        return self._group
+
+    def _combine_node(self, session: Any, key: tuple, shares: dict[str, Share],
+                      workers: dict[str, float], local_rank: int,
+                      local_size: int) -> tuple[dict[str, Share], dict[str, float]] | None:
+        """Add the node's ranks' shares up in shared memory; None on every rank but local 0."""
+        shared = session.shared
+        part = codec.encode("job statistics", {"step": list(key[0]), "names": list(key[1]),
+                                               "shares": shares, "workers": workers})
+        if local_rank != 0:
+            shared.info_set(_part_key(local_rank, key[0]), part)
+            return None
+        total = {name: list(s) for name, s in shares.items()}
+        workers = dict(workers)
+        missing = set(range(1, local_size))
+        deadline = time.monotonic() + WAIT_SECONDS
+        while missing and time.monotonic() < deadline:
+            for rank in sorted(missing):
+                raw = shared.info_get(_part_key(rank, key[0]))
+                data = None if raw is None else codec.decode(raw)
+                if data is None or tuple(data["step"]) != key[0]:
+                    continue
+                for name, s in data["shares"].items():
+                    total[name] = add(total.get(name, empty()), s)
+                workers.update(data["workers"])
+                missing.discard(rank)
+            if missing:
+                time.sleep(0.0005)
+        if missing:
+            warnings.warn(
+                f"shmlog: job-wide statistics of step {key[0]} miss the shares of local "
+                f"rank(s) {sorted(missing)} of this node (pid {os.getpid()}), which did not "
+                f"reach this step within {WAIT_SECONDS:.0f} s",
+                stacklevel=3,
+            )
+        return total, workers
