@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("SHMLOG_VENV", ROOT / ".venv"))
-EXTRAS = "test,dev,plot,tensorboard"
+EXTRAS = "test,dev,plot,tensorboard,metrics"
 
 
 def _python() -> Path:

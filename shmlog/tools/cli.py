@@ -1,10 +1,10 @@
 """The ``shmlog`` command: look at, watch and clean up this user's sessions and runs.
 
 ``ls`` and ``clean`` manage sessions; ``top`` watches a live one from another
-terminal; ``tail`` and ``plot`` read what a run leaves on disk (its log file,
-its scalars file), so they work during the run and after it.  Each subcommand
-imports what it needs when it runs: ``shmlog ls`` does not pay for curses or
-matplotlib.
+terminal and ``serve`` serves it to Prometheus; ``tail`` and ``plot`` read
+what a run leaves on disk (its log file, its scalars file), so they work
+during the run and after it.  Each subcommand imports what it needs when it
+runs: ``shmlog ls`` does not pay for curses, matplotlib or prometheus_client.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..format.exposition import DEFAULT_HOST, check_port
 from ..shm import inspect
 
 
@@ -67,6 +68,12 @@ def cmd_top(args: argparse.Namespace) -> int:
         show_writers=not args.no_writers,
         ansi=args.ansi,
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    return serve.run(args.session, host=args.host, port=args.port)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -123,6 +130,15 @@ def _count(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        return check_port(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an int from 0 to 65535 (0: any free port), got {text!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shmlog",
@@ -160,6 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--ansi", action="store_true",
                      help="redraw with ANSI escapes instead of curses")
     top.set_defaults(func=cmd_top)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a running session's scalars on /metrics for Prometheus (read-only)",
+        description="Serve a running session on http://HOST:PORT/metrics in the Prometheus "
+        "text format (OpenMetrics when the Accept header asks for it): per key and writer "
+        "the current value, update count, sums, min and max; iteration, epoch and eta; "
+        "members, writers and dropped log records. Reads the session only. Prints the URL; "
+        "exits with status 0 when the session goes away or on SIGINT/SIGTERM, 1 when it "
+        "cannot start. Needs prometheus_client: pip install 'shmlog[metrics]'.",
+    )
+    serve.add_argument("session", nargs="?",
+                       help="session name (default: the only live session of this user)")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")
+    serve.add_argument("--port", type=_port, default=0,
+                       help="TCP port (default: 0, any free port; the URL says which)")
+    serve.set_defaults(func=cmd_serve)
 
     tail_cmd = sub.add_parser(
         "tail",

@@ -1,0 +1,121 @@
+"""The metrics endpoint: a session on ``/metrics`` over HTTP, read-only.
+
+An :class:`Endpoint` is prometheus_client's HTTP server (one thread per
+request) over a private registry holding one collector
+(``shmlog.format.exposition``), which samples the session through a
+read-only attach of its own: the endpoint is never a member, never claims a
+writer slot and never stores into the session, and a scrape reads rings
+without the training processes noticing.  The text format is served, and
+OpenMetrics to a client whose ``Accept`` header asks for it.
+
+``shmlog serve`` runs one from a terminal.
+
+A forked child inherits the listening socket of an endpoint running in its
+parent: the child's copy is closed at once (:func:`after_fork_in_child`),
+so that the port is free when the parent stops serving and no connection
+waits on a process that never answers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from ..format.exposition import (
+    DEFAULT_HOST,
+    MetricsUnavailable,
+    SessionCollector,
+    check_host,
+    check_port,
+    require_prometheus,
+)
+
+__all__ = [
+    "DEFAULT_HOST",
+    "Endpoint",
+    "MetricsUnavailable",
+    "after_fork_in_child",
+    "url_of",
+]
+
+# Endpoints serving in this process, for the fork hook.
+_live: set[Endpoint] = set()
+
+
+def url_of(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/metrics"
+
+
+class Endpoint:
+    """An HTTP server answering scrapes with a sample of one session."""
+
+    def __init__(self, collector: SessionCollector, server: Any, thread: threading.Thread,
+                 host: str) -> None:
+        self._collector = collector
+        self._server = server
+        self._thread = thread
+        self.host = host
+        self.port: int = server.server_port
+        self.url = url_of(host, self.port)
+        self._pid = os.getpid()
+        self._closed = False
+        _live.add(self)
+
+    @classmethod
+    def open(cls, session: str, host: str = DEFAULT_HOST, port: int = 0, *,
+             require_members: bool = True) -> Endpoint:
+        """Serve ``session`` on ``host``:``port`` (0: any free port; see :attr:`port`).
+
+        Raises MetricsUnavailable without prometheus_client, SessionError when
+        the session cannot be read, OSError when the address cannot be bound.
+        """
+        check_host(host)
+        check_port(port)
+        prometheus = require_prometheus()
+        collector = SessionCollector.open(session, require_members)
+        try:
+            registry = prometheus.CollectorRegistry(auto_describe=False)
+            registry.register(collector)
+            server, thread = prometheus.start_http_server(port, addr=host, registry=registry)
+        except BaseException:
+            collector.close()
+            raise
+        return cls(collector, server, thread, host)
+
+    @property
+    def session(self) -> str:
+        return self._collector.session
+
+    def problem(self) -> str | None:
+        """Why the session is gone (closed, or its processes exited), or None."""
+        return self._collector.problem()
+
+    def close(self) -> None:
+        """Stop answering, release the port, then let go of the session."""
+        if self._closed:
+            return
+        self._closed = True
+        _live.discard(self)
+        if self._pid == os.getpid():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
+        self._collector.close()
+
+    def __enter__(self) -> Endpoint:  # noqa: PYI034 (typing.Self needs 3.11)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def after_fork_in_child() -> None:
+    """Close a forked child's copies of the listening sockets (see the module docstring)."""
+    for endpoint in list(_live):
+        try:
+            endpoint._server.socket.close()
+        except OSError:
+            pass
+    _live.clear()
