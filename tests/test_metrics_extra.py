@@ -23,6 +23,10 @@ sys.modules["prometheus_client"] = None
 import shmlog
 from shmlog.tools import cli
 assert "prometheus_client" not in [m for m in sys.modules if sys.modules[m] is not None]
+try:
+    shmlog.init(sys.argv[1], metrics_port=0)
+except ImportError as exc:
+    print("INIT", exc)
 with shmlog.init(sys.argv[1], log_writer="none"):
     err = io.StringIO()
     sys.stderr = err
@@ -38,7 +42,7 @@ def test_without_prometheus_client_the_metrics_commands_name_the_extra(name: str
     assert done.returncode == 0, done.stderr
     missing = ("the metrics endpoint needs prometheus_client, which is not installed: "
                "pip install 'shmlog[metrics]'")
-    assert done.stdout.splitlines() == [f"SERVE 1 shmlog serve: {missing}"]
+    assert done.stdout.splitlines() == [f"INIT {missing}", f"SERVE 1 shmlog serve: {missing}"]
 
 
 def test_import_shmlog_does_not_import_prometheus_client() -> None:

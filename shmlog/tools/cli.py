@@ -32,12 +32,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not sessions:
         print("no shmlog sessions")
         return 0
-    rows = [("NAME", "OWNER", "STATUS", "MEMBERS", "WRITERS", "KEYS", "BYTES", "AGE")]
+    rows = [("NAME", "OWNER", "STATUS", "MEMBERS", "WRITERS", "KEYS", "BYTES", "AGE", "METRICS")]
     now = time.time_ns()
     for s in sessions:
         age = f"{(now - s.created_ns) / 1e9:.0f}s" if s.created_ns else "-"
         rows.append((s.name, str(s.creator), s.status, str(s.members), str(s.writers),
-                     str(s.keys), _size(s.bytes), age))
+                     str(s.keys), _size(s.bytes), age, s.metrics or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
