@@ -59,6 +59,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_top(args: argparse.Namespace) -> int:
     from . import top
 
+    if args.json:
+        return top.snapshot(args.session, window=args.window)
     return top.run(
         args.session,
         window=args.window,
@@ -170,8 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=_positive(float), default=1.0,
                      help="seconds between refreshes (default: 1.0)")
     top.add_argument("--once", action="store_true", help="print one plain-text frame and exit")
-    top.add_argument("--frames", type=_positive(int), metavar="N",
-                     help="print N plain-text frames, separated by form feeds, and exit")
+    one_shot = top.add_mutually_exclusive_group()
+    one_shot.add_argument("--frames", type=_positive(int), metavar="N",
+                          help="print N plain-text frames, separated by form feeds, and exit")
+    one_shot.add_argument("--json", action="store_true",
+                          help="print one sample as JSON (every writer included) and exit")
     top.add_argument("--no-writers", action="store_true", help="hide the per-writer rows")
     top.add_argument("--ansi", action="store_true",
                      help="redraw with ANSI escapes instead of curses")
