@@ -1,19 +1,24 @@
-"""The metrics extra: optional, and named when missing.
+"""The metrics extra: optional, named when missing, and every metric documented.
 
 These run whether prometheus_client is installed or not.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from _shared_workers import child_env
 
+from shmlog.format.exposition import METRICS
+
 pytestmark = pytest.mark.timeout(60)
 
 TIMEOUT = 30.0
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 # Run with prometheus_client made unimportable, as where it is not installed.
@@ -50,3 +55,15 @@ def test_import_shmlog_does_not_import_prometheus_client() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=child_env(), timeout=TIMEOUT, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_operations_doc_lists_every_metric_with_its_type_and_labels() -> None:
+    rows = {}
+    for line in (DOCS / "operations.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`shmlog_"):
+            for name in re.findall(r"`(shmlog_\w+)`", cells[0]):
+                rows[name] = (cells[1], cells[2])
+    assert set(rows) == set(METRICS)
+    for name, (kind, labels, _help) in METRICS.items():
+        assert rows[name] == (kind, ", ".join(labels)), name
