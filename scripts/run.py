@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
         return subprocess.call([python, "-m", "ruff", "check", "shmlog", "tests", "scripts", *rest])
     status = 0
     for script in ("scripts/bench_history.py", "scripts/bench_shared.py",
-                   "scripts/bench_logging.py", "scripts/bench_training.py"):
+                   "scripts/bench_logging.py", "scripts/bench_training.py",
+                   "scripts/bench_metrics.py"):
         print(f"== {script}", flush=True)
         status |= subprocess.call([python, script, *rest])
     return status
