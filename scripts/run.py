@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("SHMLOG_VENV", ROOT / ".venv"))
-EXTRAS = "test,dev,plot,tensorboard"
+EXTRAS = "test,dev,plot,tensorboard,metrics"
 
 
 def _python() -> Path:
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     status = 0
     for script in ("scripts/bench_history.py", "scripts/bench_shared.py",
                    "scripts/bench_logging.py", "scripts/bench_training.py",
-                   "scripts/bench_reduce.py"):
+                   "scripts/bench_reduce.py", "scripts/bench_metrics.py"):
         print(f"== {script}", flush=True)
         status |= subprocess.call([python, script, *rest])
     return status

@@ -57,6 +57,10 @@ COMMIT_KEYS = (
     SEPARATOR + "shmlog" + SEPARATOR + "commit-1",
 )
 
+# Session-level info: where the log writer serves metrics (``shmlog.init(metrics_port=...)``),
+# ``{"url", "host", "port", "pid", "start"}``; absent while no writer serves them.
+METRICS_KEY = SEPARATOR + "shmlog" + SEPARATOR + "metrics"
+
 
 class Commit(NamedTuple):
     """What the log writer has written for good: a successor continues from here.
@@ -188,6 +192,7 @@ def is_progress_marker(data: tuple) -> bool:
 
 __all__ = [
     "COMMIT_KEYS",
+    "METRICS_KEY",
     "PROGRESS_INFO_KEYS",
     "PROGRESS_KEY",
     "REDUCED_INFO_KEY",

@@ -105,7 +105,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return done
 
 
-LS_COLUMNS = ["NAME", "OWNER", "STATUS", "MEMBERS", "WRITERS", "KEYS", "BYTES", "AGE"]
+LS_COLUMNS = ["NAME", "OWNER", "STATUS", "MEMBERS", "WRITERS", "KEYS", "BYTES", "AGE", "METRICS"]
 
 
 def parse_ls(output: str) -> dict[str, dict[str, str]]:

@@ -51,6 +51,20 @@ def test_bench_history_quick() -> None:
     assert "MessageHub.update_scalar" in done.stdout
 
 
+def test_bench_metrics_quick(tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    out = tmp_path / "figures.json"
+    done = _run("bench_metrics.py", "--json", str(out))
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    assert "one scrape of 32 keys x 8 writers" in done.stdout
+    figures = json.loads(out.read_text())
+    assert figures["shm_left_as_found"] is True
+    for phase in ("idle", "logging"):
+        # 256 rings: 7 scalar metrics each, min/max/current included once written
+        assert figures[phase]["samples"] > 7 * 256
+        assert figures[phase]["read_ms"] > 0
+
+
 @pytest.mark.timeout(300)
 def test_bench_training_job_runs_and_counts_its_lines() -> None:
     """One job of the training benchmark (the comparison alternates such jobs)."""

@@ -77,7 +77,7 @@ def _generation(name: str) -> int:
 
 
 def test_ls_lists_a_live_session_with_every_column() -> None:
-    """``ls`` prints NAME OWNER STATUS MEMBERS WRITERS KEYS BYTES AGE for a live session."""
+    """``ls`` prints NAME OWNER STATUS MEMBERS WRITERS KEYS BYTES AGE METRICS for a live session."""
     name = unique_name()
     with shmlog.init(name):
         hub = MessageHub.get_instance("cli-ls")
@@ -94,6 +94,7 @@ def test_ls_lists_a_live_session_with_every_column() -> None:
         scale = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[size.group(2)]
         assert abs(float(size.group(1)) * scale - shm_bytes(name)) <= 0.05 * scale
         assert re.fullmatch(r"\d+s", row["AGE"]), row["AGE"]
+        assert row["METRICS"] == "-"  # no metrics_port: no endpoint
     assert name not in parse_ls(run_cli("ls").stdout)
 
 

@@ -13,6 +13,7 @@ import re
 import secrets
 from typing import Any
 
+from ..format.exposition import DEFAULT_HOST, check_host, check_port, require_prometheus
 from ..format.log_processor import LogProcessor
 from ..shm.session import DEFAULT_CAPACITY, DEFAULT_SEGMENT_BYTES, check_capacity
 from ..stats.values import check_hub_name
@@ -46,6 +47,8 @@ def defaults() -> dict[str, Any]:
         "hub": "mmengine",
         "shared_storage": default_shared_storage(),
         "tensorboard": None,
+        "metrics_port": None,
+        "metrics_host": DEFAULT_HOST,
     }
 
 
@@ -61,6 +64,8 @@ def session_options(
     hub: str,
     shared_storage: bool | None,
     tensorboard: bool | None,
+    metrics_port: int | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> dict[str, Any]:
     """The checked options as the session stores them (see ``shmlog.init``)."""
     check_capacity(capacity, "capacity")
@@ -92,6 +97,16 @@ def session_options(
 
         if not tensorboard_installed():
             raise ImportError(TENSORBOARD_MISSING)
+    check_host(metrics_host, "metrics_host")
+    if metrics_port is not None:
+        check_port(metrics_port, "metrics_port")
+        if log_writer == "none":
+            raise ValueError(
+                f"metrics_port={metrics_port!r}: the metrics endpoint runs in the log writer, "
+                f"and log_writer='none' has none; use log_writer='sidecar' or 'thread', or "
+                f"serve the session from another process with 'shmlog serve'"
+            )
+        require_prometheus()  # here, not in the writer: ImportError naming the extra
     if shared_storage is None:
         shared_storage = default_shared_storage()
     return {
@@ -105,6 +120,8 @@ def session_options(
         "hub": hub,
         "shared_storage": bool(shared_storage),
         "tensorboard": tensorboard,
+        "metrics_port": metrics_port,
+        "metrics_host": metrics_host,
     }
 
 

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
 from typing import Any
 
+from ..format.exposition import DEFAULT_HOST
 from ..shm.control import process_start
+from ..shm.inspect import metrics_url
 from ..shm.session import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,
@@ -75,6 +78,20 @@ class Session:
     def options(self) -> dict[str, Any]:
         """The options the session was created with."""
         return self._segments.options()
+
+    def metrics_url(self, timeout: float = 0.0) -> str | None:
+        """Where the log writer serves this session's metrics (``metrics_port``), or None.
+
+        The writer publishes the address once it listens, a moment after
+        ``init`` (and again after a takeover): this waits up to ``timeout``
+        seconds for it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            url = metrics_url(self._segments.info_get)
+            if url is not None or time.monotonic() >= deadline:
+                return url
+            time.sleep(0.01)
 
     def flush(self, timeout: float = 10.0, everyone: bool = True) -> bool:
         """Wait until the log writer has written every record put so far.
@@ -201,6 +218,8 @@ def init(
     hub: str = "mmengine",
     shared_storage: bool | None = None,
     tensorboard: bool | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = DEFAULT_HOST,
 ) -> Session:
     """Create or join the node's session ``name`` and share every MessageHub through it.
 
@@ -235,6 +254,13 @@ def init(
         tensorboard: export the logged steps to TensorBoard event files too
             (None: when tensorboardX is installed; True: ImportError here
             when neither tensorboardX nor torch with tensorboard is).
+        metrics_port: serve the session's scalars, progress and health in
+            the Prometheus format on ``http://<metrics_host>:<port>/metrics``
+            from the log writer, for the whole run (0: any free port;
+            :meth:`Session.metrics_url` and ``shmlog ls`` show it).  Needs
+            prometheus_client (``pip install 'shmlog[metrics]'``) and a log
+            writer.
+        metrics_host: the address it listens on; loopback by default.
 
     Options apply when this call creates the session; joining processes use
     the creator's.
@@ -243,7 +269,7 @@ def init(
         capacity=capacity, capacities=capacities, segment_bytes=segment_bytes,
         log_writer=log_writer, log_file=log_file, log_processor=log_processor,
         log_interval=log_interval, hub=hub, shared_storage=shared_storage,
-        tensorboard=tensorboard,
+        tensorboard=tensorboard, metrics_port=metrics_port, metrics_host=metrics_host,
     )
     if name is None:
         name = _options.default_name()

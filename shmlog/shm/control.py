@@ -259,7 +259,17 @@ class Control:
         return Writer(slot, pid, start, rank, worker, tid, label)
 
     def writers(self) -> list[Writer]:
-        return [w for w in map(self.writer, range(WRITER_SLOTS)) if w.pid]
+        """Every slot in use, the table read in one pass."""
+        table = self.segment.buf[WRITERS_AT : WRITERS_AT + WRITER_SLOTS * _WRITER.size]
+        try:
+            return [
+                Writer(slot, pid, start, rank, worker, tid,
+                       raw.rstrip(b"\0").decode("utf-8", "replace"))
+                for slot, (pid, start, rank, worker, tid, raw) in enumerate(_WRITER.iter_unpack(table))
+                if pid
+            ]
+        finally:
+            table.release()
 
     def release_writers(self, pid: int) -> None:
         """Mark every slot of process ``pid`` as ended (it left the session, alive or not).

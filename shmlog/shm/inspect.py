@@ -14,12 +14,17 @@ orphaned ones go with ``force``, live ones only with ``everything``.
 from __future__ import annotations
 
 import os
+import pickle
+from collections.abc import Callable
 from typing import NamedTuple
 
 import posix_ipc
 
-from .control import STATE_CLOSED, Control
+from ..wire import METRICS_KEY
+from . import codec
+from .control import STATE_CLOSED, Control, is_alive
 from .entries import SHM_DIR, own_entries
+from .infostore import InfoStore
 from .lifecycle import live_writers
 from .names import prefix
 from .scalars import RingDirectory
@@ -37,6 +42,7 @@ class SessionInfo(NamedTuple):
     bytes: int
     created_ns: int
     live_pids: tuple[int, ...] = ()  # members and writers still running
+    metrics: str = ""  # URL of the log writer's metrics endpoint, "" when it serves none
 
 
 def session_names() -> list[str]:
@@ -84,10 +90,39 @@ def describe(name: str) -> SessionInfo:
             status = "stale"
         return SessionInfo(
             name, state.creator, status, len(members), writers, keys, size, state.created_ns,
-            pids,
+            pids, _metrics_url(name, control) or "",
         )
     finally:
         control.segment.close()
+
+
+def metrics_url(info_get: Callable[[str], bytes | None]) -> str | None:
+    """The URL the log writer serves metrics on, read with ``info_get``; None when none does.
+
+    An address whose process exited (a writer killed before its successor
+    published its own) is no endpoint.
+    """
+    try:
+        raw = info_get(METRICS_KEY)
+        data = None if raw is None else codec.decode(raw)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid, start, url = data.get("pid"), data.get("start"), data.get("url")
+    if not isinstance(url, str) or not isinstance(pid, int) or not isinstance(start, int):
+        return None
+    return url if is_alive(pid, start) else None
+
+
+def _metrics_url(name: str, control: Control) -> str | None:
+    info = InfoStore(name, control, control.segment.generation)
+    try:
+        return metrics_url(info.get)
+    except (posix_ipc.Error, SegmentError, OSError, RuntimeError):
+        return None  # a segment vanished: the session is being removed
+    finally:
+        info.close()
 
 
 def _count_keys(name: str, control: Control) -> int:

@@ -221,6 +221,10 @@ class RecordConsumer:
         """Move the cursor past the record :meth:`next` returned."""
         self.cursor = self._pending_end
 
+    def dropped(self) -> int:
+        """Records the producer refused because the ring stayed full, ever."""
+        return self._words[_DROPPED // 8]
+
     def unreported_drops(self) -> int:
         return self._words[_DROPPED // 8] - self.reported
 

@@ -235,11 +235,11 @@ class SessionSegments:
     def writers(self) -> list[Writer]:
         return self.control.writers()
 
-    def writer_labels(self) -> dict[int, str]:
-        """A distinct readable label per writer slot."""
+    def writer_labels(self, writers: list[Writer] | None = None) -> dict[int, str]:
+        """A distinct readable label per writer slot (of ``writers`` when given, read once)."""
         labels: dict[int, str] = {}
         seen: set[str] = set()
-        for w in self.control.writers():
+        for w in self.control.writers() if writers is None else writers:
             label = w.label or f"pid{w.pid}"
             if label in seen:
                 label = f"{label}#{w.slot}"

@@ -1,10 +1,10 @@
 """The ``shmlog`` command: look at, watch and clean up this user's sessions and runs.
 
 ``ls`` and ``clean`` manage sessions; ``top`` watches a live one from another
-terminal; ``tail`` and ``plot`` read what a run leaves on disk (its log file,
-its scalars file), so they work during the run and after it.  Each subcommand
-imports what it needs when it runs: ``shmlog ls`` does not pay for curses or
-matplotlib.
+terminal and ``serve`` serves it to Prometheus; ``tail`` and ``plot`` read
+what a run leaves on disk (its log file, its scalars file), so they work
+during the run and after it.  Each subcommand imports what it needs when it
+runs: ``shmlog ls`` does not pay for curses, matplotlib or prometheus_client.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..format.exposition import DEFAULT_HOST, check_port
 from ..shm import inspect
 
 
@@ -31,12 +32,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not sessions:
         print("no shmlog sessions")
         return 0
-    rows = [("NAME", "OWNER", "STATUS", "MEMBERS", "WRITERS", "KEYS", "BYTES", "AGE")]
+    rows = [("NAME", "OWNER", "STATUS", "MEMBERS", "WRITERS", "KEYS", "BYTES", "AGE", "METRICS")]
     now = time.time_ns()
     for s in sessions:
         age = f"{(now - s.created_ns) / 1e9:.0f}s" if s.created_ns else "-"
         rows.append((s.name, str(s.creator), s.status, str(s.members), str(s.writers),
-                     str(s.keys), _size(s.bytes), age))
+                     str(s.keys), _size(s.bytes), age, s.metrics or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -58,6 +59,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_top(args: argparse.Namespace) -> int:
     from . import top
 
+    if args.json:
+        return top.snapshot(args.session, window=args.window)
     return top.run(
         args.session,
         window=args.window,
@@ -67,6 +70,12 @@ def cmd_top(args: argparse.Namespace) -> int:
         show_writers=not args.no_writers,
         ansi=args.ansi,
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from . import serve
+
+    return serve.run(args.session, host=args.host, port=args.port)
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -123,6 +132,15 @@ def _count(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        return check_port(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an int from 0 to 65535 (0: any free port), got {text!r}"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shmlog",
@@ -154,12 +172,33 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--interval", type=_positive(float), default=1.0,
                      help="seconds between refreshes (default: 1.0)")
     top.add_argument("--once", action="store_true", help="print one plain-text frame and exit")
-    top.add_argument("--frames", type=_positive(int), metavar="N",
-                     help="print N plain-text frames, separated by form feeds, and exit")
+    one_shot = top.add_mutually_exclusive_group()
+    one_shot.add_argument("--frames", type=_positive(int), metavar="N",
+                          help="print N plain-text frames, separated by form feeds, and exit")
+    one_shot.add_argument("--json", action="store_true",
+                          help="print one sample as JSON (every writer included) and exit")
     top.add_argument("--no-writers", action="store_true", help="hide the per-writer rows")
     top.add_argument("--ansi", action="store_true",
                      help="redraw with ANSI escapes instead of curses")
     top.set_defaults(func=cmd_top)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a running session's scalars on /metrics for Prometheus (read-only)",
+        description="Serve a running session on http://HOST:PORT/metrics in the Prometheus "
+        "text format (OpenMetrics when the Accept header asks for it): per key and writer "
+        "the current value, update count, sums, min and max; iteration, epoch and eta; "
+        "members, writers and dropped log records. Reads the session only. Prints the URL; "
+        "exits with status 0 when the session goes away or on SIGINT/SIGTERM, 1 when it "
+        "cannot start. Needs prometheus_client: pip install 'shmlog[metrics]'.",
+    )
+    serve.add_argument("session", nargs="?",
+                       help="session name (default: the only live session of this user)")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help=f"address to listen on (default: {DEFAULT_HOST}, this machine only)")
+    serve.add_argument("--port", type=_port, default=0,
+                       help="TCP port (default: 0, any free port; the URL says which)")
+    serve.set_defaults(func=cmd_serve)
 
     tail_cmd = sub.add_parser(
         "tail",

@@ -1,6 +1,6 @@
 """The text of one ``shmlog top`` frame: a title, the progress, a row per key and writer.
 
-Rendering turns a :class:`shmlog.tools.watch.Sample` into plain lines; how
+Rendering turns a :class:`shmlog.format.sample.Sample` into plain lines; how
 they reach the terminal (curses, ANSI, plain frames) is ``shmlog.tools.top``'s.
 """
 

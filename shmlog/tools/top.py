@@ -18,6 +18,7 @@ import time
 from typing import Any, TextIO
 
 from ..shm.session import SessionError
+from . import sample_json
 from .screen import Frame, format_value, render
 from .watch import SessionGone, Watcher, choose_session
 
@@ -30,6 +31,7 @@ __all__ = [
     "format_value",
     "render",
     "run",
+    "snapshot",
 ]
 
 # Written between two plain-text frames (``--frames``, pipes).
@@ -245,4 +247,20 @@ def run(
     if gone is not None:
         out.flush()
         err.write(f"shmlog top: {gone}\n")
+    return 0
+
+
+def snapshot(session: str | None = None, *, window: int = 10, out: TextIO | None = None,
+             err: TextIO | None = None) -> int:
+    """``shmlog top --json``: one sample as JSON (``shmlog.tools.sample_json``); the exit status."""
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    try:
+        with Watcher.open(choose_session(session), window) as watcher:
+            sample = watcher.sample()
+    except (SessionError, SessionGone, ValueError) as exc:
+        err.write(f"shmlog top: {exc}\n")
+        return 1
+    out.write(sample_json.dumps(sample) + "\n")
+    out.flush()
     return 0

@@ -35,7 +35,7 @@ from ..shm.control import process_start
 from ..shm.exclusive import HeldLock, forget_inherited
 from ..shm.session import SessionSegments
 from ..stats.shared_hub import SharedHub
-from . import election
+from . import election, metrics
 from .drain import LogWriter
 from .lines import ProgressLines
 
@@ -56,12 +56,17 @@ def serve(segments: SessionSegments, lock: HeldLock, stop: threading.Event,
     The caller holds ``lock``; it is released on return.
     """
     me = (os.getpid(), process_start(os.getpid()) or 0)
-    writer = lines = None
+    writer = lines = endpoint = None
     try:
         if election.closing(segments) and not until_members_leave:
             return
         segments.set_writer(*me)
         options = segments.options()
+        if options.get("metrics_port") is not None and not stop.is_set():
+            # Served by whoever writes (see shmlog.writer.metrics).
+            endpoint = metrics.WriterEndpoint(
+                segments, options.get("metrics_host", metrics.DEFAULT_HOST), options["metrics_port"]
+            )
         per_node = not options.get("shared_storage", True)
         writer = LogWriter(segments, per_node=per_node)  # continues from the last commit
         if options.get("log_processor") is not None:
@@ -77,6 +82,8 @@ def serve(segments: SessionSegments, lock: HeldLock, stop: threading.Event,
         _loop(segments, writer, stop, until_members_leave)
         writer.drain_all()
     finally:
+        if endpoint is not None:
+            endpoint.close()  # before the lock goes: a successor binds the same port
         if writer is not None:
             writer.close()
         if lines is not None:
@@ -194,8 +201,9 @@ class Standby:
 
 
 def after_fork_in_child() -> None:
-    """A forked child holds no writer lock and no standby of its parent's."""
+    """A forked child holds no writer lock, no standby and no metrics socket of its parent's."""
     forget_inherited()
+    metrics.after_fork_in_child()
     for fd in list(_standby_pipes):
         try:
             os.close(fd)
