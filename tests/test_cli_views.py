@@ -36,6 +36,7 @@ from shmlog import MessageHub
 from shmlog.shm.inspect import SessionInfo
 from shmlog.shm.session import SessionError, destroy
 from shmlog.tools import cli, plot, tail, top, watch
+from shmlog.wire import PROGRESS_KEY
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -717,3 +718,23 @@ def test_ls_still_works(name: str) -> None:
     with shmlog.init(name):
         assert ls_row(name)["STATUS"] == "alive"
     assert run_shmlog("clean", "--help").returncode == 0
+
+
+def test_only_local_rank_0_stores_the_progress_top_shows(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ranks of one node share the hub's runtime info: what top shows is local
+    # rank 0's report (which holds the job's figures), not the last rank's.
+    with shmlog.init(name):
+        monkeypatch.setenv("RANK", "0")
+        monkeypatch.setenv("LOCAL_RANK", "0")
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        shmlog.report_progress("train", 9, iter=119, max_iters=1000)
+        monkeypatch.setenv("RANK", "1")
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        shmlog.report_progress("train", 19, iter=129, max_iters=1000)
+        stored = MessageHub.get_instance("mmengine").get_info(PROGRESS_KEY)
+        out, err = io.StringIO(), io.StringIO()
+        assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
+    assert stored["iter"] == 119
+    assert "iter 119/1000" in out.getvalue()

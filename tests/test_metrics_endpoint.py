@@ -7,6 +7,7 @@ OpenMetrics, and checked against what the hub computes for each writer.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from _shared_workers import child_env, join_all
 import shmlog
 from shmlog import MessageHub, MMLogger
 from shmlog.format.exposition import METRICS
+from shmlog.wire import PROGRESS_KEY, Progress
 from shmlog.writer.metrics import Endpoint
 
 pytest.importorskip("prometheus_client")
@@ -358,3 +360,39 @@ def test_serve_refuses_what_it_cannot_serve(name: str) -> None:
         Endpoint.open(name, port=65536)
     with pytest.raises(ValueError, match=r"host: expected an address or host name, got ''"):
         Endpoint.open(name, host="")
+
+
+def test_every_nodes_worker_data_time_exchanged_with_the_job_statistics_is_served(
+    name: str,
+) -> None:
+    # What report_progress stores on local rank 0 of the logging node after a
+    # step whose LogProcessor config has reduce entries.
+    workers = {"node0/rank0/worker0": 0.25, "node0/rank1/worker0": 0.5,
+               "node1/rank2/worker1": 1.75}
+    progress = Progress("train", 7, 7, 0, None, 100, None, "iter", 0,
+                        reduced={"values": {"loss_job": 1.5}, "workers": workers})
+    with shmlog.init(name, log_writer="none"):
+        hub = MessageHub.get_instance(HUB)
+        hub.update_scalar("train/loss", 1.0)
+        hub.update_info(PROGRESS_KEY, progress._asdict())
+        with Endpoint.open(name) as endpoint:
+            result = scrape(endpoint.url)
+        done = subprocess.run([sys.executable, "-m", "shmlog", "top", "--json", name],
+                              capture_output=True, text=True, env=child_env(),
+                              timeout=TIMEOUT, check=False)
+        assert done.returncode == 0, done.stderr
+        document = json.loads(done.stdout)
+    assert result.series("shmlog_job_worker_data_time_seconds") == {
+        (("hub", HUB), ("worker", label)): value for label, value in workers.items()}
+    assert result.value("shmlog_progress_iter", hub=HUB) == 7
+    assert document["progress"][HUB]["job_workers"] == workers
+
+
+def test_without_job_statistics_no_job_worker_series_is_served(name: str) -> None:
+    progress = Progress("train", 7, 7, 0, None, 100, None, "iter", 0)
+    with shmlog.init(name, log_writer="none"):
+        MessageHub.get_instance(HUB).update_info(PROGRESS_KEY, progress._asdict())
+        with Endpoint.open(name) as endpoint:
+            result = scrape(endpoint.url)
+    assert result.series("shmlog_job_worker_data_time_seconds") == {}
+    assert result.value("shmlog_progress_iter", hub=HUB) == 7

@@ -67,8 +67,11 @@ def report_progress(
     processor = _processor(session, cfg)
     if processor is not None and processor.has_job_statistics():
         progress = progress._replace(reduced=_exchange(session, processor, message_hub, progress))
-    message_hub.update_info(PROGRESS_KEY, progress._asdict(), resumed=False)
     me = identity()
+    # One rank per node says where the loop is (ranks of a node share the
+    # info); local rank 0 also holds the job's figures when there are any.
+    if not me.distributed or me.local_rank == 0:
+        message_hub.update_info(PROGRESS_KEY, progress._asdict(), resumed=False)
     # The writer makes the lines of the master log: the logging rank's.
     if session is not None and cfg and (not me.distributed or me.rank == 0):
         ship_progress(session, progress)

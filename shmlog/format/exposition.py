@@ -59,6 +59,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "shmlog_progress_epoch": ("gauge", HUB, "Training epoch, from the hub's runtime info."),
     "shmlog_progress_max_epochs": ("gauge", HUB, "Epochs the run will make."),
     "shmlog_progress_eta_seconds": ("gauge", HUB, "Seconds the run has left, as the log shows it."),
+    "shmlog_job_worker_data_time_seconds": (
+        "gauge", ("hub", "worker"),
+        "Window mean of a DataLoader worker's data time, for every node's workers: on rank 0's "
+        "node, when the LogProcessor config has reduce entries (worker: node<N>/rank<r>/worker<w>)."),
     "shmlog_session_info": (
         "info", ("session",), "The shmlog session these metrics are read from."),
     "shmlog_session_members": ("gauge", (), "Live processes that joined the session."),
@@ -160,6 +164,8 @@ def families(sample: Sample) -> list[Any]:
             value = _number(values.get(field))
             if value is not None:
                 add(name, [hub], value)
+        for worker, value in sorted((values.get("job_workers") or {}).items()):
+            add("shmlog_job_worker_data_time_seconds", [hub, worker], float(value))
     made["shmlog_session_info"].add_metric([], {"session": sample.session})
     add("shmlog_session_members", [], sample.members)
     add("shmlog_session_writers", [], sample.writers_total)

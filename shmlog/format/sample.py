@@ -367,6 +367,10 @@ class Sampler:
                 for name in PROGRESS_INFO_KEYS:
                     if reported.get(name) is not None:
                         values.setdefault(name, reported[name])
+                # Every node's workers, exchanged with the job-wide statistics.
+                workers = (reported.get("reduced") or {}).get("workers")
+                if workers:
+                    values["job_workers"] = dict(workers)
             history = times.get(hub)
             if "eta" not in values and history is not None:
                 try:

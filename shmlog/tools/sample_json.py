@@ -6,7 +6,8 @@ The document (``version`` 1; docs/operations.md shows one)::
      "members": int, "writers_alive": int, "writers_total": int,
      "writers": {label: alive}, "dropped_log_records": int,
      "log_rings": [{"writer": label, "alive": bool, "dropped": int, "backlog_bytes": int}],
-     "progress": {hub: {"iter": ..., "max_iters": ..., "epoch": ..., "max_epochs": ..., "eta": ...}},
+     "progress": {hub: {"iter": ..., "max_iters": ..., "epoch": ..., "max_epochs": ..., "eta": ...,
+                        "job_workers": {"node<N>/rank<r>/worker<w>": seconds}}},
      "scalars": [{"hub": str, "key": str, <statistics>,
                   "writers": [{"writer": label, "alive": bool, <statistics>}]}]}
 
@@ -15,7 +16,10 @@ where ``<statistics>`` are ``updates``, ``current``, ``mean`` (over the last
 the newest update), ``value_sum``, ``count_sum``, ``min`` and ``max`` (over
 every update).  A statistic with no value (no update yet) is null; NaN and
 infinities, which JSON cannot hold, are the strings ``"NaN"``, ``"+Inf"``
-and ``"-Inf"``.  Scalars are sorted by hub and key, writers by label.
+and ``"-Inf"``.  ``job_workers`` (every node's DataLoader workers' window
+mean of ``worker_data_time``) is there only when the LogProcessor config has
+``reduce`` entries, on the logging rank's node.  Scalars are sorted by hub
+and key, writers by label.
 """
 
 from __future__ import annotations
