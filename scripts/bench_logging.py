@@ -337,6 +337,11 @@ def print_a(a: dict[str, Any], sizes: dict[str, int]) -> None:
     shm = a["shmlog"]
     print(f"  ratios: shmlog / FileHandler per process = {shm['rate'] / a['files']['rate']:.2f}x, "
           f"shmlog / QueueHandler = {shm['rate'] / a['queue']['rate']:.2f}x")
+    # Each round runs the variants back to back, so a round's ratio is
+    # measured under one state of the machine.
+    rounds = [m / f for m, f in zip(shm["all_rates"], a["files"]["all_rates"])]
+    print(f"  shmlog / FileHandler per round: {', '.join(f'{r:.2f}x' for r in rounds)} "
+          f"(median {statistics.median(rounds):.2f}x)")
     shares = shm["writer_cpu_shares"]
     if shares:
         print(f"  writer CPU: {statistics.median(shares) * 100:.0f}% of one core over the shmlog "
@@ -591,8 +596,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="alternating runs of each variant in (a) and (b) (default: "
+                             f"{FULL['repeats']}; more on a noisy machine)")
     args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
+    sizes = dict(QUICK if args.quick else FULL)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            parser.error(f"--repeats: expected an int >= 1, got {args.repeats}")
+        sizes["repeats"] = args.repeats
     os.environ.pop("SHMLOG_SESSION", None)  # the benchmark makes its own sessions
 
     import shmlog

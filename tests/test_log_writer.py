@@ -268,6 +268,10 @@ class _Ring:
     def done(self) -> None:
         self.cursor += 1
 
+    def advance(self):
+        self.done()
+        return self.next()
+
     def unread(self) -> bool:
         return self.cursor < len(self.records)
 

@@ -297,6 +297,30 @@ def test_each_distinct_warning_prints_once(tmp_path: Path) -> None:
             assert line.startswith(want)
 
 
+@pytest.mark.timeout(60)
+def test_in_a_session_the_log_writer_lets_each_distinct_warning_through_once(
+    tmp_path: Path, name: str
+) -> None:
+    import shmlog
+
+    with shmlog.init(name, log_file=tmp_path / "d.log") as session:
+        logger = MMLogger.get_instance("dedup-session", log_file=tmp_path / "d.log")
+        for _ in range(3):
+            logger.warning("same")
+        logger.warning("value %d", 1)
+        logger.warning("value %d", 2)
+        logger.warning("value %d", 1)
+        logger.error("bad")
+        logger.error("bad")
+        assert session.flush(timeout=30)
+    got = [ln.split(" - mmengine - ", 1)[1]
+           for ln in lines((tmp_path / "d" / "d.log").read_text())]
+    assert [line.split(" - ")[0:2] for line in got] == [
+        ["WARNING", "same"], ["WARNING", "value 1"], ["WARNING", "value 2"],
+        ["ERROR", got[3].split(" - ")[1]], ["ERROR", got[4].split(" - ")[1]]]
+    assert got[3].endswith(" - bad") and got[4].endswith(" - bad")
+
+
 def test_duplicate_filter_is_per_filter_instance() -> None:
     record = logging.makeLogRecord({"levelno": logging.WARNING, "msg": "x"})
     first, second = DuplicateWarningFilter(), DuplicateWarningFilter()

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from ..format.files import build_file_handler
+from ..format.formatter import DuplicateWarningFilter
 from ..shm import codec
 from ..shm.control import is_alive
 from ..wire import Progress, ProgressMarker, Route, route_id, route_key
@@ -85,7 +86,12 @@ class SessionFileHandler(logging.FileHandler):
         shared = PROCESS.session
         if shared is None or shared.closed or not shared.ships_records:
             return super().handle(record)  # attaches from the environment, or writes itself
-        if self.filters and not self.filter(record):
+        filters = self.filters
+        # The writer's handler has the duplicate-warning filter too (made by
+        # build_file_handler), and applies it to every process's records:
+        # only filters added to this handler run here.
+        if filters and (len(filters) > 1 or type(filters[0]) is not DuplicateWarningFilter) \
+                and not self.filter(record):
             return False
         try:
             self._ship(shared, record)
@@ -214,8 +220,13 @@ def _put(shared: Any, data: tuple[Any, ...]) -> bool:
     producer = shared.record_producer(RING_BYTES)
     bell = shared.doorbell
     with PROCESS.ship_lock:
-        start = producer.put(data, 0.0 if producer.dropping else BLOCK_SECONDS, bell.ring)
-        producer.dropping = start < 0
+        if producer.dropping:
+            start = producer.put(data, 0.0, bell.ring)
+            producer.dropping = start < 0
+        else:
+            start = producer.put(data, BLOCK_SECONDS, bell.ring)
+            if start < 0:
+                producer.dropping = True
     # After the lock's release, a full barrier on x86-64 (see shmlog.shm.doorbell).
     if start < 0:
         return False

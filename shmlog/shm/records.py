@@ -45,6 +45,7 @@ from .segment import read_u64, write_u64
 
 HEADER_BYTES = 64
 _HEAD, _CAPACITY, _WRITER, _SIZE, _CONSUMED, _DROPPED, _REPORTED = 0, 8, 16, 24, 32, 40, 48
+assert (_HEAD // 8, _CONSUMED // 8) == (0, 4)  # word indices written out in RecordProducer.put
 WRAP = 0xFFFFFFFF
 _MAX_RECORD_FRACTION = 4  # a record may take at most a quarter of its ring
 
@@ -119,7 +120,7 @@ class RecordProducer:
         position = head % capacity
         waste = 0 if position + needed <= capacity else capacity - position
         deadline = None
-        while capacity - (head - words[_CONSUMED // 8]) < waste + needed:
+        while capacity - (head - words[4]) < waste + needed:  # 4: _CONSUMED // 8
             now = time.monotonic()
             if deadline is None:
                 deadline = now + block_seconds
@@ -139,7 +140,7 @@ class RecordProducer:
         if fence is not None:
             fence()
         head += needed
-        words[_HEAD // 8] = head
+        words[0] = head  # _HEAD // 8
         self._head = head
         return start
 
@@ -220,6 +221,11 @@ class RecordConsumer:
     def done(self) -> None:
         """Move the cursor past the record :meth:`next` returned."""
         self.cursor = self._pending_end
+
+    def advance(self) -> tuple[Any, ...] | None:
+        """:meth:`done`, then :meth:`next`: one call per record for the writer's loop."""
+        self.cursor = self._pending_end
+        return self.next()
 
     def dropped(self) -> int:
         """Records the producer refused because the ring stayed full, ever."""

@@ -29,7 +29,7 @@ from ..format.files import build_file_handler, log_file_for_rank
 from ..shm import codec
 from ..shm.records import RecordConsumer
 from ..shm.session import SessionSegments
-from ..wire import Commit, Progress, Route, is_progress_marker, route_key
+from ..wire import Commit, Progress, Route, route_key
 from .commit import CommitLog, recover
 from .sinks import LogSink, Sink, TextSink, to_log_record
 
@@ -159,20 +159,20 @@ class LogWriter:
         heapq.heapify(heads)
         done = 0
         write = self._write
+        pop, push = heapq.heappop, heapq.heappush
         while heads and done < BATCH_RECORDS:
-            _created, index, record = heapq.heappop(heads)
+            _created, index, record = pop(heads)
             consumer = consumers[index]
             write(record, consumer.writer)
-            consumer.done()
             done += 1
+            record = consumer.advance()  # past the record written; the next one
             if consumer.cursor - consumer.committed > consumer.capacity // _RING_SHARE:
                 break  # commit now: its producer needs the room
-            record = consumer.next()
             if record is None:
                 queued.discard(index)
             else:
-                heapq.heappush(heads, (record[0], index, record))
-            if done % REPOLL_RECORDS == 0:
+                push(heads, (record[0], index, record))
+            if not done % REPOLL_RECORDS:
                 # Busy producers can keep one batch going: rings that were
                 # empty when it began, or appeared since, join it here
                 # instead of waiting for its end (their producers would block).
@@ -194,8 +194,9 @@ class LogWriter:
         return done
 
     def _write(self, data: tuple[Any, ...], writer_slot: int) -> None:
-        # Hot: fields by position (LogRecordData: rank at 10, route id at 13).
-        if is_progress_marker(data):
+        # Hot: fields by position (LogRecordData: rank at 10, route id at 13),
+        # and wire.is_progress_marker written out.
+        if data[1] is None:
             if self.on_progress is not None:
                 self.on_progress(Progress._make(data[2]), self._segments.control.writer(
                     writer_slot).rank)

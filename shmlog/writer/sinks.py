@@ -273,6 +273,8 @@ class LogSink(Sink):
         if levelno >= logging.ERROR:
             text = (f"{self._asctime} - {name} - {levelname} - {pathname} - {func} - {lineno} - "
                     f"{message}")
+        elif not exc_text and not stack_info:
+            return f"{self._asctime} - {name} - {levelname} - {message}\n"
         else:
             text = f"{self._asctime} - {name} - {levelname} - {message}"
         if exc_text:
