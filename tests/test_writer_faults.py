@@ -111,3 +111,37 @@ def test_a_full_disk_costs_counted_records_and_one_message(tmp_path: Path, name:
     assert kept[0] == 0 and kept[-1] == 2001
     assert lost > 0 and len(kept) + lost == 2002  # every record: written, or counted
     assert kept == sorted(kept) and len(set(kept)) == len(kept)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("log_writer", ["sidecar", "thread"])
+def test_a_malformed_record_is_skipped_and_said_once_and_the_writer_goes_on(
+    tmp_path: Path, name: str, log_writer: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from shmlog.api.record_handler import _put
+
+    log_file = str(tmp_path / "tmp.log")
+    with shmlog.init(name, log_file=log_file, log_writer=log_writer) as session:
+        logger = MMLogger.get_instance(f"malformed-{name}", log_file=log_file)
+        logger.info("main line 0")
+        assert session.flush()
+        writer = session.writer_pid
+        route = logger.handlers[-1]._route_id
+        # Not what a record ring carries: too few fields, a route id of the wrong type.
+        assert _put(session.shared, (1.0, 20, "INFO"))
+        assert _put(session.shared, (1.0, 20, "INFO", "x", "m", "p", "f", 1, None, None, 0, -1,
+                                     os.getpid(), 12345))
+        for i in range(1, 6):
+            logger.info(f"main line {i}")
+        assert _put(session.shared, (1.0, 20, "INFO", "x", "m", "p", "f", 1, None, None, 0, -1,
+                                     os.getpid(), route, "extra"))
+        logger.info("main line 6")
+        assert session.flush()
+        assert session.writer_pid == writer  # the same writer, still writing
+    err = capfd.readouterr().err
+    said = [line for line in err.splitlines() if "could not be written" in line]
+    assert said[0].startswith("shmlog: a log record from main could not be written ("), err
+    assert said[0].endswith("records like it are skipped and counted")
+    # Once, then at most the count when the writer stops (the sidecar may outlive the check).
+    assert said[1:] in ([], ["shmlog: 3 log records could not be written and were skipped"]), err
+    assert numbered(messages_of(tmp_path / "tmp" / "tmp.log"), "main") == list(range(7))

@@ -64,6 +64,7 @@ class LogWriter:
         commit = self._commits.load()
         self._seq = 0 if commit is None else commit.seq
         self._committed_files = {} if commit is None else dict(commit.files)
+        self._skipped = 0  # malformed records (see _malformed)
         self._consumers: list[RecordConsumer] = segments.record_consumers()
         recover(commit, self._consumers)
 
@@ -163,7 +164,10 @@ class LogWriter:
         while heads and done < BATCH_RECORDS:
             _created, index, record = pop(heads)
             consumer = consumers[index]
-            write(record, consumer.writer)
+            try:
+                write(record, consumer.writer)
+            except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
+                self._malformed(record, consumer.writer, exc)
             done += 1
             record = consumer.advance()  # past the record written; the next one
             if consumer.cursor - consumer.committed > consumer.capacity // _RING_SHARE:
@@ -210,6 +214,15 @@ class LogWriter:
             self._by_id[key] = sink
         if sink is not None:
             sink.write(data)
+
+    def _malformed(self, data: tuple, writer_slot: int, exc: Exception) -> None:
+        """Skip a record that is not a LogRecordData or ProgressMarker; say so once."""
+        self._skipped += 1
+        if self._skipped == 1:
+            label = self._segments.writer_labels().get(writer_slot, f"writer{writer_slot}")
+            print(f"shmlog: a log record from {label} could not be written "
+                  f"({type(exc).__name__}: {exc}; {len(data)} fields); records like it are "
+                  f"skipped and counted", file=sys.stderr, flush=True)
 
     def _route(self, ident: str) -> Route | None:
         raw = self._segments.info_get(route_key(ident))
@@ -261,6 +274,9 @@ class LogWriter:
             consumer.commit()
 
     def close(self) -> None:
+        if self._skipped > 1:
+            print(f"shmlog: {self._skipped} log records could not be written and were skipped",
+                  file=sys.stderr, flush=True)
         for sink in self._sinks.values():
             sink.close()
         self._sinks.clear()
