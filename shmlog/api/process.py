@@ -82,6 +82,17 @@ def get_rank() -> int:
     return env_int("RANK", 0, 0)
 
 
+def reader_rank() -> int:
+    """The rank of :func:`identity` when distributed, else -1; read on every
+    ``get_scalar`` inside a session, so it reads no more than it needs."""
+    dist = _initialised_torch_dist()
+    if dist is not None:
+        return int(dist.get_rank())
+    if not os.environ.get("RANK", "").strip():
+        return -1
+    return env_int("RANK", 0, 0)
+
+
 def get_world_size() -> int:
     """Number of processes in the job (1 when not distributed)."""
     dist = _initialised_torch_dist()

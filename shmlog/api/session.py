@@ -34,7 +34,7 @@ from ..shm.session import (
 )
 from ..stats.shared_hub import SharedHub
 from . import options as _options
-from .process import ENV_SESSION, PROCESS, identity
+from .process import ENV_SESSION, PROCESS, identity, reader_rank
 from .record_handler import wait_drained
 
 FLUSH_SECONDS = 10.0
@@ -62,6 +62,7 @@ class Session:
         self._sidecar: Any = None
         self._creator_pid = os.getpid()
         segments.identity = self._identity
+        segments.reader_rank = reader_rank
 
     def _identity(self) -> tuple[int, int, str]:
         """(rank, worker, label) of the writer slots this process claims."""

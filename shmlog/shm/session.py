@@ -69,6 +69,9 @@ class SessionSegments:
         # Whether this handle's open() created the session (it was joined otherwise).
         self.created = False
         self.identity: Identity = _default_identity
+        # The rank whose writers this process's statistics merge (-1: every
+        # writer); the rank of ``identity()``, read more cheaply.
+        self.reader_rank: Callable[[], int] = lambda: -1
         # Per-process caches of other layers (a hub's key -> RingWriter) that
         # must be emptied in a forked child.
         self._fork_caches: list[dict] = []

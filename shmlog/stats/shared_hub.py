@@ -99,7 +99,7 @@ class SharedHub:
 
     def _reader_rank(self) -> int:
         """The rank whose writers the statistics merge; -1 (no rank): every writer."""
-        return self._segments.identity()[0]
+        return self._segments.reader_rank()
 
     def _in_scope(self, rings: list[RingReader], rank: int) -> list[RingReader]:
         if rank < 0:
