@@ -215,13 +215,14 @@ class LogWriter:
         if sink is not None:
             sink.write(data)
 
-    def _malformed(self, data: tuple, writer_slot: int, exc: Exception) -> None:
+    def _malformed(self, data: Any, writer_slot: int, exc: Exception) -> None:
         """Skip a record that is not a LogRecordData or ProgressMarker; say so once."""
         self._skipped += 1
         if self._skipped == 1:
             label = self._segments.writer_labels().get(writer_slot, f"writer{writer_slot}")
+            shape = f"{len(data)} fields" if isinstance(data, tuple) else type(data).__name__
             print(f"shmlog: a log record from {label} could not be written "
-                  f"({type(exc).__name__}: {exc}; {len(data)} fields); records like it are "
+                  f"({type(exc).__name__}: {exc}; {shape}); records like it are "
                   f"skipped and counted", file=sys.stderr, flush=True)
 
     def _route(self, ident: str) -> Route | None:
