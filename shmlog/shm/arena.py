@@ -58,7 +58,7 @@ def publish(segment: Segment, offset: int, size: int) -> None:
 
 
 def published(segment: Segment) -> int:
-    return read_u64(segment.buf, _COUNT)
+    return segment.words[_COUNT >> 3]
 
 
 def entry_size_in(buf: memoryview, offset: int) -> int:

@@ -92,17 +92,18 @@ class SegmentList:
         """(segment index, offset) of every entry published since the last call."""
         self.attach_new()
         found = []
+        walked = self._walked
         for index, segment in enumerate(self.segments):
-            done, offset = self._walked[index]
+            done, offset = walked[index]
             count = arena.published(segment)
             if done == count:
-                continue
+                continue  # the usual case: one load per segment
             buf = segment.buf
             while done < count:
                 found.append((index, offset))
                 offset += arena.entry_size_in(buf, offset)
                 done += 1
-            self._walked[index] = (done, offset)
+            walked[index] = (done, offset)
         return found
 
     def with_room(self, size: int, largest: int) -> int:

@@ -87,7 +87,7 @@ class Segment:
     for every other kind, whose descriptor is closed once mapped.
     """
 
-    __slots__ = ("_mapping", "buf", "fd", "generation", "kind", "name", "size")
+    __slots__ = ("_mapping", "buf", "fd", "generation", "kind", "name", "size", "words")
 
     def __init__(self, name: str, fd: int, mapping: Mapping, kind: int, generation: int) -> None:
         self.name = name
@@ -96,6 +96,9 @@ class Segment:
         self.kind = kind
         self.generation = generation
         self.buf = mapping.buf
+        # The header as u64 words, kept: readers look at its counts often
+        # (one aligned load each, no view made per look).
+        self.words = mapping.buf[:HEADER_SIZE].cast("Q")
         if kind != KIND_CONTROL:
             os.close(fd)
             fd = -1
@@ -230,6 +233,7 @@ class Segment:
         mapping, self._mapping = self._mapping, None
         if mapping is None:
             return
+        self.words.release()
         mapping.close()
         if self.fd >= 0:
             os.close(self.fd)
