@@ -304,7 +304,9 @@ def section_a(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
                 "queue": throughput_queue}
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key in variants}
     for repeat in range(sizes["repeats"]):
-        for key, measure in variants.items():
+        # Every other round in the reverse order: no variant always goes first.
+        order = list(variants.items()) if repeat % 2 == 0 else list(reversed(variants.items()))
+        for key, measure in order:
             directory = os.path.join(workdir, f"a-{key}-{repeat}")
             os.makedirs(directory)
             runs[key].append(measure(sizes["processes"], sizes["records"], directory))
@@ -455,11 +457,17 @@ def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
             if not session.flush(timeout=60):
                 raise RuntimeError("the log writer did not start")
             for repeat in range(sizes["repeats"]):
-                runs["shmlog"].append(run_reporting_child(_cost_shmlog, log_file, calls, batch))
-                runs["bare"].append(run_reporting_child(_cost_bare, calls, batch))
-                runs["file"].append(run_reporting_child(
-                    _cost_file, os.path.join(workdir, f"b-file-{repeat}.log"), calls, batch))
-                runs["queue"].append(run_reporting_child(_cost_queue, queue, calls, batch))
+                measures = {
+                    "shmlog": (_cost_shmlog, log_file, calls, batch),
+                    "bare": (_cost_bare, calls, batch),
+                    "file": (_cost_file, os.path.join(workdir, f"b-file-{repeat}.log"), calls,
+                             batch),
+                    "queue": (_cost_queue, queue, calls, batch),
+                }
+                # Every other round in the reverse order: no variant always goes first.
+                order = list(measures) if repeat % 2 == 0 else list(reversed(measures))
+                for key in order:
+                    runs[key].append(run_reporting_child(*measures[key]))
     finally:
         listener.stop()
         handler.close()
@@ -486,8 +494,14 @@ def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
         print(f"  {label:<68} {format_ns(run['median_ns']):>10}   (runs: {runs})")
     shm = b["shmlog"]["median_ns"]
     extra = shm - b["bare"]["median_ns"]
-    print(f"  shmlog - bare logger = {extra / 1e3:+.2f} us  "
-          f"(goal <= +1.50 us: {'ok' if extra <= 1500 else 'MISSED'}); "
+    # A round measures the variants one after the other, under one state of
+    # the machine; the goal is judged on the median of the rounds' differences.
+    rounds = [m - r for m, r in zip(b["shmlog"]["runs_ns"], b["bare"]["runs_ns"])]
+    paired = statistics.median(rounds)
+    print(f"  shmlog - bare logger per round: "
+          f"{', '.join(f'{d / 1e3:+.2f} us' for d in rounds)} (median {paired / 1e3:+.2f} us; "
+          f"goal <= +1.50 us: {'ok' if paired <= 1500 else 'MISSED'})")
+    print(f"  shmlog - bare logger = {extra / 1e3:+.2f} us (medians of the runs); "
           f"FileHandler / shmlog = {b['file']['median_ns'] / shm:.2f}x, "
           f"QueueHandler / shmlog = {b['queue']['median_ns'] / shm:.2f}x  "
           f"(timer floor {format_ns(b['shmlog']['floor_ns'])}, included in each figure)")
