@@ -342,6 +342,23 @@ def test_a_busy_ring_does_not_starve_one_that_was_empty() -> None:
     assert [p["created"] for p in written if p["ring"] == 0] == [float(i) for i in range(1000)]
 
 
+def test_records_of_several_rings_are_written_in_creation_order_runs_and_all() -> None:
+    """Runs of one ring (a producer logging while the others wait for a CPU) and single
+    records interleave; the writer puts them in creation order, each ring's in its own."""
+    from shmlog.writer.drain import LogWriter
+
+    rings = [_Ring(0, [0.0, 1.0, 2.0, 10.0, 11.0, 12.0, 20.0]),
+             _Ring(1, [3.0, 4.0, 5.0, 6.0, 14.0]),
+             _Ring(2, [7.0, 8.0, 9.0, 13.0, 15.0, 16.0, 17.0, 18.0, 19.0])]
+    writer = LogWriter(_Segments(rings))
+    written: list[tuple[int, float]] = []
+    writer.on_progress = lambda progress, rank: written.append((progress.batch_idx,
+                                                                 progress.at_ns))
+    assert writer.drain() == 21
+    assert [created for _ring, created in written] == [float(i) for i in range(21)]
+    assert [ring for ring, created in written if created in (13.0, 14.0, 20.0)] == [2, 1, 0]
+
+
 # -- a full ring -----------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -40,6 +41,7 @@ REPOLL_RECORDS = 128
 # A batch ends after this many records, or once a ring has a quarter of its
 # bytes read but not committed (its producer needs that room back).
 BATCH_RECORDS = 4096
+assert BATCH_RECORDS % REPOLL_RECORDS == 0  # the loop checks the batch size at repolls
 _RING_SHARE = 4
 _UNKNOWN = object()
 
@@ -161,21 +163,34 @@ class LogWriter:
         done = 0
         write = self._write
         pop, push = heapq.heappop, heapq.heappush
+        room_needed = False
         while heads and done < BATCH_RECORDS:
             _created, index, record = pop(heads)
             consumer = consumers[index]
-            try:
-                write(record, consumer.writer)
-            except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
-                self._malformed(record, consumer.writer, exc)
-            done += 1
-            record = consumer.advance()  # past the record written; the next one
-            if consumer.cursor - consumer.committed > consumer.capacity // _RING_SHARE:
-                break  # commit now: its producer needs the room
-            if record is None:
-                queued.discard(index)
-            else:
-                push(heads, (record[0], index, record))
+            # This ring's records go on while none is newer than the oldest
+            # record of the other rings: a producer's records come in runs
+            # (it logs while others wait for a CPU), written with no heap
+            # operation for each.
+            oldest_other = heads[0][0] if heads else math.inf
+            quarter = consumer.capacity // _RING_SHARE
+            while True:
+                try:
+                    write(record, consumer.writer)
+                except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
+                    self._malformed(record, consumer.writer, exc)
+                done += 1
+                record = consumer.advance()  # past the record written; the next one
+                if consumer.cursor - consumer.committed > quarter:
+                    room_needed = True  # commit now: its producer needs the room
+                    break
+                if record is None:
+                    queued.discard(index)
+                    break
+                if not done % REPOLL_RECORDS or not record[0] <= oldest_other:
+                    push(heads, (record[0], index, record))
+                    break
+            if room_needed:
+                break
             if not done % REPOLL_RECORDS:
                 # Busy producers can keep one batch going: rings that were
                 # empty when it began, or appeared since, join it here
