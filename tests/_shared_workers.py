@@ -9,16 +9,78 @@ environment (spawn, forkserver) or inherited memory (fork).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 SHM = "/dev/shm"
 TIMEOUT = 30  # seconds for any single join / wait in a test
+
+
+# -- a forked writer ------------------------------------------------------------------
+
+
+def wait_child(pid: int, timeout: float = TIMEOUT) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"child {pid} did not exit within {timeout}s")
+
+
+@contextlib.contextmanager
+def forked_writer(values: list[float], keep_writing: bool = False, worker: int = 7,
+                  hub_name: str = "task") -> Iterator[int]:
+    """A forked child (label ``worker<worker>``) that logs ``values`` to ``train/data_time``
+    of MessageHub ``hub_name`` and waits; yields its pid, checks it exits with status 0.
+
+    With ``keep_writing`` it goes on logging every few milliseconds until the
+    block ends; otherwise it stays idle (and alive) until then.
+    """
+    ready_r, ready_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(ready_r)
+            os.close(stop_w)
+            os.environ["SHMLOG_WORKER_ID"] = str(worker)
+            from shmlog import MessageHub
+
+            hub = MessageHub.get_instance(hub_name)
+            for value in values:
+                hub.update_scalar("train/data_time", value)
+            os.write(ready_w, b"r")
+            while not select.select([stop_r], [], [], 0.005 if keep_writing else None)[0]:
+                hub.update_scalar("train/data_time", values[-1])
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(stop_r)
+    try:
+        assert select.select([ready_r], [], [], TIMEOUT)[0], "writer child never got ready"
+        assert os.read(ready_r, 1) == b"r"
+        yield pid
+    finally:
+        os.close(stop_w)
+        os.close(ready_r)
+        assert wait_child(pid) == 0
+
 
 
 # -- names and /dev/shm -------------------------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from _shared_workers import forked_writer, wait_child
 
 import shmlog
 from shmlog import MessageHub
@@ -106,55 +107,6 @@ def ls_row(name: str) -> dict[str, str]:
         if cells and cells[0] == name:
             return dict(zip(header, cells))
     raise AssertionError(f"{name} not in shmlog ls:\n{done.stdout}")
-
-
-def wait_child(pid: int, timeout: float = TIMEOUT) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    raise AssertionError(f"child {pid} did not exit within {timeout}s")
-
-
-@contextlib.contextmanager
-def forked_writer(values: list[float], keep_writing: bool = False) -> Iterator[int]:
-    """A forked child (label worker7) that logs ``values`` to train/data_time and waits.
-
-    With ``keep_writing`` it goes on logging every few milliseconds until the
-    block ends; otherwise it stays idle (and alive) until then.
-    """
-    ready_r, ready_w = os.pipe()
-    stop_r, stop_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(ready_r)
-            os.close(stop_w)
-            os.environ["SHMLOG_WORKER_ID"] = "7"
-            hub = MessageHub.get_instance(HUB)
-            for value in values:
-                hub.update_scalar("train/data_time", value)
-            os.write(ready_w, b"r")
-            while not select.select([stop_r], [], [], 0.005 if keep_writing else None)[0]:
-                hub.update_scalar("train/data_time", values[-1])
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    os.close(stop_r)
-    try:
-        assert select.select([ready_r], [], [], TIMEOUT)[0], "writer child never got ready"
-        assert os.read(ready_r, 1) == b"r"
-        yield pid
-    finally:
-        os.close(stop_w)
-        os.close(ready_r)
-        assert wait_child(pid) == 0
 
 
 def populate(hub_name: str = HUB) -> MessageHub:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from _metrics import closing_new_loggers, same, scrape
-from _shared_workers import child_env, join_all
+from _shared_workers import child_env, forked_writer, join_all
 
 import shmlog
 from shmlog import MessageHub, MMLogger
@@ -48,39 +48,6 @@ def session_files(name: str) -> dict[str, bytes]:
     start = f"shmlog-{os.getuid()}-{name}@"
     return {e: Path("/dev/shm", e).read_bytes() for e in os.listdir("/dev/shm")
             if e.startswith(start)}
-
-
-@contextlib.contextmanager
-def forked_writer(worker: int, values: list[float]) -> Iterator[int]:
-    """A forked child labelled ``worker<worker>`` that logs ``values`` to train/data_time, then waits."""
-    ready_r, ready_w = os.pipe()
-    stop_r, stop_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(ready_r)
-            os.close(stop_w)
-            os.environ["SHMLOG_WORKER_ID"] = str(worker)
-            hub = MessageHub.get_instance(HUB)
-            for value in values:
-                hub.update_scalar("train/data_time", value)
-            os.write(ready_w, b"r")
-            select.select([stop_r], [], [])
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    os.close(stop_r)
-    try:
-        assert select.select([ready_r], [], [], TIMEOUT)[0], "writer child never got ready"
-        assert os.read(ready_r, 1) == b"r"
-        yield pid
-    finally:
-        os.close(stop_w)
-        os.close(ready_r)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
 
 
 def expected_series(hubs: list[str]) -> dict[tuple[str, str, str], tuple]:
@@ -112,7 +79,7 @@ def test_a_scrape_shows_every_writers_totals_as_the_hub_has_them_and_writes_noth
         hub.update_info("max_epochs", 10)
         hub.update_info("eta", 3723.5)
         MessageHub.get_instance("val_hub").update_scalar("val/acc", 0.75)
-        with forked_writer(7, [0.5, 1.5, 2.5]):
+        with forked_writer([0.5, 1.5, 2.5]):
             expected = expected_series([HUB, "val_hub"])
             before = session_files(name)
             with Endpoint.open(name) as endpoint:
@@ -281,10 +248,18 @@ def _url_of(proc: subprocess.Popen) -> str:
     return line.split()[-1]
 
 
-def _serve(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "shmlog", "serve", *args],
+@contextlib.contextmanager
+def _serve(*args: str) -> Iterator[subprocess.Popen]:
+    """``shmlog serve ARGS`` for the block; killed at its end if it is still running."""
+    proc = subprocess.Popen([sys.executable, "-m", "shmlog", "serve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=child_env())
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def _refused(url: str) -> bool:
@@ -299,17 +274,12 @@ def _refused(url: str) -> bool:
 def test_serve_exits_with_status_0_when_the_session_goes_away(name: str) -> None:
     with shmlog.init(name, log_writer="none") as session:
         MessageHub.get_instance(HUB).update_scalar("train/loss", 0.5)
-        proc = _serve(name, "--port", "0")
-        try:
+        with _serve(name, "--port", "0") as proc:
             url = _url_of(proc)
             assert url.startswith("http://127.0.0.1:")
             assert scrape(url).scalar("shmlog_scalar_current", HUB, "train/loss", "main") == 0.5
             session.close()
             _out, err = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     assert proc.returncode == 0, err
     assert f"shmlog serve: shmlog session {name!r} was closed" in err
     assert "Traceback" not in err
@@ -320,16 +290,11 @@ def test_serve_exits_with_status_0_when_the_session_goes_away(name: str) -> None
 def test_serve_stops_with_status_0_on_sigint_and_sigterm(name: str, signum: int) -> None:
     with shmlog.init(name, log_writer="none"):
         MessageHub.get_instance(HUB).update_scalar("train/loss", 0.5)
-        proc = _serve("--port", "0")  # the only live session of this user
-        try:
+        with _serve("--port", "0") as proc:  # the only live session of this user
             url = _url_of(proc)
             assert scrape(url).value("shmlog_session_info", session=name) == 1
             proc.send_signal(signum)
             _out, err = proc.communicate(timeout=TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert _refused(url)
