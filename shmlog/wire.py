@@ -6,10 +6,10 @@ defined here, and nowhere else:
 
 * how a MessageHub's name and a key make one shared name (:func:`hub_key`);
 * the runtime-info keys shmlog reserves for itself;
-* the log record, its route and the progress marker that processes put into
-  their record rings.  They are NamedTuples so that code reads fields by
-  name, and cross as plain tuples (``marshal`` takes nothing else), rebuilt
-  with ``_make`` on the reading side.
+* the log record (as fields, or as the line already made), its route and the
+  progress marker that processes put into their record rings.  They are
+  NamedTuples so that code reads fields by name, and cross as plain tuples
+  (``marshal`` takes nothing else), rebuilt with ``_make`` on the reading side.
 
 This module imports nothing from the package: every layer may use it.
 """
@@ -144,6 +144,22 @@ class LogRecordData(NamedTuple):
     route: str  # route_id of its Route, stored in runtime info before the record is put
 
 
+class LogLine(NamedTuple):
+    """A record whose process made the line itself: one below WARNING, with no
+    traceback or stack, for a handler of MMEngine's file layout
+    (``shmlog.format.formatter.formats_file_lines``).
+
+    The writer appends ``text`` as it is, so a record costs it no formatting.
+    Told apart from LogRecordData by its length.
+    """
+
+    created: float
+    levelno: int
+    text: str  # the whole line, ``[worker<id>]`` mark and terminator included
+    rank: int
+    route: str  # as in LogRecordData
+
+
 class Progress(NamedTuple):
     """Where the training loop is at one logging step (``shmlog.report_progress``)."""
 
@@ -181,7 +197,7 @@ class ProgressMarker(NamedTuple):
     """A record ring entry that asks the writer for MMEngine's line at one step."""
 
     created: float
-    kind: None  # None here, a level number in LogRecordData: how the two are told apart
+    kind: None  # None here, a level number in the records: how they are told apart
     progress: tuple  # a Progress, as a plain tuple
 
 
@@ -200,6 +216,7 @@ __all__ = [
     "ROUTE_KEY_PREFIX",
     "SEPARATOR",
     "Commit",
+    "LogLine",
     "LogRecordData",
     "Progress",
     "ProgressMarker",

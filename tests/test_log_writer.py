@@ -10,6 +10,7 @@ LogProcessor lines and exported scalars a training loop asks for.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -272,6 +273,18 @@ class _Ring:
         self.done()
         return self.next()
 
+    def take(self, limit: int, newest: float) -> tuple[list, list]:
+        run, ends = [], []
+        at = self.cursor
+        while at < len(self.records) and len(run) < limit:
+            record = self.records[at]
+            if run and not record[0] <= newest:
+                break
+            run.append(record)
+            at += 1
+            ends.append(at)
+        return run, ends
+
     def unread(self) -> bool:
         return self.cursor < len(self.records)
 
@@ -357,6 +370,64 @@ def test_records_of_several_rings_are_written_in_creation_order_runs_and_all() -
     assert writer.drain() == 21
     assert [created for _ring, created in written] == [float(i) for i in range(21)]
     assert [ring for ring, created in written if created in (13.0, 14.0, 20.0)] == [2, 1, 0]
+
+
+def test_records_made_within_the_merge_window_may_group_by_ring_but_never_further() -> None:
+    """Two producers logging at once interleave finely; the writer takes each one's
+    records made within MERGE_SECONDS of the other's oldest as one run, and no record is
+    written before one made more than MERGE_SECONDS earlier."""
+    from shmlog.writer.drain import MERGE_SECONDS, LogWriter
+
+    step = MERGE_SECONDS / 10
+    first = [2 * i * step for i in range(5)] + [1.0 + 2 * MERGE_SECONDS]
+    second = [(2 * i + 1) * step for i in range(5)] + [1.0]
+    writer = LogWriter(_Segments([_Ring(0, first), _Ring(1, second)]))
+    written: list[tuple[int, float]] = []
+    writer.on_progress = lambda progress, rank: written.append((progress.batch_idx,
+                                                                 progress.at_ns))
+    assert writer.drain() == 12
+    assert [ring for ring, _created in written] == [0] * 5 + [1] * 6 + [0]  # runs, not a merge
+    assert [created for ring, created in written if ring == 0] == first
+    assert [created for ring, created in written if ring == 1] == second
+    for at, (_ring, created) in enumerate(written):
+        assert all(later >= created - MERGE_SECONDS for _, later in written[at:])
+
+
+def test_a_commit_inside_a_run_holds_exactly_the_records_written(tmp_path: Path) -> None:
+    """The first record for a file opens it, which commits: at that commit the ring's
+    position is that record's, with the records before it in their file (else a
+    successor would write them again, or skip this one)."""
+    from shmlog.shm import codec
+    from shmlog.wire import Route, route_id, route_key
+    from shmlog.writer.drain import LogWriter
+
+    routes = [Route(str(tmp_path / f"{stem}.log"), False, 1, "w", None, logging.INFO)
+              for stem in ("one", "two")]
+    ring = _Ring(0, [])
+    segments = _Segments([ring])
+    for route in routes:
+        segments.info[route_key(route_id(route))] = codec.encode("log route", tuple(route))
+    ring.records = [(float(i), logging.INFO, f"line {i}\n", 0, route_id(routes[i // 3]))
+                    for i in range(6)]
+    writer = LogWriter(segments)
+    commits: list[tuple[int, dict[str, str]]] = []
+    store = writer._commits.store
+
+    def record(commit) -> None:
+        on_disk = {}
+        for stem in ("one", "two"):
+            path = tmp_path / stem / f"{stem}.log"
+            on_disk[stem] = path.read_text() if path.exists() else None
+        commits.append((ring.cursor, on_disk))
+        store(commit)
+
+    writer._commits.store = record
+    assert writer.drain() == 6
+    writer.close()
+    assert commits[0] == (0, {"one": "", "two": None})  # the first file, opened
+    assert commits[1] == (3, {"one": "line 0\nline 1\nline 2\n", "two": ""})
+    assert commits[-1][0] == 6
+    assert (tmp_path / "two" / "two.log").read_text() == "line 3\nline 4\nline 5\n"
 
 
 # -- a full ring -----------------------------------------------------------------------------------

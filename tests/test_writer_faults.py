@@ -136,6 +136,9 @@ def test_a_malformed_record_is_skipped_and_said_once_and_the_writer_goes_on(
         assert _put(session.shared, (1.0, 20, "INFO", "x", "m", "p", "f", 1, None, None, 0, -1,
                                      os.getpid(), route, "extra"))
         logger.info("main line 6")
+        # A line (LogLine) for the file the line before went to, whose text is no text.
+        assert _put(session.shared, (1.0, 20, b"main line 7\n", 0, route))
+        logger.info("main line 7")
         assert session.flush()
         assert session.writer_pid == writer  # the same writer, still writing
     err = capfd.readouterr().err
@@ -143,5 +146,5 @@ def test_a_malformed_record_is_skipped_and_said_once_and_the_writer_goes_on(
     assert said[0].startswith("shmlog: a log record from main could not be written ("), err
     assert said[0].endswith("records like it are skipped and counted")
     # Once, then at most the count when the writer stops (the sidecar may outlive the check).
-    assert said[1:] in ([], ["shmlog: 3 log records could not be written and were skipped"]), err
-    assert numbered(messages_of(tmp_path / "tmp" / "tmp.log"), "main") == list(range(7))
+    assert said[1:] in ([], ["shmlog: 4 log records could not be written and were skipped"]), err
+    assert numbered(messages_of(tmp_path / "tmp" / "tmp.log"), "main") == list(range(8))

@@ -1,11 +1,15 @@
 """MMLogger's file output, routed through the session when there is one.
 
-Inside a session a training process never opens or formats log files: each
+Inside a session a training process never opens or writes log files: each
 record is reduced to plain data (message already formatted, traceback already
 rendered, as ``logging.handlers.QueueHandler`` does) and put into this
 process's record ring.  The designated log writer turns it back into a
 LogRecord and hands it to the file handler the record's rank would have
-used.  Outside a session the same handler writes the file itself.
+used.  For the common record (below WARNING, no traceback, MMEngine's file
+layout) the data is the finished line instead, a ``LogLine``: making it here
+costs about what building the fields does, and the writer, which serves
+every process, only appends it.  Outside a session the same handler writes
+the file itself.
 
 A full ring waits at most ``BLOCK_SECONDS`` for the writer to make room and
 then drops the record, counting it; the writer reports every drop in the log.
@@ -23,7 +27,7 @@ import time
 from typing import Any
 
 from ..format.files import build_file_handler
-from ..format.formatter import DuplicateWarningFilter
+from ..format.formatter import DuplicateWarningFilter, FileLines, formats_file_lines
 from ..shm import codec
 from ..shm.control import is_alive
 from ..wire import Progress, ProgressMarker, Route, route_id, route_key
@@ -62,6 +66,10 @@ class SessionFileHandler(logging.FileHandler):
     route: Route
     _rank = 0
     _who: tuple[int, int, int] | None = None  # (pid, rank, worker id)
+    # (session, pid, its segments, FileLines, worker mark, rank, _ring_of(segments),
+    # the filters then) once a LogLine was shipped from this process into that
+    # session: see handle().
+    _line_to: tuple | None = None
 
     def bind(self, route: Route, rank: int) -> SessionFileHandler:
         """Ship records along ``route`` as rank ``rank``'s; returns the handler."""
@@ -77,14 +85,38 @@ class SessionFileHandler(logging.FileHandler):
             self.route = route._replace(mode="a")
             _append_only(self)
         self._route_id = route_id(self.route)
+        # The lines the writer's handler for the route makes, made here (the
+        # same builder made both handlers); a formatter set on this handler
+        # afterwards turns it off, as the writer would not know of it.
+        self._line_formatter = self.formatter if formats_file_lines(self) else None
+        self._lines = None if self._line_formatter is None else FileLines(self.formatter.converter)
         # Sessions (by generation) this handler's route is stored in.
         self._route_stored: set[int] = set()
         return self
 
     def handle(self, record: logging.LogRecord) -> bool:
         """Ship without the handler lock (the ring has its own); write locally with it."""
-        shared = PROCESS.session
-        if shared is None or shared.closed or not shared.ships_records:
+        session = PROCESS.session
+        line = self._line_to
+        if (line is not None and line[0] is session and not line[2].closed
+                and line[1] == record.process and record.levelno < logging.WARNING
+                and self.formatter is self._line_formatter and self.filters == line[7]
+                and not record.exc_info and not record.exc_text and not record.stack_info):
+            # The common record, shipped as a LogLine with what _ship found out
+            # about this process and session the first time (the handler's
+            # filters are still the duplicate-warning filter alone, which the
+            # writer applies).
+            try:
+                lines, mark, rank, ring = line[3:7]
+                message = record.getMessage()
+                _put_into(ring, (record.created, record.levelno,
+                                 lines.plain(record.created, record.name, str(record.levelname),
+                                             mark + message if mark else message),
+                                 rank, self._route_id))
+            except Exception:  # noqa: BLE001 (logging must never raise into the caller)
+                self.handleError(record)
+            return True
+        if session is None or session.closed or not session.ships_records:
             return super().handle(record)  # attaches from the environment, or writes itself
         filters = self.filters
         # The writer's handler has the duplicate-warning filter too (made by
@@ -94,7 +126,7 @@ class SessionFileHandler(logging.FileHandler):
                 and not self.filter(record):
             return False
         try:
-            self._ship(shared, record)
+            self._ship(session, record)
         except Exception:  # noqa: BLE001 (logging must never raise into the caller)
             self.handleError(record)
         return True
@@ -136,9 +168,6 @@ class SessionFileHandler(logging.FileHandler):
 
     def _ship(self, session: Any, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        exc_text = record.exc_text
-        if record.exc_info and not exc_text:
-            exc_text = _FORMATTER.formatException(record.exc_info)
         who = self._who
         if who is None or who[0] != record.process:
             # Once per process (a forked child has another pid): the identity
@@ -152,14 +181,31 @@ class SessionFileHandler(logging.FileHandler):
             shared.info_set(route_key(self._route_id),
                             codec.encode("log route", tuple(self.route)))
             self._route_stored.add(shared.generation)
-        # A LogRecordData, built as the plain tuple it crosses as (fields in order).
-        data = (
+        self._shipped = True
+        lines = self._lines
+        if (record.levelno < logging.WARNING and lines is not None
+                and self.formatter is self._line_formatter
+                and not record.exc_info and not record.exc_text and not record.stack_info):
+            mark = f"[worker{who[2]}] " if who[2] >= 0 else ""
+            filters = self.filters
+            if len(filters) == 1 and type(filters[0]) is DuplicateWarningFilter:
+                self._line_to = (session, record.process, shared, lines, mark, who[1],
+                                 _ring_of(shared), list(filters))
+            message = mark + message
+            # A LogLine, as the plain tuple it crosses as (fields in order).
+            _put(shared, (record.created, record.levelno,
+                          lines.plain(record.created, record.name, str(record.levelname), message),
+                          who[1], self._route_id))
+            return
+        exc_text = record.exc_text
+        if record.exc_info and not exc_text:
+            exc_text = _FORMATTER.formatException(record.exc_info)
+        # A LogRecordData, likewise.
+        _put(shared, (
             record.created, record.levelno, record.levelname, record.name, message,
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
             who[1], who[2], who[0], self._route_id,
-        )
-        self._shipped = True
-        _put(shared, data)
+        ))
 
 
 _SUBCLASSES: dict[type, type] = {}
@@ -210,6 +256,16 @@ def ship_progress(session: Any, progress: Progress) -> bool:
 
 
 def _put(shared: Any, data: tuple[Any, ...]) -> bool:
+    """Put ``data`` into this process's record ring of session segments ``shared``."""
+    return _put_into(_ring_of(shared), data)
+
+
+def _ring_of(shared: Any) -> tuple[Any, Any]:
+    """(this process's record producer, the doorbell) of session segments ``shared``."""
+    return shared.record_producer(RING_BYTES), shared.doorbell
+
+
+def _put_into(ring: tuple[Any, Any], data: tuple[Any, ...]) -> bool:
     """Put ``data``, waiting for room only if the ring's previous put did not fail.
 
     The state belongs to the ring, not to a handler: every MMLogger of the
@@ -217,16 +273,10 @@ def _put(shared: Any, data: tuple[Any, ...]) -> bool:
     the process one wait in all, not one per logger or per marker.  A record
     put while the writer sleeps rings the doorbell.
     """
-    producer = shared.record_producer(RING_BYTES)
-    bell = shared.doorbell
+    producer, bell = ring
     with PROCESS.ship_lock:
-        if producer.dropping:
-            start = producer.put(data, 0.0, bell.ring)
-            producer.dropping = start < 0
-        else:
-            start = producer.put(data, BLOCK_SECONDS, bell.ring)
-            if start < 0:
-                producer.dropping = True
+        start = producer.put(data, 0.0 if producer.dropping else BLOCK_SECONDS, bell.ring)
+        producer.dropping = start < 0
     # After the lock's release, a full barrier on x86-64 (see shmlog.shm.doorbell).
     if start < 0:
         return False

@@ -4,20 +4,27 @@ Inside a session, records reach the process that writes them as plain data
 (rebuilt with ``logging.makeLogRecord``), far from the logger that made them.
 So the formatter reads nothing but record attributes, and whether to colour
 is an argument rather than something it looks up on a handler or logger.
+:class:`FileLines` makes the file layout's lines from fields alone, for the
+process that logs and for the log writer alike.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 __all__ = [
     "FILE_DATEFMT",
     "TERMINAL_DATEFMT",
     "DuplicateWarningFilter",
+    "FileLines",
     "MMFormatter",
     "TerminalHandler",
+    "formats_file_lines",
     "parse_level",
     "stream_supports_colour",
 ]
@@ -199,3 +206,48 @@ class DuplicateWarningFilter(logging.Filter):
             return False
         self.seen.add(key)
         return True
+
+
+class FileLines:
+    """The lines of ``MMFormatter(color=False, datefmt=FILE_DATEFMT)``, made from fields.
+
+    What a handler for MMEngine's file layout writes, without a LogRecord:
+    the time text is made once a second (the one shared state, replaced
+    whole, so threads never see half of it).
+    """
+
+    __slots__ = ("_converter", "_stamp")
+
+    def __init__(self, converter: Callable[[float], time.struct_time] = time.localtime) -> None:
+        self._converter = converter
+        self._stamp = (-1, "")
+
+    def asctime(self, created: float) -> str:
+        second = int(created)
+        stamp = self._stamp
+        if stamp[0] != second:
+            stamp = self._stamp = (second, time.strftime(FILE_DATEFMT, self._converter(created)))
+        return stamp[1]
+
+    def plain(self, created: float, name: str, levelname: str, message: str) -> str:
+        """The line (terminator included) of a record below ERROR with no traceback or stack."""
+        return f"{self.asctime(created)} - {name} - {levelname} - {message}\n"
+
+
+def formats_file_lines(handler: logging.Handler) -> bool:
+    """Whether ``handler`` writes exactly the lines :class:`FileLines` makes.
+
+    That is a handler made for MMEngine's file layout and left so: an
+    uncoloured MMFormatter with the file date format, the one duplicate-warning
+    filter, a newline terminator, and no rotation (a rotating handler must see
+    each record to decide when to roll over).
+    """
+    formatter = handler.formatter
+    filters = handler.filters
+    return (
+        type(formatter) is MMFormatter and not formatter.color
+        and formatter.datefmt == FILE_DATEFMT
+        and not isinstance(handler, logging.handlers.BaseRotatingHandler)
+        and len(filters) == 1 and type(filters[0]) is DuplicateWarningFilter
+        and getattr(handler, "terminator", None) == "\n"
+    )

@@ -29,8 +29,8 @@ other than x86-64.)
 Waking the reader: a producer that finds the reader asleep after publishing
 rings the session's doorbell (``shmlog.shm.doorbell``).
 
-Payloads are ``marshal`` dumps of plain tuples: only built-in data crosses,
-and it is cheap to make in the training process.
+Payloads are ``marshal`` dumps (format 2) of plain tuples: only built-in data
+crosses, and it is cheap to make in the training process.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ HEADER_BYTES = 64
 _HEAD, _CAPACITY, _WRITER, _SIZE, _CONSUMED, _DROPPED, _REPORTED = 0, 8, 16, 24, 32, 40, 48
 assert (_HEAD // 8, _CONSUMED // 8) == (0, 4)  # word indices written out in RecordProducer.put
 WRAP = 0xFFFFFFFF
+# Format 2 has no back-references, which makes both ends faster than the
+# default for these small tuples of distinct values.
+MARSHAL_VERSION = 2
 _MAX_RECORD_FRACTION = 4  # a record may take at most a quarter of its ring
 
 
@@ -107,42 +110,44 @@ class RecordProducer:
         ringing ``wake`` once, in case the reader sleeps); a record that never
         fits is dropped and counted.
         """
-        payload = marshal.dumps(record)
+        payload = marshal.dumps(record, MARSHAL_VERSION)
         size = len(payload)
         capacity = self.capacity
         if size + 8 > capacity // _MAX_RECORD_FRACTION:
             # Keep the head of an oversized message rather than refusing it.
-            payload = marshal.dumps(_truncate(record, capacity // _MAX_RECORD_FRACTION - 64))
+            payload = marshal.dumps(_truncate(record, capacity // _MAX_RECORD_FRACTION - 64),
+                                    MARSHAL_VERSION)
             size = len(payload)
         needed = (4 + size + 7) & ~7
-        words = self._words
-        head = start = self._head
+        head = self._head
         position = head % capacity
         waste = 0 if position + needed <= capacity else capacity - position
-        deadline = None
-        while capacity - (head - words[4]) < waste + needed:  # 4: _CONSUMED // 8
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + block_seconds
-                if wake is not None:
-                    wake()
-            if now >= deadline:
-                words[_DROPPED // 8] += 1
-                return -1
-            time.sleep(0.0005)
+        if capacity - (head - self._words[4]) < waste + needed and not self._wait(  # 4: _CONSUMED // 8
+                waste + needed, block_seconds, wake):
+            return -1
         if waste:
             self._lengths[position >> 2] = WRAP
-            head += waste
             position = 0
         at = self._data + position + 4
         self._buf[at : at + size] = payload
         self._lengths[position >> 2] = size
         if fence is not None:
             fence()
-        head += needed
-        words[0] = head  # _HEAD // 8
-        self._head = head
-        return start
+        self._words[0] = self._head = head + waste + needed  # _HEAD // 8
+        return head
+
+    def _wait(self, needed: int, block_seconds: float, wake: Callable[[], None] | None) -> bool:
+        """Wait up to ``block_seconds`` for ``needed`` free bytes; False (counted) if not."""
+        deadline = time.monotonic() + block_seconds
+        if wake is not None:
+            wake()
+        words = self._words
+        while self.capacity - (self._head - words[_CONSUMED // 8]) < needed:
+            if time.monotonic() >= deadline:
+                words[_DROPPED // 8] += 1
+                return False
+            time.sleep(0.0005)
+        return True
 
 
 def _truncate(record: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
@@ -175,6 +180,8 @@ class RecordConsumer:
         self.cursor = self.committed = self._words[_CONSUMED // 8]
         self.reported = self._words[_REPORTED // 8]
         self._pending_end = self.cursor
+        # The record at position ``_ahead_at``, read but not used yet.
+        self._ahead_at, self._ahead, self._ahead_end = -1, None, 0
 
     def release(self) -> None:
         """Let go of the segment (its mapping cannot close while a view is held)."""
@@ -203,6 +210,9 @@ class RecordConsumer:
     def next(self) -> tuple[Any, ...] | None:
         """The record at the cursor, or None; call :meth:`done` after using it."""
         cursor = self.cursor
+        if cursor == self._ahead_at:  # read already, by take()
+            self._pending_end = self._ahead_end
+            return self._ahead
         head = self._words[_HEAD // 8]
         if fence is not None:
             fence()
@@ -223,9 +233,52 @@ class RecordConsumer:
         self.cursor = self._pending_end
 
     def advance(self) -> tuple[Any, ...] | None:
-        """:meth:`done`, then :meth:`next`: one call per record for the writer's loop."""
+        """:meth:`done`, then :meth:`next`: one call per record."""
         self.cursor = self._pending_end
         return self.next()
+
+    def take(self, limit: int, newest: float) -> tuple[list[tuple[Any, ...]], list[int]]:
+        """A run of records from the cursor on, read in one call (the writer's hot loop).
+
+        At most ``limit`` records: the first whatever its time, then those
+        created no later than ``newest`` (``record[0]``).  Returns them and,
+        for each, the position just past it; the cursor does not move (the
+        caller sets it as it writes them).  The record that ended the run
+        by being newer is kept for the next :meth:`next` or :meth:`take`.
+        """
+        records: list[tuple[Any, ...]] = []
+        ends: list[int] = []
+        cursor = self.cursor
+        head = self._words[_HEAD // 8]
+        if fence is not None:
+            fence()
+        add, add_end = records.append, ends.append
+        if cursor == self._ahead_at and cursor < head and limit > 0:  # read already
+            add(self._ahead)
+            add_end(self._ahead_end)
+            cursor = self._ahead_end
+            limit -= 1
+        capacity, lengths, buf, data, loads = (self.capacity, self._lengths, self._buf,
+                                               self._data, marshal.loads)
+        while cursor < head and limit > 0:
+            position = cursor % capacity
+            length = lengths[position >> 2]
+            if length == WRAP:
+                cursor += capacity - position
+                if not records:
+                    self.cursor = cursor
+                continue
+            at = data + position + 4
+            record = loads(buf[at : at + length])
+            end = cursor + ((4 + length + 7) & ~7)
+            if records and not record[0] <= newest:
+                self._ahead_at, self._ahead, self._ahead_end = cursor, record, end
+                break
+            add(record)
+            add_end(end)
+            cursor = end
+            limit -= 1
+        return records, ends
 
     def dropped(self) -> int:
         """Records the producer refused because the ring stayed full, ever."""
@@ -247,5 +300,6 @@ class RecordConsumer:
     def rewind(self, consumed: int, reported: int) -> None:
         """Continue from a commit (a successor's recovery): cursor and ring both."""
         self.cursor = self._pending_end = consumed
+        self._ahead_at = -1
         self.reported = reported
         self.commit()

@@ -7,12 +7,12 @@ record's MMLogger would have written, to the files the seed's layout names:
 when distributed logging is on.  Records of DataLoader workers go to their
 rank's file, marked ``[worker<id>]``.
 
-Records go in batches: across rings in the order they were created (a ring
-that was empty when a batch began joins it within ``REPOLL_RECORDS``
-records), within a ring in the order they were put.  Each batch is written
-with one write and one flush per file and then committed
-(``shmlog.writer.commit``), which is what makes a takeover after a crash
-write every record exactly once.
+Records go in batches: across rings in the order they were created, to
+within ``MERGE_SECONDS`` (a ring that was empty when a batch began joins it
+within ``REPOLL_RECORDS`` records), within a ring in the order they were
+put.  Each batch is written with one write and one flush per file and then
+committed (``shmlog.writer.commit``), which is what makes a takeover after a
+crash write every record exactly once.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ from ..wire import Commit, Progress, Route, route_key
 from .commit import CommitLog, recover
 from .sinks import LogSink, Sink, TextSink, to_log_record
 
-__all__ = ["BATCH_RECORDS", "REPOLL_RECORDS", "LogWriter", "to_log_record"]
+__all__ = ["BATCH_RECORDS", "MERGE_SECONDS", "REPOLL_RECORDS", "LogWriter", "to_log_record"]
 
+# Records of different rings made this close together may be written in
+# either order (each ring's own stay in theirs): two producers logging at
+# once then cost the writer a run of records each, not a merge per record.
+MERGE_SECONDS = 0.001
 # Records written between two looks at the rings that had nothing to write.
 REPOLL_RECORDS = 128
 # A batch ends after this many records, or once a ring has a quarter of its
@@ -44,6 +48,7 @@ BATCH_RECORDS = 4096
 assert BATCH_RECORDS % REPOLL_RECORDS == 0  # the loop checks the batch size at repolls
 _RING_SHARE = 4
 _UNKNOWN = object()
+_NO_LINE_FILE = (None, None, 0, None)
 
 
 class LogWriter:
@@ -62,10 +67,14 @@ class LogWriter:
         self._by_id: dict[tuple[str, int], LogSink | None] = {}  # (route id, rank)
         self._sinks: dict[str, Sink] = {}
         self._last_route: dict[int, tuple[str, int]] = {}  # writer slot -> (route id, rank)
+        self._line_files: dict[int, tuple] = {}  # writer slot -> see _write_run
         self._commits = CommitLog(segments)
         commit = self._commits.load()
         self._seq = 0 if commit is None else commit.seq
         self._committed_files = {} if commit is None else dict(commit.files)
+        # Whether the last drain() stopped before the rings were empty (its
+        # batch was full, or a producer needed room).
+        self.cut_short = False
         self._skipped = 0  # malformed records (see _malformed)
         self._consumers: list[RecordConsumer] = segments.record_consumers()
         recover(commit, self._consumers)
@@ -161,36 +170,27 @@ class LogWriter:
                 queued.add(index)
         heapq.heapify(heads)
         done = 0
-        write = self._write
         pop, push = heapq.heappop, heapq.heappush
         room_needed = False
         while heads and done < BATCH_RECORDS:
-            _created, index, record = pop(heads)
+            _created, index, _record = pop(heads)
             consumer = consumers[index]
             # This ring's records go on while none is newer than the oldest
             # record of the other rings: a producer's records come in runs
-            # (it logs while others wait for a CPU), written with no heap
-            # operation for each.
-            oldest_other = heads[0][0] if heads else math.inf
-            quarter = consumer.capacity // _RING_SHARE
-            while True:
-                try:
-                    write(record, consumer.writer)
-                except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
-                    self._malformed(record, consumer.writer, exc)
-                done += 1
-                record = consumer.advance()  # past the record written; the next one
-                if consumer.cursor - consumer.committed > quarter:
-                    room_needed = True  # commit now: its producer needs the room
-                    break
-                if record is None:
-                    queued.discard(index)
-                    break
-                if not done % REPOLL_RECORDS or not record[0] <= oldest_other:
-                    push(heads, (record[0], index, record))
-                    break
-            if room_needed:
+            # (it logs while others wait for a CPU), read in one call and
+            # written with no heap operation for each.
+            run, ends = consumer.take(REPOLL_RECORDS - done % REPOLL_RECORDS,
+                                      heads[0][0] + MERGE_SECONDS if heads else math.inf)
+            self._write_run(consumer, run, ends)
+            done += len(run)
+            if consumer.cursor - consumer.committed > consumer.capacity // _RING_SHARE:
+                room_needed = True  # commit now: its producer needs the room
                 break
+            record = consumer.next()
+            if record is None:
+                queued.discard(index)
+            else:
+                push(heads, (record[0], index, record))
             if not done % REPOLL_RECORDS:
                 # Busy producers can keep one batch going: rings that were
                 # empty when it began, or appeared since, join it here
@@ -200,7 +200,7 @@ class LogWriter:
                     if other not in queued:
                         record = waiting.next()
                         if record is not None:
-                            heapq.heappush(heads, (record[0], other, record))
+                            push(heads, (record[0], other, record))
                             queued.add(other)
         reported = False
         for consumer in consumers:
@@ -208,24 +208,56 @@ class LogWriter:
             # once the ring is read to its end, where the gap is.
             if not consumer.unread():
                 reported = self._report_drops(consumer) or reported
+        self.cut_short = room_needed or done >= BATCH_RECORDS
         if done or reported:
             self.commit()
         return done
 
+    def _write_run(self, consumer: RecordConsumer, run: list[tuple], ends: list[int]) -> None:
+        """Write a run of one ring's records, moving its cursor past each.
+
+        Hot: a LogLine for the same file as the record before it is only
+        appended.  Anything else takes :meth:`_write`, with the cursor at the
+        record, since that may commit (opening a file, rolling one over).
+        """
+        slot = consumer.writer
+        # The file of the ring's last LogLine: (route id, rank, level, its adder).
+        route, rank, level, append = self._line_files.get(slot, _NO_LINE_FILE)
+        start = consumer.cursor  # where the record at hand starts
+        for data, end in zip(run, ends):
+            if len(data) == 5 and data[4] == route and data[3] == rank \
+                    and type(data[2]) is str:
+                if data[1] >= level:
+                    append(data[2])
+            else:
+                consumer.cursor = start
+                try:
+                    self._write(data, slot)
+                except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
+                    self._malformed(data, slot, exc)
+                route = rank = None
+                if len(data) == 5:
+                    sink = self._by_id.get((data[4], data[3]))
+                    if sink is not None:
+                        route, rank, level, append = data[4], data[3], sink.handler.level, sink.adder()
+                self._line_files[slot] = (route, rank, level, append)
+            start = end
+        consumer.cursor = start
+
     def _write(self, data: tuple[Any, ...], writer_slot: int) -> None:
-        # Hot: fields by position (LogRecordData: rank at 10, route id at 13),
-        # and wire.is_progress_marker written out.
+        # Hot: fields by position (LogLine: rank at 3, route id at 4;
+        # LogRecordData: at 10 and 13), and wire.is_progress_marker written out.
         if data[1] is None:
             if self.on_progress is not None:
                 self.on_progress(Progress._make(data[2]), self._segments.control.writer(
                     writer_slot).rank)
             return
-        key = (data[13], data[10])
+        key = (data[4], data[3]) if len(data) == 5 else (data[13], data[10])
         self._last_route[writer_slot] = key
         sink = self._by_id.get(key, _UNKNOWN)
         if sink is _UNKNOWN:
-            route = self._route(data[13])
-            sink = None if route is None else self.sink_for(route, data[10])
+            route = self._route(key[0])
+            sink = None if route is None else self.sink_for(route, key[1])
             self._by_id[key] = sink
         if sink is not None:
             sink.write(data)

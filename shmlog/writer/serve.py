@@ -12,8 +12,8 @@ The writer sleeps on the session's doorbell (``shmlog.shm.doorbell``), which
 a producer rings when it finds the writer asleep, with a timeout for
 housekeeping (whether anyone is left to write for, drops to report).  So an
 idle writer costs next to nothing, and a record logged into an idle session
-is written at once.  While records keep coming, the writer waits a couple
-of milliseconds after each batch instead of sleeping, so that they gather
+is written at once.  While records keep coming, the writer waits a few
+milliseconds after each batch instead of sleeping, so that they gather
 into batches and nobody has to ring.
 
 Whom a writer writes for: a member's thread stops when its member leaves.
@@ -40,8 +40,8 @@ from .drain import LogWriter
 from .lines import ProgressLines
 
 HOUSEKEEPING_SECONDS = 0.5
-# After a batch, the writer waits this long for more before it sleeps.
-LINGER_SECONDS = 0.002
+# After a batch, the writer waits this long for more before the next one.
+LINGER_SECONDS = 0.005
 # How long a takeover may see the lock held and no writer named before it
 # says so: a writer names itself right after taking the lock.
 UNNAMED_WRITER_SECONDS = 5.0
@@ -108,12 +108,13 @@ def _loop(segments: SessionSegments, writer: LogWriter, stop: threading.Event,
             checked = time.monotonic()
             if _nobody_left(segments, until_members_leave):
                 return
-        if writer.unread():
-            continue
+        if wrote and writer.cut_short:
+            continue  # the batch was cut short: more is waiting
         if wrote:
             # Records are arriving: let the next ones gather for a moment
-            # rather than wake for each (producers ring only a sleeper).
-            time.sleep(LINGER_SECONDS)
+            # rather than write and commit a few at a time.  Producers ring
+            # only a sleeper, or a writer they wait for to make room.
+            bell.wait(LINGER_SECONDS)
             continue
         bell.sleep(HOUSEKEEPING_SECONDS, writer.unread)
 

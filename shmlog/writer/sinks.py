@@ -19,8 +19,11 @@ the batch goes into the new file, with a note.
 :class:`LogSink` writes log records through the handler their MMLogger would
 have used (level, filters, format, rotation).  For the handlers shmlog builds
 (``shmlog.format.files.build_file_handler``: MMEngine's file layout, the
-duplicate-warning filter) it formats records itself, caching the timestamp
-per second, which is what lets one writer keep up with many processes.
+duplicate-warning filter) it formats records itself, with the timestamp
+made once a second; the plainest records (below WARNING, no traceback)
+arrive as lines already made in the process that logged them (a
+``LogLine``) and are only appended.  That is what lets one writer keep up
+with many processes.
 Rotating handlers roll over between two commits: the writer commits what the
 old file holds, rolls over, and commits the new file's baseline.
 """
@@ -31,12 +34,11 @@ import logging
 import logging.handlers
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..format.files import open_output
-from ..format.formatter import FILE_DATEFMT, DuplicateWarningFilter, MMFormatter
+from ..format.formatter import FileLines, formats_file_lines
 from ..wire import LogRecordData
 
 # After a failed write, writing resumes once the file system has this much room.
@@ -88,6 +90,10 @@ class Sink:
     def add(self, text: str) -> None:
         self._texts.append(text)
 
+    def adder(self) -> Callable[[str], None]:
+        """:meth:`add` without the method call (the batch list lives as long as the sink)."""
+        return self._texts.append
+
     def pending(self) -> int:
         return len(self._texts)
 
@@ -96,9 +102,10 @@ class Sink:
         texts = self._texts
         if not texts and self._failure is None:
             return
-        self._texts = []
+        records, batch = len(texts), "".join(texts)
+        texts.clear()  # in place: see adder()
         if self._failure is not None and not self._room():
-            self._lost += len(texts)  # still failing: not even tried
+            self._lost += records  # still failing: not even tried
             return
         try:
             notes = []
@@ -111,10 +118,10 @@ class Sink:
                              f"it could not be written ({self._failure})")
             lines = [line for line in map(self.note, notes) if line is not None]
             stream = self.stream()
-            stream.write("".join(lines + texts))
+            stream.write("".join(lines) + batch if lines else batch)
             stream.flush()
         except OSError as exc:
-            self._failed(exc, len(texts))
+            self._failed(exc, records)
             return
         if self._failure is not None:
             self._failure, self._lost = None, 0
@@ -178,17 +185,9 @@ class LogSink(Sink):
         self._before_rollover = before_rollover
         self._rotating = isinstance(handler, logging.handlers.BaseRotatingHandler)
         self._watched = isinstance(handler, logging.handlers.WatchedFileHandler)
-        formatter = handler.formatter
-        filters = handler.filters
-        self._fast = (
-            type(formatter) is MMFormatter and not formatter.color
-            and formatter.datefmt == FILE_DATEFMT and not self._rotating
-            and len(filters) == 1 and type(filters[0]) is DuplicateWarningFilter
-            and handler.terminator == "\n"
-        )
-        self._seen = filters[0].seen if self._fast else None
-        self._second = -1
-        self._asctime = ""
+        self._fast = formats_file_lines(handler)
+        self._seen = handler.filters[0].seen if self._fast else None
+        self._lines = FileLines(handler.formatter.converter) if self._fast else None
         super().__init__(os.path.abspath(handler.baseFilename))
 
     def stream(self) -> TextIO:
@@ -216,9 +215,16 @@ class LogSink(Sink):
         return self.handler.format(record) + self.handler.terminator
 
     def write(self, data: tuple) -> None:
-        """Add one record (a LogRecordData as a plain tuple) to the batch, as the
-        handler would have written it."""
+        """Add one record (a LogRecordData or LogLine as a plain tuple) to the
+        batch, as the handler would have written it."""
         if data[1] < self.handler.level:  # levelno
+            return
+        if len(data) == 5:
+            # A LogLine: its process made the line this handler makes (see
+            # ``shmlog.api.record_handler``), its filter passes it.
+            if type(data[2]) is not str:
+                raise TypeError(f"a LogLine's text must be a str, got {type(data[2]).__name__}")
+            self._texts.append(data[2])
             return
         if self._fast:
             text = self._format(data)
@@ -260,10 +266,6 @@ class LogSink(Sink):
         # fields of LogRecordData by position, the timestamp made once a second.
         (created, levelno, levelname, name, message, pathname, func, lineno, exc_text,
          stack_info, _rank, worker, _pid, _route) = data
-        second = int(created)
-        if second != self._second:
-            self._second = second
-            self._asctime = time.strftime(FILE_DATEFMT, time.localtime(created))
         if worker >= 0:
             message = f"[worker{worker}] {message}"
         if levelno == logging.WARNING:
@@ -271,12 +273,12 @@ class LogSink(Sink):
                 return None
             self._seen.add(message)
         if levelno >= logging.ERROR:
-            text = (f"{self._asctime} - {name} - {levelname} - {pathname} - {func} - {lineno} - "
-                    f"{message}")
+            text = (f"{self._lines.asctime(created)} - {name} - {levelname} - {pathname} - "
+                    f"{func} - {lineno} - {message}")
         elif not exc_text and not stack_info:
-            return f"{self._asctime} - {name} - {levelname} - {message}\n"
+            return self._lines.plain(created, name, levelname, message)
         else:
-            text = f"{self._asctime} - {name} - {levelname} - {message}"
+            text = f"{self._lines.asctime(created)} - {name} - {levelname} - {message}"
         if exc_text:
             text = text + exc_text if text.endswith("\n") else f"{text}\n{exc_text}"
         if stack_info:
