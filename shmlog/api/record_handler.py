@@ -75,6 +75,7 @@ class SessionFileHandler(logging.FileHandler):
         """Ship records along ``route`` as rank ``rank``'s; returns the handler."""
         self.route = route
         self._rank = rank
+        self._who = self._line_to = None
         self._created_ns = time.time_ns()
         self._shipped = False
         # The file was already created (and truncated for mode 'w'): the log
