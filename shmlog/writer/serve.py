@@ -41,7 +41,7 @@ from .lines import ProgressLines
 
 HOUSEKEEPING_SECONDS = 0.5
 # After a batch, the writer waits this long for more before the next one.
-LINGER_SECONDS = 0.005
+LINGER_SECONDS = 0.010
 # How long a takeover may see the lock held and no writer named before it
 # says so: a writer names itself right after taking the lock.
 UNNAMED_WRITER_SECONDS = 5.0
