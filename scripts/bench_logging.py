@@ -26,7 +26,10 @@ number is hard-coded):
     child): the median over many individually timed calls, for shmlog (with
     the writer draining in the background, the ring never full), a bare
     ``logging.Logger`` whose only handler formats the record and writes
-    nothing, a plain FileHandler and a QueueHandler; the variants alternate.
+    nothing, a plain FileHandler and a QueueHandler.  Each round is one
+    child in which the variants take turns, a batch of calls each: a
+    forked child runs at one of this machine's speeds for its whole life,
+    so only variants measured in the same process compare.
 
 (c) An idle session: the CPU the log writer and a member process (its
     standby thread) use while nothing is logged, next to this process before
@@ -389,31 +392,6 @@ def _timer_floor(calls: int) -> float:
     return statistics.median(times)
 
 
-def _cost_shmlog(log_file: str, calls: int, batch: int) -> dict[str, Any]:
-    import shmlog
-
-    session = shmlog.current_session()  # attached through the fork, as a DataLoader worker
-    logger = _shmlog_logger(f"bench-cost-{os.getpid()}", log_file)
-
-    def drained() -> None:
-        # Off the clock: the ring never fills, so no call waits for room.
-        if not session.flush(timeout=60, everyone=False):
-            raise RuntimeError("the log writer did not drain")
-
-    _timed_calls(logger.info, batch, batch, drained)  # warm-up: ring and handlers exist
-    times = _timed_calls(logger.info, calls, batch, drained)
-    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
-
-
-def _cost_file(path: str, calls: int, batch: int) -> dict[str, Any]:
-    handler = _file_handler(path)
-    logger = _plain_logger("bench-cost-file", handler)
-    _timed_calls(logger.info, batch, batch, lambda: None)
-    times = _timed_calls(logger.info, calls, batch, lambda: None)
-    handler.close()
-    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
-
-
 class _FormatOnly(logging.Handler):
     """A handler that formats each record (MMEngine's file format) and writes nothing."""
 
@@ -421,26 +399,52 @@ class _FormatOnly(logging.Handler):
         self.format(record)
 
 
-def _cost_bare(calls: int, batch: int) -> dict[str, Any]:
+def _cost_round(log_file: str, file_path: str, queue: Any, calls: int, batch: int,
+                reverse: bool) -> dict[str, Any]:
+    """One round of (b), in one forked child: the four variants' calls in alternating batches.
+
+    A forked child runs at one of the machine's speeds for its whole life, so
+    the variants of a round share a process and take turns every ``batch``
+    calls, each batch of the four in the reverse order of the one before.
+    """
+    import shmlog
     from shmlog.format.formatter import FILE_DATEFMT, MMFormatter
 
-    handler = _FormatOnly()
-    handler.setFormatter(MMFormatter(color=False, datefmt=FILE_DATEFMT))
-    logger = _plain_logger("bench-cost-bare", handler)
-    _timed_calls(logger.info, batch, batch, lambda: None)
-    times = _timed_calls(logger.info, calls, batch, lambda: None)
-    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
+    session = shmlog.current_session()  # attached through the fork, as a DataLoader worker
+    bare = _FormatOnly()
+    bare.setFormatter(MMFormatter(color=False, datefmt=FILE_DATEFMT))
+    file_handler = _file_handler(file_path)
+    loggers = {
+        "shmlog": _shmlog_logger(f"bench-cost-{os.getpid()}", log_file),
+        "bare": _plain_logger(f"bench-cost-bare-{os.getpid()}", bare),
+        "file": _plain_logger(f"bench-cost-file-{os.getpid()}", file_handler),
+        "queue": _plain_logger(f"bench-cost-queue-{os.getpid()}",
+                               logging.handlers.QueueHandler(queue)),
+    }
 
+    def drained() -> None:
+        # Off the clock: the ring never fills, so no call waits for room.
+        if not session.flush(timeout=60, everyone=False):
+            raise RuntimeError("the log writer did not drain")
 
-def _cost_queue(queue: Any, calls: int, batch: int) -> dict[str, Any]:
-    logger = _plain_logger("bench-cost-queue", logging.handlers.QueueHandler(queue))
-    _timed_calls(logger.info, batch, batch, lambda: None)
-    times = _timed_calls(logger.info, calls, batch, lambda: None)
-    return {"median_ns": statistics.median(times), "floor_ns": _timer_floor(calls)}
+    between = {key: (drained if key == "shmlog" else lambda: None) for key in loggers}
+    order = list(loggers)[::-1] if reverse else list(loggers)
+    for key in order:  # warm-up: rings, handlers and files exist
+        _timed_calls(loggers[key].info, batch, batch, between[key])
+    times: dict[str, list[int]] = {key: [] for key in loggers}
+    for done in range(0, calls, batch):
+        for key in order:
+            times[key] += _timed_calls(loggers[key].info, min(batch, calls - done), batch,
+                                       between[key])
+        order.reverse()
+    file_handler.close()
+    floor = _timer_floor(calls)
+    return {key: {"median_ns": statistics.median(measured), "floor_ns": floor}
+            for key, measured in times.items()}
 
 
 def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
-    """Each variant ``repeats`` times, alternating; the median of the runs' medians."""
+    """``repeats`` rounds (a child each); the median of the rounds' medians per variant."""
     import shmlog
 
     calls, batch = sizes["calls"], sizes["batch"]
@@ -457,17 +461,11 @@ def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
             if not session.flush(timeout=60):
                 raise RuntimeError("the log writer did not start")
             for repeat in range(sizes["repeats"]):
-                measures = {
-                    "shmlog": (_cost_shmlog, log_file, calls, batch),
-                    "bare": (_cost_bare, calls, batch),
-                    "file": (_cost_file, os.path.join(workdir, f"b-file-{repeat}.log"), calls,
-                             batch),
-                    "queue": (_cost_queue, queue, calls, batch),
-                }
-                # Every other round in the reverse order: no variant always goes first.
-                order = list(measures) if repeat % 2 == 0 else list(reversed(measures))
-                for key in order:
-                    runs[key].append(run_reporting_child(*measures[key]))
+                measured = run_reporting_child(
+                    _cost_round, log_file, os.path.join(workdir, f"b-file-{repeat}.log"), queue,
+                    calls, batch, repeat % 2 == 1)
+                for key, run in measured.items():
+                    runs[key].append(run)
     finally:
         listener.stop()
         handler.close()
@@ -481,8 +479,9 @@ def section_b(sizes: dict[str, int], workdir: str) -> dict[str, Any]:
 
 def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
     print(f"(b) cost per logger.info call in a training process (forked child, DataLoader "
-          f"worker of rank 0; median of {sizes['calls']:,} individually timed calls, median "
-          f"of {sizes['repeats']} alternating run(s); message formatted with 6 arguments)")
+          f"worker of rank 0; median of {sizes['calls']:,} individually timed calls of each "
+          f"variant, in alternating batches of {sizes['batch']} in one child per round; median "
+          f"of {sizes['repeats']} round(s); message formatted with 6 arguments)")
     rows = [
         ("shmlog: MMLogger -> record ring (writer draining meanwhile)", b["shmlog"]),
         ("bare logging.Logger, handler that only formats (MMEngine's format)", b["bare"]),
@@ -494,8 +493,9 @@ def print_b(b: dict[str, Any], sizes: dict[str, int]) -> None:
         print(f"  {label:<68} {format_ns(run['median_ns']):>10}   (runs: {runs})")
     shm = b["shmlog"]["median_ns"]
     extra = shm - b["bare"]["median_ns"]
-    # A round measures the variants one after the other, under one state of
-    # the machine; the goal is judged on the median of the rounds' differences.
+    # A round measures the variants in one process, taking turns, under one
+    # state of the machine; the goal is judged on the median of the rounds'
+    # differences.
     rounds = [m - r for m, r in zip(b["shmlog"]["runs_ns"], b["bare"]["runs_ns"])]
     paired = statistics.median(rounds)
     print(f"  shmlog - bare logger per round: "
