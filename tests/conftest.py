@@ -75,6 +75,23 @@ def _no_inherited_identity(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def single_process_env(monkeypatch: pytest.MonkeyPatch):
+    """No rank or session in this process's environment; MMLoggers made here are closed."""
+    from shmlog import MMLogger
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION",
+                "TORCHELASTIC_RUN_ID", "SHMLOG_SHARED_STORAGE", "NNODES"):
+        monkeypatch.delenv(var, raising=False)
+    before = set(MMLogger._instance_dict)
+    yield
+    for key in set(MMLogger._instance_dict) - before:
+        logger = MMLogger._instance_dict.pop(key)
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)
+
+
+@pytest.fixture
 def mmengine_not_in_use():
     """The test runs as in a process that does not use MMEngine, whatever the suite imported.
 

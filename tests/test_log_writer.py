@@ -44,25 +44,13 @@ from shmlog.wire import Progress, ProgressMarker
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 DROPPED = re.compile(r"^shmlog: (\d+) log record\(s\) from (\S+) were dropped\b")
 
+pytestmark = pytest.mark.usefixtures("single_process_env")
+
 
 @pytest.fixture
 def name() -> str:
     return unique_name("lw")
 
-
-@pytest.fixture(autouse=True)
-def _single_process_env(monkeypatch: pytest.MonkeyPatch):
-    """No rank or session in this process's environment; MMLoggers made here are closed."""
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION",
-                "TORCHELASTIC_RUN_ID", "SHMLOG_SHARED_STORAGE", "NNODES"):
-        monkeypatch.delenv(var, raising=False)
-    before = set(MMLogger._instance_dict)
-    yield
-    for key in set(MMLogger._instance_dict) - before:
-        logger = MMLogger._instance_dict.pop(key)
-        for handler in list(logger.handlers):
-            handler.close()
-            logger.removeHandler(handler)
 
 
 def alive(pid: int) -> bool:

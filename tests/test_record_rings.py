@@ -21,6 +21,8 @@ from shmlog import MMLogger
 from shmlog.format.formatter import FILE_DATEFMT, MMFormatter
 from shmlog.shm.records import RecordConsumer, RecordProducer, format_ring, ring_bytes
 
+pytestmark = pytest.mark.usefixtures("single_process_env")
+
 
 def _ring(capacity: int) -> tuple[RecordProducer, RecordConsumer]:
     buf = memoryview(bytearray(ring_bytes(capacity)))
@@ -81,17 +83,6 @@ def test_runs_across_the_end_of_the_ring_keep_every_record_once_in_order() -> No
 def name() -> str:
     return unique_name("rr")
 
-
-@pytest.fixture(autouse=True)
-def _single_process_env(monkeypatch: pytest.MonkeyPatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SHMLOG_WORKER_ID", "SHMLOG_SESSION",
-                "TORCHELASTIC_RUN_ID", "SHMLOG_SHARED_STORAGE", "NNODES"):
-        monkeypatch.delenv(var, raising=False)
-    before = set(MMLogger._instance_dict)
-    yield
-    for key in set(MMLogger._instance_dict) - before:
-        for handler in MMLogger._instance_dict.pop(key).handlers:
-            handler.close()
 
 
 class _Keep(logging.Filter):
