@@ -210,7 +210,7 @@ class RecordConsumer:
     def next(self) -> tuple[Any, ...] | None:
         """The record at the cursor, or None; call :meth:`done` after using it."""
         cursor = self.cursor
-        if cursor == self._ahead_at:  # read already, by take()
+        if cursor == self._ahead_at:  # read already
             self._pending_end = self._ahead_end
             return self._ahead
         head = self._words[_HEAD // 8]
@@ -225,6 +225,7 @@ class RecordConsumer:
             at = self._data + position + 4
             record = marshal.loads(self._buf[at : at + length])
             self._pending_end = cursor + ((4 + length + 7) & ~7)
+            self._ahead_at, self._ahead, self._ahead_end = cursor, record, self._pending_end
             return record
         return None
 
@@ -243,8 +244,9 @@ class RecordConsumer:
         At most ``limit`` records: the first whatever its time, then those
         created no later than ``newest`` (``record[0]``).  Returns them and,
         for each, the position just past it; the cursor does not move (the
-        caller sets it as it writes them).  The record that ended the run
-        by being newer is kept for the next :meth:`next` or :meth:`take`.
+        caller sets it as it writes them), except past a wrap mark it starts
+        at.  The record :meth:`next` returned, or the one that ended the run
+        by being newer, is not read twice.
         """
         records: list[tuple[Any, ...]] = []
         ends: list[int] = []
