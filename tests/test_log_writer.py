@@ -254,13 +254,6 @@ class _Ring:
     def next(self):
         return self.records[self.cursor] if self.cursor < len(self.records) else None
 
-    def done(self) -> None:
-        self.cursor += 1
-
-    def advance(self):
-        self.done()
-        return self.next()
-
     def take(self, limit: int, newest: float) -> tuple[list, list]:
         run, ends = [], []
         at = self.cursor

@@ -100,9 +100,8 @@ class SessionFileHandler(logging.FileHandler):
         session = PROCESS.session
         line = self._line_to
         if (line is not None and line[0] is session and not line[2].closed
-                and line[1] == record.process and record.levelno < logging.WARNING
-                and self.formatter is self._line_formatter and self.filters == line[7]
-                and not record.exc_info and not record.exc_text and not record.stack_info):
+                and line[1] == record.process and self.filters == line[7]
+                and self._crosses_as_line(record)):
             # The common record, shipped as a LogLine with what _ship found out
             # about this process and session the first time (the handler's
             # filters are still the duplicate-warning filter alone, which the
@@ -131,6 +130,13 @@ class SessionFileHandler(logging.FileHandler):
         except Exception:  # noqa: BLE001 (logging must never raise into the caller)
             self.handleError(record)
         return True
+
+    def _crosses_as_line(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` crosses as a LogLine: below WARNING, with no traceback
+        or stack, through this handler's own MMEngine file layout."""
+        return (record.levelno < logging.WARNING and self._lines is not None
+                and self.formatter is self._line_formatter
+                and not record.exc_info and not record.exc_text and not record.stack_info)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -183,20 +189,19 @@ class SessionFileHandler(logging.FileHandler):
                             codec.encode("log route", tuple(self.route)))
             self._route_stored.add(shared.generation)
         self._shipped = True
-        lines = self._lines
-        if (record.levelno < logging.WARNING and lines is not None
-                and self.formatter is self._line_formatter
-                and not record.exc_info and not record.exc_text and not record.stack_info):
+        if self._crosses_as_line(record):
+            lines, ring = self._lines, _ring_of(shared)
             mark = f"[worker{who[2]}] " if who[2] >= 0 else ""
             filters = self.filters
             if len(filters) == 1 and type(filters[0]) is DuplicateWarningFilter:
-                self._line_to = (session, record.process, shared, lines, mark, who[1],
-                                 _ring_of(shared), list(filters))
+                self._line_to = (session, record.process, shared, lines, mark, who[1], ring,
+                                 list(filters))
             message = mark + message
             # A LogLine, as the plain tuple it crosses as (fields in order).
-            _put(shared, (record.created, record.levelno,
-                          lines.plain(record.created, record.name, str(record.levelname), message),
-                          who[1], self._route_id))
+            _put_into(ring, (record.created, record.levelno,
+                             lines.plain(record.created, record.name, str(record.levelname),
+                                         message),
+                             who[1], self._route_id))
             return
         exc_text = record.exc_text
         if record.exc_info and not exc_text:

@@ -179,7 +179,6 @@ class RecordConsumer:
         self.writer = int.from_bytes(buf[offset + _WRITER : offset + _WRITER + 4], "little")
         self.cursor = self.committed = self._words[_CONSUMED // 8]
         self.reported = self._words[_REPORTED // 8]
-        self._pending_end = self.cursor
         # The record at position ``_ahead_at``, read but not used yet.
         self._ahead_at, self._ahead, self._ahead_end = -1, None, 0
 
@@ -208,10 +207,9 @@ class RecordConsumer:
         return self._words[_HEAD // 8] > self.cursor
 
     def next(self) -> tuple[Any, ...] | None:
-        """The record at the cursor, or None; call :meth:`done` after using it."""
+        """The record at the cursor, or None; the cursor does not move (see :meth:`take`)."""
         cursor = self.cursor
         if cursor == self._ahead_at:  # read already
-            self._pending_end = self._ahead_end
             return self._ahead
         head = self._words[_HEAD // 8]
         if fence is not None:
@@ -224,19 +222,10 @@ class RecordConsumer:
                 continue
             at = self._data + position + 4
             record = marshal.loads(self._buf[at : at + length])
-            self._pending_end = cursor + ((4 + length + 7) & ~7)
-            self._ahead_at, self._ahead, self._ahead_end = cursor, record, self._pending_end
+            self._ahead_at, self._ahead, self._ahead_end = (
+                cursor, record, cursor + ((4 + length + 7) & ~7))
             return record
         return None
-
-    def done(self) -> None:
-        """Move the cursor past the record :meth:`next` returned."""
-        self.cursor = self._pending_end
-
-    def advance(self) -> tuple[Any, ...] | None:
-        """:meth:`done`, then :meth:`next`: one call per record."""
-        self.cursor = self._pending_end
-        return self.next()
 
     def take(self, limit: int, newest: float) -> tuple[list[tuple[Any, ...]], list[int]]:
         """A run of records from the cursor on, read in one call (the writer's hot loop).
@@ -301,7 +290,7 @@ class RecordConsumer:
 
     def rewind(self, consumed: int, reported: int) -> None:
         """Continue from a commit (a successor's recovery): cursor and ring both."""
-        self.cursor = self._pending_end = consumed
+        self.cursor = consumed
         self._ahead_at = -1
         self.reported = reported
         self.commit()

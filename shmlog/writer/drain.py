@@ -160,20 +160,20 @@ class LogWriter:
     def drain(self) -> int:
         """Write and commit one batch (see the module docstring); returns its records."""
         consumers = self._refresh()
-        # (created, ring index, record): the oldest record of every ring first.
-        heads: list[tuple[float, int, tuple]] = []
+        # (created, ring index): the oldest record of every ring first.
+        heads: list[tuple[float, int]] = []
         queued: set[int] = set()
         for index, consumer in enumerate(consumers):
             record = consumer.next()
             if record is not None:
-                heads.append((record[0], index, record))
+                heads.append((record[0], index))
                 queued.add(index)
         heapq.heapify(heads)
         done = 0
         pop, push = heapq.heappop, heapq.heappush
         room_needed = False
         while heads and done < BATCH_RECORDS:
-            _created, index, _record = pop(heads)
+            _created, index = pop(heads)
             consumer = consumers[index]
             # This ring's records go on while none is newer than the oldest
             # record of the other rings: a producer's records come in runs
@@ -190,7 +190,7 @@ class LogWriter:
             if record is None:
                 queued.discard(index)
             else:
-                push(heads, (record[0], index, record))
+                push(heads, (record[0], index))
             if not done % REPOLL_RECORDS:
                 # Busy producers can keep one batch going: rings that were
                 # empty when it began, or appeared since, join it here
@@ -200,7 +200,7 @@ class LogWriter:
                     if other not in queued:
                         record = waiting.next()
                         if record is not None:
-                            push(heads, (record[0], other, record))
+                            push(heads, (record[0], other))
                             queued.add(other)
         reported = False
         for consumer in consumers:
@@ -231,27 +231,27 @@ class LogWriter:
                     append(data[2])
             else:
                 consumer.cursor = start
+                sink = None
                 try:
-                    self._write(data, slot)
+                    sink = self._write(data, slot)
                 except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
                     self._malformed(data, slot, exc)
                 route = rank = None
-                if len(data) == 5:
-                    sink = self._by_id.get((data[4], data[3]))
-                    if sink is not None:
-                        route, rank, level, append = data[4], data[3], sink.handler.level, sink.adder()
+                if len(data) == 5 and sink is not None:
+                    route, rank, level, append = data[4], data[3], sink.handler.level, sink.adder()
                 self._line_files[slot] = (route, rank, level, append)
             start = end
         consumer.cursor = start
 
-    def _write(self, data: tuple[Any, ...], writer_slot: int) -> None:
-        # Hot: fields by position (LogLine: rank at 3, route id at 4;
-        # LogRecordData: at 10 and 13), and wire.is_progress_marker written out.
+    def _write(self, data: tuple[Any, ...], writer_slot: int) -> LogSink | None:
+        """Write one record; returns the file it went to (None: a progress marker, or none)."""
+        # Fields by position (LogLine: rank at 3, route id at 4; LogRecordData:
+        # at 10 and 13), and wire.is_progress_marker written out.
         if data[1] is None:
             if self.on_progress is not None:
                 self.on_progress(Progress._make(data[2]), self._segments.control.writer(
                     writer_slot).rank)
-            return
+            return None
         key = (data[4], data[3]) if len(data) == 5 else (data[13], data[10])
         self._last_route[writer_slot] = key
         sink = self._by_id.get(key, _UNKNOWN)
@@ -261,6 +261,7 @@ class LogWriter:
             self._by_id[key] = sink
         if sink is not None:
             sink.write(data)
+        return sink
 
     def _malformed(self, data: Any, writer_slot: int, exc: Exception) -> None:
         """Skip a record that is not a LogRecordData or ProgressMarker; say so once."""
