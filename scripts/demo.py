@@ -274,7 +274,8 @@ def launch(args: argparse.Namespace) -> int:
         print(f"  {path.name}: {len(path.read_text().splitlines())} lines")
     print(f"scalars file: {run_dir / 'scalars.jsonl'}")
     try:
-        from shmlog.tools.plot import PlotError, plot
+        from shmlog.errors import PlotError
+        from shmlog.tools.plot import plot
 
         png = plot(run_dir, run_dir / "curves.png", title="shmlog demo")
         print(f"curves:       {png}")

@@ -13,16 +13,44 @@ from .api.manager import ManagerMixin
 from .api.message_hub import MessageHub
 from .api.progress import report_progress
 from .api.session import Session, current_session, init
+from .errors import (
+    DescriptorLimitError,
+    InvalidKey,
+    InvalidType,
+    InvalidValue,
+    LogPathError,
+    MetricsUnavailable,
+    NotAScalar,
+    PlotError,
+    SegmentError,
+    SegmentNotReady,
+    SessionError,
+    SessionGone,
+    ShmFullError,
+)
 from .format.log_processor import LogProcessor
 from .stats.history_buffer import HistoryBuffer
 
 __all__ = [
+    "DescriptorLimitError",
     "HistoryBuffer",
+    "InvalidKey",
+    "InvalidType",
+    "InvalidValue",
+    "LogPathError",
     "LogProcessor",
     "MMLogger",
     "ManagerMixin",
     "MessageHub",
+    "MetricsUnavailable",
+    "NotAScalar",
+    "PlotError",
+    "SegmentError",
+    "SegmentNotReady",
     "Session",
+    "SessionError",
+    "SessionGone",
+    "ShmFullError",
     "__version__",
     "current_session",
     "init",

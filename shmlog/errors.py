@@ -1,17 +1,38 @@
-"""The exceptions shmlog raises for bad input.
+"""Every exception shmlog defines, all exported from ``shmlog``.
 
-Each names the key or argument, the value and what was expected, and is a
+Bad input (``InvalidType``, ``InvalidValue``, ``InvalidKey``, ``NotAScalar``):
+each names the key or argument, the value and what was expected, and is a
 subclass of the built-in exception a Python programmer would catch
 (TypeError, ValueError, KeyError) *and* of AssertionError: MMEngine checks
 the same input with ``assert``, so code written for MMEngine (its own tests
 included) catches AssertionError, and it keeps working with shmlog.
+
+Shared memory and sessions (``SessionError``, ``SegmentError`` and its
+subclasses), log files (``LogPathError``) and optional extras that are not
+installed (``MetricsUnavailable``, ``PlotError``): each is a subclass of the
+built-in exception that describes it (RuntimeError, MemoryError, OSError,
+ImportError).
 
 This module imports nothing: every layer may raise these.
 """
 
 from __future__ import annotations
 
-__all__ = ["InvalidKey", "InvalidType", "InvalidValue", "NotAScalar"]
+__all__ = [
+    "DescriptorLimitError",
+    "InvalidKey",
+    "InvalidType",
+    "InvalidValue",
+    "LogPathError",
+    "MetricsUnavailable",
+    "NotAScalar",
+    "PlotError",
+    "SegmentError",
+    "SegmentNotReady",
+    "SessionError",
+    "SessionGone",
+    "ShmFullError",
+]
 
 
 class InvalidType(TypeError, AssertionError):
@@ -37,3 +58,39 @@ class NotAScalar(TypeError, ValueError, AssertionError):
     numbers), a ValueError for shmlog's earlier releases (the type is
     accepted, its size is not).
     """
+
+
+class SessionError(RuntimeError):
+    """A session could not be opened, or was used after it closed."""
+
+
+class SegmentError(RuntimeError):
+    """A segment could not be created or is not one shmlog can use."""
+
+
+class ShmFullError(SegmentError, MemoryError):
+    """/dev/shm has no room for a new segment."""
+
+
+class DescriptorLimitError(SegmentError):
+    """This process may not open another file descriptor (RLIMIT_NOFILE)."""
+
+
+class SegmentNotReady(SegmentError):
+    """The segment exists but its creator has not written its header yet."""
+
+
+class LogPathError(OSError):
+    """A log file or directory shmlog refuses to open: a link someone else could have put there."""
+
+
+class MetricsUnavailable(ImportError):
+    """prometheus_client is not installed (the ``metrics`` extra)."""
+
+
+class PlotError(RuntimeError):
+    """No scalars to plot, or no matplotlib to plot them with."""
+
+
+class SessionGone(Exception):
+    """The watched session was closed, or every process that joined it exited."""

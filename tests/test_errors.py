@@ -112,3 +112,28 @@ def test_log_processor_config_errors(kwargs: dict, words: str) -> None:
         LogProcessor(**kwargs)
     assert isinstance(info.value, (TypeError, ValueError))
     assert words in str(info.value)
+
+
+def test_every_exception_shmlog_defines_is_in_errors_exported_and_documented() -> None:
+    import ast
+    import pathlib
+
+    import shmlog
+    from shmlog import errors
+
+    package = pathlib.Path(shmlog.__file__).parent
+    defined_elsewhere = [
+        f"{path.relative_to(package.parent)}: {node.name}"
+        for path in sorted(package.rglob("*.py")) if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and any(
+            isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception")) or b.id in errors.__all__)
+            for b in node.bases)
+    ]
+    assert defined_elsewhere == [], "exceptions defined outside shmlog/errors.py"
+    api = (package.parent / "docs" / "api.md").read_text()
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, Exception)
+        assert getattr(shmlog, name) is cls, f"shmlog.{name} is not exported"
+        assert f"`{name}`" in api, f"{name} is not listed in docs/api.md"

@@ -32,7 +32,7 @@ DESCRIPTORS_SCRIPT = r"""
 import os, resource, sys, threading
 import shmlog
 from shmlog import MessageHub
-from shmlog.shm.segment import DescriptorLimitError
+from shmlog.errors import DescriptorLimitError
 
 def open_fds():
     return len(os.listdir("/proc/self/fd")) - 1
@@ -123,7 +123,7 @@ ADVICE_SCRIPT = r"""
 import os
 import shmlog
 from shmlog import MessageHub
-from shmlog.shm.segment import ShmFullError
+from shmlog.errors import ShmFullError
 
 def fill(tag, **options):
     logged = 0

@@ -28,8 +28,8 @@ from _shared_workers import SHM, TIMEOUT, child_env, shm_entries
 
 import shmlog
 from shmlog import MessageHub
-from shmlog.format.files import LogPathError, build_file_handler
-from shmlog.shm.segment import SegmentError
+from shmlog.errors import LogPathError, SegmentError
+from shmlog.format.files import build_file_handler
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -34,10 +34,11 @@ from _shared_workers import (
 
 import shmlog
 from shmlog import MessageHub
+from shmlog.errors import SegmentError, SessionError
 from shmlog.shm import info, lifecycle
 from shmlog.shm import session as shm_session
 from shmlog.shm.control import CONTROL_BYTES
-from shmlog.shm.segment import HEADER, KIND_CONTROL, LAYOUT_VERSION, MAGIC, SegmentError
+from shmlog.shm.segment import HEADER, KIND_CONTROL, LAYOUT_VERSION, MAGIC
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -97,7 +98,7 @@ TINY_SCRIPT = r"""
 import os
 import shmlog
 from shmlog import MessageHub
-from shmlog.shm.segment import ShmFullError
+from shmlog.errors import ShmFullError
 
 logged = 0
 try:
@@ -341,7 +342,7 @@ def _log_new_keys_when_told(attached, go) -> None:
     attached.set()
     go.wait(TIMEOUT)
     hub.update_scalar("early", 2.0)  # its own ring is still mapped: harmless
-    with pytest.raises(shm_session.SessionError, match="was closed by its last member"):
+    with pytest.raises(SessionError, match="was closed by its last member"):
         for k in range(30):
             hub.update_scalar(f"late/{k}", 1.0)
 

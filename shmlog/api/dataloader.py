@@ -55,8 +55,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import SessionError
 from ..format.checks import MODES
-from ..shm.names import SessionError
 from .fetch_timer import (
     Recorder,
     TimedFetcher,

@@ -24,7 +24,8 @@ import threading
 from numbers import Real
 from typing import Any
 
-from .sample import Sample, Sampler, SessionGone
+from ..errors import MetricsUnavailable, SessionGone
+from .sample import Sample, Sampler
 
 METRICS_MISSING = (
     "the metrics endpoint needs prometheus_client, which is not installed: "
@@ -85,10 +86,6 @@ _PROGRESS = (
     ("max_epochs", "shmlog_progress_max_epochs"),
     ("eta", "shmlog_progress_eta_seconds"),
 )
-
-
-class MetricsUnavailable(ImportError):
-    """prometheus_client is not installed (the ``metrics`` extra)."""
 
 
 def require_prometheus() -> Any:

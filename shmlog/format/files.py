@@ -33,11 +33,11 @@ import stat
 from collections.abc import Callable
 from typing import Any, Union
 
+from ..errors import LogPathError
 from .formatter import FILE_DATEFMT, DuplicateWarningFilter, MMFormatter, parse_level
 
 __all__ = [
     "FILE_MODES",
-    "LogPathError",
     "build_file_handler",
     "check_file_handler_cfg",
     "check_file_mode",
@@ -247,10 +247,6 @@ def _split(log_file: PathLike, per_node: bool = False) -> tuple[str, str]:
     if os.path.basename(os.path.normpath(parent)) == stem and parent not in ("", "."):
         return parent, base  # already in a directory of its own name
     return os.path.join(parent, stem), base
-
-
-class LogPathError(OSError):
-    """A log file or directory shmlog refuses to open: a link someone else could have put there."""
 
 
 def _writable_by_others(directory: str) -> bool:

@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import posix_ipc
 
+from ..errors import SegmentError, SessionError, SessionGone
 from ..shm import codec
 from ..shm.control import STATE_CLOSED, Control
 from ..shm.ring import RingReader
-from ..shm.segment import SegmentError
-from ..shm.session import SessionError, SessionSegments, check_name
+from ..shm.session import SessionSegments, check_name
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.merged import MergedRings
 from ..stats.storage import Totals
@@ -44,10 +44,6 @@ from .progress import eta_of
 
 # Records per ring used to estimate a rate before a second refresh exists.
 _RATE_RECORDS = 10
-
-
-class SessionGone(Exception):
-    """The watched session was closed, or every process that joined it exited."""
 
 
 def _problem(control: Control, name: str, require_members: bool = True) -> str | None:

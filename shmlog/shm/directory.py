@@ -29,11 +29,12 @@ from collections.abc import Callable
 
 import posix_ipc
 
+from ..errors import SegmentError, SessionError, ShmFullError
 from . import arena
 from .control import STATE_CLOSED, Control
 from .entries import entry_problem, unlink
-from .names import SessionError, part_name
-from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, SegmentError, ShmFullError
+from .names import part_name
+from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment
 
 # The growing kinds: name part, and the control header field counting them.
 PARTS = {

@@ -8,10 +8,10 @@ finds every key's current slot.
 
 from __future__ import annotations
 
+from ..errors import SessionError
 from . import info
 from .control import Control
 from .directory import SegmentList
-from .names import SessionError
 from .ring import encode_key
 from .segment import KIND_INFO, Segment
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import posix_ipc
 
+from ..errors import SegmentError
 from ..wire import METRICS_KEY
 from . import codec
 from .control import STATE_CLOSED, Control, is_alive
@@ -28,7 +29,6 @@ from .infostore import InfoStore
 from .lifecycle import live_writers
 from .names import prefix
 from .scalars import RingDirectory
-from .segment import SegmentError
 from .session import attach_control, destroy
 
 

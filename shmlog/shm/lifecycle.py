@@ -26,11 +26,12 @@ from typing import Any
 
 import posix_ipc
 
+from ..errors import SegmentError, SessionError
 from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, is_alive, process_start
 from .doorbell import Doorbell
 from .entries import list_names, unlink
-from .names import SessionError, check_name, control_name, prefix
-from .segment import KIND_CONTROL, Segment, SegmentError
+from .names import check_name, control_name, prefix
+from .segment import KIND_CONTROL, Segment
 
 _OPEN_TIMEOUT = 10.0
 # The control segment in whole pages: what tmpfs reserves for it anyway.

@@ -12,11 +12,6 @@ import os
 import re
 from typing import Any
 
-
-class SessionError(RuntimeError):
-    """A session could not be opened, or was used after it closed."""
-
-
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

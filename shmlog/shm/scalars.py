@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ShmFullError
 from .control import Control
 from .directory import SegmentList
 from .ring import HEADER_BYTES, RECORD_BYTES, RingReader, RingWriter, encode_key, format_ring, ring_bytes
-from .segment import KIND_RINGS, Segment, ShmFullError
+from .segment import KIND_RINGS, Segment
 
 MAX_CAPACITY = 1 << 26
 

@@ -42,6 +42,7 @@ from collections.abc import Callable
 
 import posix_ipc
 
+from ..errors import DescriptorLimitError, SegmentError, SegmentNotReady, ShmFullError
 from .entries import SHM_DIR, TEMP_MARK, entry_problem, shm_path, unlink
 from .mapping import Mapping
 
@@ -54,22 +55,6 @@ KIND_CONTROL = 1
 KIND_RINGS = 2
 KIND_INFO = 3
 KIND_RECORDS = 4
-
-
-class SegmentError(RuntimeError):
-    """A segment could not be created or is not one shmlog can use."""
-
-
-class ShmFullError(SegmentError, MemoryError):
-    """/dev/shm has no room for a new segment."""
-
-
-class DescriptorLimitError(SegmentError):
-    """This process may not open another file descriptor (RLIMIT_NOFILE)."""
-
-
-class SegmentNotReady(SegmentError):
-    """The segment exists but its creator has not written its header yet."""
 
 
 def available_bytes() -> int | None:

@@ -33,16 +33,17 @@ from typing import Any
 
 import posix_ipc
 
+from ..errors import SegmentError, SessionError
 from .control import Control, Writer, process_start
 from .doorbell import Doorbell
 from .infostore import InfoStore
 from .lifecycle import attach_control, destroy, leave, open_control
 from .logrings import RecordRings
-from .names import SessionError, check_name, prefix
+from .names import check_name, prefix
 from .records import RecordConsumer, RecordProducer
 from .ring import RingReader, RingWriter
 from .scalars import RingDirectory, check_capacity
-from .segment import KIND_CONTROL, Segment, SegmentError
+from .segment import KIND_CONTROL, Segment
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_SEGMENT_BYTES = 1 << 20

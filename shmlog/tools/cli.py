@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from ..errors import PlotError
 from ..format.exposition import DEFAULT_HOST, check_port
 from ..shm import inspect
 
@@ -98,7 +99,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                   f"objects with a numeric 'step'", file=sys.stderr)
         out = plot.default_output(source) if args.output is None else args.output
         png = plot.render_png(scalars, out, args.title)
-    except (plot.PlotError, OSError) as exc:
+    except (PlotError, OSError) as exc:
         print(f"shmlog plot: {exc}", file=sys.stderr)
         return 1
     print(png)

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from ..errors import PlotError
+
 __all__ = [
     "GROUPS",
-    "PlotError",
     "Scalars",
     "default_output",
     "find_scalars",
@@ -45,10 +46,6 @@ GROUPS = (("loss", "loss"), ("lr", "learning rate"), ("time", "time (s)"), ("oth
 # ``mode`` (train/val/test) is read separately.
 POSITION_KEYS = frozenset({"step", "epoch", "iter"})
 _TOKENS = re.compile(r"[/._\-\s]+")
-
-
-class PlotError(RuntimeError):
-    """No scalars to plot, or no matplotlib to plot them with."""
 
 
 @dataclass

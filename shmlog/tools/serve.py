@@ -14,8 +14,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from ..format.exposition import DEFAULT_HOST, MetricsUnavailable
-from ..shm.session import SessionError
+from ..errors import MetricsUnavailable, SessionError
+from ..format.exposition import DEFAULT_HOST
 from ..writer.metrics import Endpoint
 from .watch import choose_session
 

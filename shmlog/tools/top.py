@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from ..shm.session import SessionError
+from ..errors import SessionError
 from . import sample_json
 from .screen import Frame, format_value, render
 from .watch import SessionGone, Watcher, choose_session

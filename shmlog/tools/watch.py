@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 
+from ..errors import SessionError, SessionGone
 from ..format.sample import (
     KeyStat,
     LogRingStat,
     Sample,
     Sampler,
-    SessionGone,
     WriterStat,
     attach_readonly,
 )
 from ..shm.inspect import list_sessions
-from ..shm.session import SessionError, check_name
+from ..shm.session import check_name
 
 # The name ``shmlog top`` has always used for its sampler.
 Watcher = Sampler

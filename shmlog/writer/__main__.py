@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Any
 
-from ..shm.names import SessionError
+from ..errors import SessionError
 from ..shm.session import SessionSegments
 from . import election
 from .serve import HOUSEKEEPING_SECONDS, _nobody_left, serve

@@ -31,6 +31,7 @@ import sys
 import threading
 from typing import Any
 
+from ..errors import SessionError
 from ..format.exposition import (
     DEFAULT_HOST,
     MetricsUnavailable,
@@ -41,7 +42,6 @@ from ..format.exposition import (
 )
 from ..shm import codec
 from ..shm.control import process_start
-from ..shm.names import SessionError
 from ..shm.session import SessionSegments
 from ..wire import METRICS_KEY
 
