@@ -35,9 +35,9 @@ from _shared_workers import forked_writer, wait_child
 import shmlog
 from shmlog import MessageHub
 from shmlog.errors import SessionError
-from shmlog.shm.inspect import SessionInfo
 from shmlog.shm.session import destroy
 from shmlog.tools import cli, plot, tail, top, watch
+from shmlog.tools.sessions import SessionInfo
 from shmlog.wire import PROGRESS_KEY
 
 pytestmark = pytest.mark.timeout(60)

@@ -22,9 +22,8 @@ import time
 import warnings
 from typing import Any
 
-from ..format.exposition import DEFAULT_HOST
+from ..format.exposition import DEFAULT_HOST, metrics_url
 from ..shm.control import process_start
-from ..shm.inspect import metrics_url
 from ..shm.session import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,

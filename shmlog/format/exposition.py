@@ -20,11 +20,16 @@ counters (an OpenMetrics reader refuses a NaN or negative counter).
 
 from __future__ import annotations
 
+import pickle
 import threading
+from collections.abc import Callable
 from numbers import Real
 from typing import Any
 
 from ..errors import MetricsUnavailable, SessionGone
+from ..shm import codec
+from ..shm.control import is_alive
+from ..wire import METRICS_KEY
 from .sample import Sample, Sampler
 
 METRICS_MISSING = (
@@ -86,6 +91,25 @@ _PROGRESS = (
     ("max_epochs", "shmlog_progress_max_epochs"),
     ("eta", "shmlog_progress_eta_seconds"),
 )
+
+
+def metrics_url(info_get: Callable[[str], bytes | None]) -> str | None:
+    """The URL the log writer serves metrics on, read with ``info_get``; None when none does.
+
+    An address whose process exited (a writer killed before its successor
+    published its own) is no endpoint.
+    """
+    try:
+        raw = info_get(METRICS_KEY)
+        data = None if raw is None else codec.decode(raw)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid, start, url = data.get("pid"), data.get("start"), data.get("url")
+    if not isinstance(url, str) or not isinstance(pid, int) or not isinstance(start, int):
+        return None
+    return url if is_alive(pid, start) else None
 
 
 def require_prometheus() -> Any:

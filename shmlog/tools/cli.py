@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from ..errors import PlotError
 from ..format.exposition import DEFAULT_HOST, check_port
-from ..shm import inspect
+from .sessions import clean, list_sessions
 
 
 def _size(n: int) -> str:
@@ -29,7 +29,7 @@ def _size(n: int) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    sessions = inspect.list_sessions()
+    sessions = list_sessions()
     if not sessions:
         print("no shmlog sessions")
         return 0
@@ -46,7 +46,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    removed = inspect.clean(everything=args.all, force=args.force)
+    removed = clean(everything=args.all, force=args.force)
     for name in removed:
         print(f"removed {name}")
     if not removed:

@@ -17,8 +17,8 @@ from ..format.sample import (
     WriterStat,
     attach_readonly,
 )
-from ..shm.inspect import list_sessions
 from ..shm.session import check_name
+from .sessions import list_sessions
 
 # The name ``shmlog top`` has always used for its sampler.
 Watcher = Sampler

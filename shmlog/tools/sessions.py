@@ -14,22 +14,19 @@ orphaned ones go with ``force``, live ones only with ``everything``.
 from __future__ import annotations
 
 import os
-import pickle
-from collections.abc import Callable
 from typing import NamedTuple
 
 import posix_ipc
 
 from ..errors import SegmentError
-from ..wire import METRICS_KEY
-from . import codec
-from .control import STATE_CLOSED, Control, is_alive
-from .entries import SHM_DIR, own_entries
-from .infostore import InfoStore
-from .lifecycle import live_writers
-from .names import prefix
-from .scalars import RingDirectory
-from .session import attach_control, destroy
+from ..format.exposition import metrics_url
+from ..shm.control import STATE_CLOSED, Control
+from ..shm.entries import SHM_DIR, own_entries
+from ..shm.infostore import InfoStore
+from ..shm.lifecycle import live_writers
+from ..shm.names import prefix
+from ..shm.scalars import RingDirectory
+from ..shm.session import attach_control, destroy
 
 
 class SessionInfo(NamedTuple):
@@ -94,25 +91,6 @@ def describe(name: str) -> SessionInfo:
         )
     finally:
         control.segment.close()
-
-
-def metrics_url(info_get: Callable[[str], bytes | None]) -> str | None:
-    """The URL the log writer serves metrics on, read with ``info_get``; None when none does.
-
-    An address whose process exited (a writer killed before its successor
-    published its own) is no endpoint.
-    """
-    try:
-        raw = info_get(METRICS_KEY)
-        data = None if raw is None else codec.decode(raw)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    pid, start, url = data.get("pid"), data.get("start"), data.get("url")
-    if not isinstance(url, str) or not isinstance(pid, int) or not isinstance(start, int):
-        return None
-    return url if is_alive(pid, start) else None
 
 
 def _metrics_url(name: str, control: Control) -> str | None:
