@@ -24,7 +24,7 @@ from _shared_workers import (
 import shmlog
 from shmlog import MessageHub
 from shmlog.shm.lifecycle import CONTROL_SEGMENT_BYTES
-from shmlog.shm.ring import ring_bytes
+from shmlog.shm.scalar_rings import ring_bytes
 
 pytestmark = pytest.mark.timeout(120)
 

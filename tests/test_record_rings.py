@@ -19,7 +19,7 @@ from _shared_workers import unique_name
 import shmlog
 from shmlog import MMLogger
 from shmlog.format.formatter import FILE_DATEFMT, MMFormatter
-from shmlog.shm.records import RecordConsumer, RecordProducer, format_ring, ring_bytes
+from shmlog.shm.record_rings import RecordConsumer, RecordProducer, format_ring, ring_bytes
 
 pytestmark = pytest.mark.usefixtures("single_process_env")
 

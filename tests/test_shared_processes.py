@@ -34,7 +34,7 @@ from _shared_workers import (
 import shmlog
 from shmlog import MessageHub
 from shmlog.shm.codec import MAX_INFO_BYTES
-from shmlog.shm.ring import RingReader
+from shmlog.shm.scalar_rings import RingReader
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -326,12 +326,13 @@ def _racing_writer(name: str, capacity: int):
 def _force_fences(monkeypatch: pytest.MonkeyPatch) -> None:
     """Use the barriers that protect CPUs without TSO ordering, here too."""
     from shmlog.shm import fence as fence_module
-    from shmlog.shm import info, records, ring
+    from shmlog.shm import info, record_rings, scalar_rings
 
     monkeypatch.setenv("SHMLOG_FENCE", "1")
     barrier = fence_module._make_fence()
     assert barrier is not None
-    for module, attr in ((ring, "fence"), (ring, "_fence"), (info, "fence"), (records, "fence")):
+    for module, attr in ((scalar_rings, "fence"), (scalar_rings, "_fence"), (info, "fence"),
+                         (record_rings, "fence")):
         monkeypatch.setattr(module, attr, barrier)
 
 

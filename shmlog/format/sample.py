@@ -34,7 +34,7 @@ import posix_ipc
 from ..errors import SegmentError, SessionError, SessionGone
 from ..shm import codec
 from ..shm.control import STATE_CLOSED, Control
-from ..shm.ring import RingReader
+from ..shm.scalar_rings import RingReader
 from ..shm.session import SessionSegments, check_name
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.merged import MergedRings

@@ -1,6 +1,6 @@
 """Memory barriers for CPUs that may reorder stores or loads.
 
-The ring protocol (``shmlog.shm.ring``) relies on stores becoming visible in
+The ring protocol (``shmlog.shm.scalar_rings``) relies on stores becoming visible in
 program order and loads not passing each other.  x86-64 (TSO) provides both
 in hardware, so there ``fence`` is None and the hot path pays nothing.
 

@@ -12,7 +12,7 @@ from ..errors import SessionError
 from . import info
 from .control import Control
 from .directory import SegmentList
-from .ring import encode_key
+from .scalar_rings import encode_key
 from .segment import KIND_INFO, Segment
 
 SEGMENT_BYTES = 256 << 10

@@ -1,6 +1,6 @@
 """The log record rings of a session: one per writing process, read by one writer.
 
-A process's ring (``shmlog.shm.records``) is found by its writer slot, so a
+A process's ring (``shmlog.shm.record_rings``) is found by its writer slot, so a
 process that takes over a dead process's slot (a DataLoader worker restarted
 every epoch) continues its ring.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .control import Control
 from .directory import SegmentList
-from .records import RecordConsumer, RecordProducer, format_ring, ring_bytes
+from .record_rings import RecordConsumer, RecordProducer, format_ring, ring_bytes
 from .segment import KIND_RECORDS
 
 

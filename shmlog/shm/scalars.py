@@ -1,6 +1,6 @@
 """The scalar rings of a session, found by key.
 
-Every ring (``shmlog.shm.ring``) names its key and its writer slot.  A
+Every ring (``shmlog.shm.scalar_rings``) names its key and its writer slot.  A
 process finds the rings of a key by walking the rings segments
 (``shmlog.shm.directory``) and keeps a reader per ring; its own rings, one
 per key it writes, are found the same way, so a writer that takes over a
@@ -15,7 +15,15 @@ from typing import Any
 from ..errors import ShmFullError
 from .control import Control
 from .directory import SegmentList
-from .ring import HEADER_BYTES, RECORD_BYTES, RingReader, RingWriter, encode_key, format_ring, ring_bytes
+from .scalar_rings import (
+    HEADER_BYTES,
+    RECORD_BYTES,
+    RingReader,
+    RingWriter,
+    encode_key,
+    format_ring,
+    ring_bytes,
+)
 from .segment import KIND_RINGS, Segment
 
 MAX_CAPACITY = 1 << 26

@@ -40,8 +40,8 @@ from .infostore import InfoStore
 from .lifecycle import attach_control, destroy, leave, open_control
 from .logrings import RecordRings
 from .names import check_name, prefix
-from .records import RecordConsumer, RecordProducer
-from .ring import RingReader, RingWriter
+from .record_rings import RecordConsumer, RecordProducer
+from .scalar_rings import RingReader, RingWriter
 from .scalars import RingDirectory, check_capacity
 from .segment import KIND_CONTROL, Segment
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..shm.ring import RingReader
+from ..shm.scalar_rings import RingReader
 from .storage import Totals
 
 _EMPTY_F = np.empty(0, dtype=np.float64)

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..errors import InvalidValue
 from ..shm import codec
-from ..shm.ring import RingReader, RingWriter
+from ..shm.scalar_rings import RingReader, RingWriter
 from ..shm.session import SessionSegments
 from ..wire import hub_prefix
 from .history_buffer import HistoryBuffer

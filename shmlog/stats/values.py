@@ -8,7 +8,7 @@ imported: a tensor is recognised by its ``numel``/``item`` methods.
 Every MessageHub key goes through :func:`check_key`, in a session or not, so
 a key is refused the same way in both: a session stores ``hub name + "\\x1f"
 + key`` in at most :data:`KEY_MAX_BYTES` bytes of UTF-8 (``shmlog.wire``,
-``shmlog.shm.ring``), and a hub name or key holding the separator would let
+``shmlog.shm.scalar_rings``), and a hub name or key holding the separator would let
 two hubs share one name.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidType, InvalidValue, NotAScalar
-from ..shm.ring import KEY_MAX_BYTES
+from ..shm.scalar_rings import KEY_MAX_BYTES
 from ..wire import SEPARATOR
 
 ACCEPTED = "an int, float, numpy scalar, size-1 numpy array or 1-element tensor"

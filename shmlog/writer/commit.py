@@ -31,7 +31,7 @@ import os
 import pickle
 
 from ..shm import codec
-from ..shm.records import RecordConsumer
+from ..shm.record_rings import RecordConsumer
 from ..shm.session import SessionSegments
 from ..wire import COMMIT_KEYS, Commit
 

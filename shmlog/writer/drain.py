@@ -28,7 +28,7 @@ from typing import Any
 
 from ..format.files import build_file_handler, log_file_for_rank
 from ..shm import codec
-from ..shm.records import RecordConsumer
+from ..shm.record_rings import RecordConsumer
 from ..shm.session import SessionSegments
 from ..wire import Commit, Progress, Route, route_key
 from .commit import CommitLog, recover

@@ -23,7 +23,7 @@ in its own memory) and moves ``consumed`` only when it has committed what it
 read: a reader killed at any point leaves ``consumed`` at its last commit,
 and its successor reads from there again (``shmlog.writer.commit`` makes
 that write nothing twice).  ``reported`` moves at the same commits.
-(Ordering and atomicity as in ``shmlog.shm.ring``; ``fence`` covers CPUs
+(Ordering and atomicity as in ``shmlog.shm.scalar_rings``; ``fence`` covers CPUs
 other than x86-64.)
 
 Waking the reader: a producer that finds the reader asleep after publishing
