@@ -18,7 +18,7 @@ import pytest
 import shmlog
 from shmlog import MessageHub
 from shmlog.api.process import PROCESS
-from shmlog.shm.scalar_rings import KEY_MAX_BYTES
+from shmlog.shm.names import KEY_MAX_BYTES
 from shmlog.wire import SEPARATOR
 
 pytestmark = pytest.mark.timeout(60)

@@ -3,7 +3,7 @@
 Scalar rings (``@r<i>``), runtime info slots (``@i<i>``) and log record rings
 (``@l<i>``) live in segments that are added as they fill up.  The control
 segment counts the published ones of each kind; an entry inside a segment is
-published by the segment's own count (``shmlog.shm.arena``).  A process
+published by the segment's own count (below).  A process
 attaches segments in index order as the counts grow and walks each one only
 past the entries it has already seen, so finding new rings costs nothing
 once every process has seen them.
@@ -20,6 +20,19 @@ and one with many needs few segments: bytes are at most about twice what
 the entries take, plus one segment.  When /dev/shm cannot hold the grown
 size, the smallest segment the entry fits in (``start_bytes`` at least) is
 tried before giving up with ShmFullError.
+
+Inside a segment (the arena: ``init_arena``, ``reserve``, ``publish``):
+entries are filled from the front under the session lock and read without
+it.  The kind-specific header fields of a rings, info or records segment,
+after the common header::
+
+    40      used     u64  bytes taken, header included (entries start at 64)
+    48      count    u64  entries published
+
+Every entry starts 64-byte aligned and keeps its own size (u64) at offset 24,
+so a reader walks from one entry to the next (:meth:`SegmentList.new_entries`
+does, for every kind).  An entry is written whole before ``count`` is raised
+past it; ``count`` is the only thing readers trust.
 """
 
 from __future__ import annotations
@@ -30,11 +43,10 @@ from collections.abc import Callable
 import posix_ipc
 
 from ..errors import SegmentError, SessionError, ShmFullError
-from . import arena
 from .control import STATE_CLOSED, Control
 from .entries import entry_problem, unlink
 from .names import part_name
-from .segment import KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment
+from .segment import HEADER_SIZE, KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, read_u64, write_u64
 
 # The growing kinds: name part, and the control header field counting them.
 PARTS = {
@@ -85,7 +97,7 @@ class SegmentList:
                     f"was removed (shmlog clean --all?) while this process was using it"
                 ) from None
             have.append(segment)
-            self._walked.append((0, arena.HEADER_SIZE))
+            self._walked.append((0, HEADER_SIZE))
             if self._on_attach is not None:
                 self._on_attach(segment)
 
@@ -96,13 +108,13 @@ class SegmentList:
         walked = self._walked
         for index, segment in enumerate(self.segments):
             done, offset = walked[index]
-            count = arena.published(segment)
+            count = published(segment)
             if done == count:
                 continue  # the usual case: one load per segment
             buf = segment.buf
             while done < count:
                 found.append((index, offset))
-                offset += arena.entry_size_in(buf, offset)
+                offset += entry_size_in(buf, offset)
                 done += 1
             walked[index] = (done, offset)
         return found
@@ -115,15 +127,15 @@ class SegmentList:
         """
         self.attach_new()
         for index, segment in enumerate(self.segments):
-            if arena.free_bytes(segment) >= size:
+            if free_bytes(segment) >= size:
                 return index
-        smallest = _pages(max(size + arena.HEADER_SIZE, self._start))
+        smallest = _pages(max(size + HEADER_SIZE, self._start))
         return self._add(self.next_size(size, largest), smallest)
 
     def next_size(self, size: int, largest: int) -> int:
         """Bytes of the segment that would be added for an entry of ``size`` bytes."""
         grown = max(self._start, sum(segment.size for segment in self.segments))
-        return _pages(max(size + arena.HEADER_SIZE, min(largest, grown)))
+        return _pages(max(size + HEADER_SIZE, min(largest, grown)))
 
     def append(
         self, size: int, largest: int, fill: Callable[[memoryview, int], None]
@@ -134,9 +146,9 @@ class SegmentList:
         """
         index = self.with_room(size, largest)
         segment = self.segments[index]
-        offset = arena.reserve(segment, size)
+        offset = reserve(segment, size)
         fill(segment.buf, offset)
-        arena.publish(segment, offset, size)
+        publish(segment, offset, size)
         return index, offset
 
     def _add(self, size: int, smallest: int) -> int:
@@ -166,7 +178,7 @@ class SegmentList:
                 f"{entry_problem(name) or 'the name is taken'}"
             ) from None
         try:
-            arena.init_arena(segment)
+            init_arena(segment)
         finally:
             segment.close()  # attached again below, like any published segment
         self.control.write_state(**{self._field: index + 1})
@@ -187,3 +199,39 @@ class SegmentList:
 def _pages(size: int) -> int:
     """``size`` rounded up to whole pages (what tmpfs reserves anyway)."""
     return -(-size // PAGE) * PAGE
+
+
+_USED, _COUNT = 40, 48
+ENTRY_SIZE_AT = 24
+
+def init_arena(segment: Segment) -> None:
+    write_u64(segment.buf, _USED, HEADER_SIZE)
+    write_u64(segment.buf, _COUNT, 0)
+
+
+def free_bytes(segment: Segment) -> int:
+    return segment.size - read_u64(segment.buf, _USED)
+
+
+def reserve(segment: Segment, size: int) -> int:
+    """Offset for a new entry of ``size`` bytes (caller holds the session lock)."""
+    used = read_u64(segment.buf, _USED)
+    if used + size > segment.size:
+        raise MemoryError(f"segment {segment.name} has {segment.size - used} bytes left, {size} needed")
+    return used
+
+
+def publish(segment: Segment, offset: int, size: int) -> None:
+    """Make the entry at ``offset`` visible; it must be fully written."""
+    buf = segment.buf
+    write_u64(buf, _USED, offset + size)
+    write_u64(buf, _COUNT, read_u64(buf, _COUNT) + 1)
+
+
+def published(segment: Segment) -> int:
+    return segment.words[_COUNT >> 3]
+
+
+def entry_size_in(buf: memoryview, offset: int) -> int:
+    """The size of the entry at ``offset``: where the next one starts."""
+    return read_u64(buf, offset + ENTRY_SIZE_AT)

@@ -31,6 +31,10 @@ rings the session's doorbell (``shmlog.shm.doorbell``).
 
 Payloads are ``marshal`` dumps (format 2) of plain tuples: only built-in data
 crosses, and it is cheap to make in the training process.
+
+The record rings of a session (:class:`RecordRings`): a process's ring is
+found by its slot, so a process that takes over a dead process's slot (a
+DataLoader worker restarted every epoch) continues its ring.
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .control import Control
+from .directory import SegmentList
 from .fence import fence
-from .segment import read_u64, write_u64
+from .segment import KIND_RECORDS, read_u64, write_u64
 
 HEADER_BYTES = 64
 _HEAD, _CAPACITY, _WRITER, _SIZE, _CONSUMED, _DROPPED, _REPORTED = 0, 8, 16, 24, 32, 40, 48
@@ -294,3 +300,39 @@ class RecordConsumer:
         self._ahead_at = -1
         self.reported = reported
         self.commit()
+
+
+class RecordRings:
+    """One process's view of every record ring of a session."""
+
+    def __init__(self, session: str, control: Control, generation: int) -> None:
+        self._segments = SegmentList(session, control, KIND_RECORDS, generation)
+        self._consumers: list[RecordConsumer] = []
+
+    def consumers(self) -> list[RecordConsumer]:
+        """Every process's record ring, in the order they were published."""
+        for index, offset in self._segments.new_entries():
+            buf = self._segments.segments[index].buf
+            self._consumers.append(RecordConsumer(buf, offset, f"l{index}:{offset}"))
+        return list(self._consumers)
+
+    def producer(self, slot: int, capacity: int, segment_bytes: int) -> RecordProducer:
+        """The ring of writer ``slot``, created if it has none (lock held)."""
+        for consumer in self.consumers():
+            if consumer.writer == slot:
+                return RecordProducer(consumer.buf, consumer.offset)
+
+        def fill(buf: memoryview, offset: int) -> None:
+            format_ring(buf, offset, capacity, slot)
+
+        index, offset = self._segments.append(ring_bytes(capacity), segment_bytes, fill)
+        return RecordProducer(self._segments.segments[index].buf, offset)
+
+    def total_bytes(self) -> int:
+        return self._segments.total_bytes()
+
+    def close(self) -> None:
+        for consumer in self._consumers:
+            consumer.release()
+        self._consumers = []
+        self._segments.close()

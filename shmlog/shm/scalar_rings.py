@@ -46,6 +46,10 @@ x86-64 guarantees both (TSO), and each 8-byte store or load that CPython's
 memoryview and numpy issue for an aligned field is a single instruction, so
 no value is ever seen half-written.  Elsewhere (aarch64, ppc64le) that order
 is not guaranteed; see ``shmlog.shm.fence``, which adds the barriers there.
+
+A session's rings, found by key (:class:`RingDirectory`): a process walks
+the rings segments (``shmlog.shm.directory``) and keeps a reader per ring; a
+slot taken over from a dead thread continues that thread's rings.
 """
 
 from __future__ import annotations
@@ -56,13 +60,17 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import ShmFullError
+from .control import Control
+from .directory import SegmentList
 from .fence import fence
+from .names import check_capacity, encode_key
+from .segment import KIND_RINGS, Segment
 
 _fence = fence
 
 HEADER_BYTES = 384
 RECORD_BYTES = 24
-KEY_MAX_BYTES = 256
 ALIGN = 64
 
 _SEQ, _CAPACITY, _WRITER_KEYLEN, _SIZE, _FLOOR = 0, 8, 16, 24, 32
@@ -74,16 +82,6 @@ def ring_bytes(capacity: int) -> int:
     """Bytes a ring of ``capacity`` retained records takes, rounded to 64."""
     raw = HEADER_BYTES + (capacity + 1) * RECORD_BYTES
     return (raw + ALIGN - 1) // ALIGN * ALIGN
-
-
-def encode_key(key: str) -> bytes:
-    raw = key.encode("utf-8")
-    if len(raw) > KEY_MAX_BYTES:
-        raise ValueError(
-            f"key {key!r} is {len(raw)} bytes in UTF-8; shared keys are limited to "
-            f"{KEY_MAX_BYTES} bytes (hub name included)"
-        )
-    return raw
 
 
 def format_ring(buf: memoryview, offset: int, capacity: int, writer: int, key: bytes) -> int:
@@ -323,55 +321,81 @@ class RingReader:
                     block[:, 0], block[:, 1], block[:, 2].view(np.int64),
                 )
 
-    def snapshot_until(self, last: int | None, until: int) -> RingSnapshot:
-        """Like :meth:`snapshot`, as the ring was when the clock read ``until``.
 
-        Records stamped after ``until`` are left out of the records and of
-        the totals.  When every record up to ``until`` is still retained the
-        totals are recomputed from them, adding in order as the writer did, so
-        they equal what the writer's running totals were; otherwise the later
-        records' sums are subtracted (and min/max recomputed from the retained
-        records if a later record set them).
+def _advice(capacity: int, segment_bytes: int) -> str:
+    """What makes a session's rings fit in less of /dev/shm (every option named works)."""
+    small = 16
+    return (
+        f"Or make the session smaller: a scalar ring takes {HEADER_BYTES} + "
+        f"{RECORD_BYTES} x (capacity + 1) bytes, rounded up to 64 ({ring_bytes(capacity)} at "
+        f"this ring's capacity of {capacity}, {ring_bytes(small)} at capacity={small}), so "
+        f"lower capacity= (or capacities= for some keys) in shmlog.init; segments grow up "
+        f"to segment_bytes= ({segment_bytes} here), so lowering it reserves less at once."
+    )
+
+
+class RingDirectory:
+    """One process's readers of every ring of a session, by key."""
+
+    def __init__(self, session: str, control: Control, generation: int) -> None:
+        self._views: list[tuple[memoryview, memoryview]] = []
+        self._segments = SegmentList(session, control, KIND_RINGS, generation, self._map)
+        self._readers: dict[str, list[RingReader]] = {}
+
+    def _map(self, segment: Segment) -> None:
+        # The whole segment as float64 and int64 words: what rings index into.
+        self._views.append((segment.buf.cast("d"), segment.buf.cast("q")))
+
+    def refresh(self) -> None:
+        """Read the rings published since the last call."""
+        for index, offset in self._segments.new_entries():
+            d, q = self._views[index]
+            reader = RingReader(self._segments.segments[index].buf, d, q, offset, index)
+            self._readers.setdefault(reader.key, []).append(reader)
+
+    def readers(self, key: str) -> list[RingReader]:
+        """Every ring of ``key`` (one per writer that ever wrote it)."""
+        self.refresh()
+        return list(self._readers.get(key, ()))
+
+    def keys(self) -> list[str]:
+        self.refresh()
+        return list(self._readers)
+
+    def writer(self, key: str, slot: int, capacity: int, segment_bytes: int) -> RingWriter:
+        """The ring of ``key`` written by ``slot``, created if it has none (lock held).
+
+        ``capacity`` applies only to a ring created here.
         """
-        want = self.capacity if last is None else min(self.capacity, last)
-        extra = 16
-        while True:
-            copy = min(self.capacity, want + extra)
-            snap = self.snapshot(copy)
-            later = int(len(snap.times) - np.searchsorted(snap.times, until, side="right"))
-            # Enough when the copy holds ``want`` records up to ``until`` (and so
-            # every later one), or everything the ring retains.
-            everything = len(snap.values) >= self.kept(snap.updates) or copy >= self.capacity
-            if len(snap.values) - later >= max(want, 1) or everything:
-                break
-            extra = max(extra * 4, later + 16)
-        if later == 0:
-            values, counts, times = snap.values, snap.counts, snap.times
-            return snap._replace(values=values[len(values) - min(want, len(values)):],
-                                 counts=counts[len(counts) - min(want, len(counts)):],
-                                 times=times[len(times) - min(want, len(times)):])
-        cut = len(snap.values) - later
-        gone_values, gone_counts = snap.values[cut:], snap.counts[cut:]
-        values, counts, times = snap.values[:cut], snap.counts[:cut], snap.times[:cut]
-        keep = min(want, len(values))
-        if snap.updates - later == len(values):
-            if not len(values):
-                return RingSnapshot(0, 0.0, 0.0, math.inf, -math.inf, values, counts, times)
-            # np.cumsum adds left to right, like the writer's running sum.
-            return RingSnapshot(
-                len(values), float(np.cumsum(values)[-1]), float(np.cumsum(counts)[-1]),
-                float(values.min()), float(values.max()),
-                values[len(values) - keep:], counts[len(counts) - keep:], times[len(times) - keep:],
-            )
-        low, high = snap.minimum, snap.maximum
-        if len(values) and (np.any(gone_values <= low) or np.isnan(gone_values).any()):
-            low = float(values.min())
-        if len(values) and (np.any(gone_values >= high) or np.isnan(gone_values).any()):
-            high = float(values.max())
-        return RingSnapshot(
-            snap.updates - later,
-            snap.value_sum - float(gone_values.sum()),
-            snap.count_sum - float(gone_counts.sum()),
-            low, high,
-            values[len(values) - keep:], counts[len(counts) - keep:], times[len(times) - keep:],
-        )
+        raw_key = encode_key(key)
+        self.refresh()
+        for reader in self._readers.get(key, ()):
+            if reader.writer == slot:
+                d, q = self._views[reader.segment]
+                return RingWriter(d, q, reader.offset)
+        check_capacity(capacity, "ring capacity")
+
+        def fill(buf: memoryview, offset: int) -> None:
+            format_ring(buf, offset, capacity, slot, raw_key)
+
+        try:
+            index, offset = self._segments.append(ring_bytes(capacity), segment_bytes, fill)
+        except ShmFullError as exc:
+            raise ShmFullError(f"{exc} {_advice(capacity, segment_bytes)}") from None
+        self.refresh()
+        d, q = self._views[index]
+        return RingWriter(d, q, offset)
+
+    def total_bytes(self) -> int:
+        return self._segments.total_bytes()
+
+    def close(self) -> None:
+        self._readers = {}
+        for d, q in self._views:
+            for view in (d, q):
+                try:
+                    view.release()
+                except BufferError:  # a RingWriter still uses it; freed with it
+                    pass
+        self._views = []
+        self._segments.close()

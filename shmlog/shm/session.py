@@ -2,9 +2,9 @@
 
 Segments of session ``S`` of user ``U`` are named ``/shmlog-U-S@<part>``
 (``shmlog.shm.names``): ``@ctl`` (members, writers, options:
-``shmlog.shm.control``), ``@r<i>`` (scalar rings: ``shmlog.shm.scalars``),
-``@i<i>`` (runtime info: ``shmlog.shm.infostore``) and ``@l<i>`` (log record
-rings: ``shmlog.shm.logrings``).  Ring, info and record segments are added as
+``shmlog.shm.control``), ``@r<i>`` (scalar rings: ``shmlog.shm.scalar_rings``),
+``@i<i>`` (runtime info: ``shmlog.shm.info``) and ``@l<i>`` (log record
+rings: ``shmlog.shm.record_rings``).  Ring, info and record segments are added as
 they fill up, so there is no fixed limit on keys or writers' rings.  The
 control segment also holds the log writer's doorbell and election lock
 (``shmlog.shm.doorbell``, ``shmlog.shm.exclusive``): a session has no other
@@ -36,13 +36,11 @@ import posix_ipc
 from ..errors import SegmentError, SessionError
 from .control import Control, Writer, process_start
 from .doorbell import Doorbell
-from .infostore import InfoStore
+from .info import InfoStore
 from .lifecycle import attach_control, destroy, leave, open_control
-from .logrings import RecordRings
-from .names import check_name, prefix
-from .record_rings import RecordConsumer, RecordProducer
-from .scalar_rings import RingReader, RingWriter
-from .scalars import RingDirectory, check_capacity
+from .names import check_capacity, check_name, prefix
+from .record_rings import RecordConsumer, RecordProducer, RecordRings
+from .scalar_rings import RingDirectory, RingReader, RingWriter
 from .segment import KIND_CONTROL, Segment
 
 DEFAULT_CAPACITY = 4096

@@ -13,11 +13,12 @@ is how HistoryBuffer knows when a window reaches past what is kept.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
-from ..shm.scalar_rings import RingReader
+from ..shm.scalar_rings import RingReader, RingSnapshot
 from .storage import Totals
 
 _EMPTY_F = np.empty(0, dtype=np.float64)
@@ -57,7 +58,7 @@ class MergedRings:
     def _snapshot(self, ring: RingReader, last: int | None):
         if self._until is None:
             return ring.snapshot(last)
-        return ring.snapshot_until(last, self._until)
+        return snapshot_until(ring, last, self._until)
 
     def totals(self) -> Totals:
         result = Totals.empty()
@@ -65,7 +66,7 @@ class MergedRings:
             if self._until is None:
                 result = result.merge(Totals(*ring.totals()))
             else:
-                snap = ring.snapshot_until(None, self._until)
+                snap = snapshot_until(ring, None, self._until)
                 result = result.merge(Totals(*snap[:5]))
         return result
 
@@ -138,3 +139,57 @@ class MergedRings:
             label = labels.get(ring.writer, f"writer{ring.writer}")
             split[label] = MergedRings([ring], None, self._labels, self._until)
         return split
+
+
+def snapshot_until(ring: RingReader, last: int | None, until: int) -> RingSnapshot:
+    """``ring.snapshot(last)`` as the ring was when the clock read ``until``.
+
+    Records stamped after ``until`` are left out of the records and of
+    the totals.  When every record up to ``until`` is still retained the
+    totals are recomputed from them, adding in order as the writer did, so
+    they equal what the writer's running totals were; otherwise the later
+    records' sums are subtracted (and min/max recomputed from the retained
+    records if a later record set them).
+    """
+    want = ring.capacity if last is None else min(ring.capacity, last)
+    extra = 16
+    while True:
+        copy = min(ring.capacity, want + extra)
+        snap = ring.snapshot(copy)
+        later = int(len(snap.times) - np.searchsorted(snap.times, until, side="right"))
+        # Enough when the copy holds ``want`` records up to ``until`` (and so
+        # every later one), or everything the ring retains.
+        everything = len(snap.values) >= ring.kept(snap.updates) or copy >= ring.capacity
+        if len(snap.values) - later >= max(want, 1) or everything:
+            break
+        extra = max(extra * 4, later + 16)
+    if later == 0:
+        values, counts, times = snap.values, snap.counts, snap.times
+        return snap._replace(values=values[len(values) - min(want, len(values)):],
+                             counts=counts[len(counts) - min(want, len(counts)):],
+                             times=times[len(times) - min(want, len(times)):])
+    cut = len(snap.values) - later
+    gone_values, gone_counts = snap.values[cut:], snap.counts[cut:]
+    values, counts, times = snap.values[:cut], snap.counts[:cut], snap.times[:cut]
+    keep = min(want, len(values))
+    if snap.updates - later == len(values):
+        if not len(values):
+            return RingSnapshot(0, 0.0, 0.0, math.inf, -math.inf, values, counts, times)
+        # np.cumsum adds left to right, like the writer's running sum.
+        return RingSnapshot(
+            len(values), float(np.cumsum(values)[-1]), float(np.cumsum(counts)[-1]),
+            float(values.min()), float(values.max()),
+            values[len(values) - keep:], counts[len(counts) - keep:], times[len(times) - keep:],
+        )
+    low, high = snap.minimum, snap.maximum
+    if len(values) and (np.any(gone_values <= low) or np.isnan(gone_values).any()):
+        low = float(values.min())
+    if len(values) and (np.any(gone_values >= high) or np.isnan(gone_values).any()):
+        high = float(values.max())
+    return RingSnapshot(
+        snap.updates - later,
+        snap.value_sum - float(gone_values.sum()),
+        snap.count_sum - float(gone_counts.sum()),
+        low, high,
+        values[len(values) - keep:], counts[len(counts) - keep:], times[len(times) - keep:],
+    )

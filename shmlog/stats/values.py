@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidType, InvalidValue, NotAScalar
-from ..shm.scalar_rings import KEY_MAX_BYTES
+from ..shm.names import KEY_MAX_BYTES
 from ..wire import SEPARATOR
 
 ACCEPTED = "an int, float, numpy scalar, size-1 numpy array or 1-element tensor"
