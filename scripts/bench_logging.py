@@ -156,7 +156,7 @@ def _queue_producer(queue: Any, records: int, ready: Any, start: Any) -> None:
 
 def _cpu_seconds(pid: int) -> float | None:
     """utime + stime of ``pid`` in seconds, None when it is gone."""
-    from shmlog.shm.control import proc_stat
+    from shmlog.shm.liveness import proc_stat
 
     fields = proc_stat(pid)
     if fields is None:

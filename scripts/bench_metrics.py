@@ -72,7 +72,7 @@ def _median_seconds(call: Any, times: int) -> float:
 
 def _cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` so far, every thread included."""
-    from shmlog.shm.control import proc_stat
+    from shmlog.shm.liveness import proc_stat
 
     fields = proc_stat(pid)
     assert fields is not None, f"process {pid} is gone"

@@ -26,7 +26,7 @@ def _shmlog_entries() -> set[str]:
 
 
 def _parent(pid: int) -> int | None:
-    from shmlog.shm.control import proc_stat
+    from shmlog.shm.liveness import proc_stat
 
     fields = proc_stat(pid)
     return None if fields is None else int(fields[1])

@@ -38,7 +38,7 @@ from _writer_workers import (
 
 import shmlog
 from shmlog import LogProcessor, MessageHub, MMLogger
-from shmlog.shm.control import process_start
+from shmlog.shm.liveness import process_start
 from shmlog.wire import Progress, ProgressMarker
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"

@@ -21,7 +21,7 @@ from _writer_workers import TIMEOUT, messages_of, numbered
 
 import shmlog
 from shmlog import MMLogger
-from shmlog.shm.control import process_start
+from shmlog.shm.liveness import process_start
 from shmlog.shm.session import destroy
 from shmlog.writer import serve
 

@@ -29,7 +29,7 @@ from typing import Any
 from ..format.files import build_file_handler
 from ..format.formatter import DuplicateWarningFilter, FileLines, formats_file_lines
 from ..shm import codec
-from ..shm.control import is_alive
+from ..shm.liveness import is_alive
 from ..wire import Progress, ProgressMarker, Route, route_id, route_key
 from .process import PROCESS, identity
 

@@ -23,7 +23,7 @@ import warnings
 from typing import Any
 
 from ..format.exposition import DEFAULT_HOST, metrics_url
-from ..shm.control import process_start
+from ..shm.liveness import process_start
 from ..shm.session import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import MetricsUnavailable, SessionGone
 from ..shm import codec
-from ..shm.control import is_alive
+from ..shm.liveness import is_alive
 from ..wire import METRICS_KEY
 from .sample import Sample, Sampler
 

@@ -43,6 +43,7 @@ import struct
 import threading
 from typing import Any, NamedTuple
 
+from .liveness import is_alive, thread_alive
 from .segment import Segment
 
 STATE_READY, STATE_CLOSED = 1, 2
@@ -67,31 +68,6 @@ assert _CTL_AT + _CTL.size <= CONFIG_AT
 assert _WRITER.size == 64
 
 
-def proc_stat(pid: int) -> list[bytes] | None:
-    """Fields 3 onwards of ``/proc/<pid>/stat`` (state, ppid, ...), None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces.
-    return raw[raw.rindex(b")") + 2 :].split()
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot, None when it is gone."""
-    fields = proc_stat(pid)
-    if fields is None:
-        return None
-    if fields[0] in (b"Z", b"X"):  # zombie or dead: not running any more
-        return None
-    return int(fields[19])
-
-
-def is_alive(pid: int, start: int) -> bool:
-    return pid > 0 and process_start(pid) == start
-
-
 class ControlState(NamedTuple):
     state: int
     creator: int
@@ -114,9 +90,7 @@ class Writer(NamedTuple):
 
     def alive(self) -> bool:
         """Whether the writing thread still runs (a slot is per thread)."""
-        if not is_alive(self.pid, self.start):
-            return False
-        return self.tid in (0, self.pid) or os.path.exists(f"/proc/{self.pid}/task/{self.tid}")
+        return thread_alive(self.pid, self.start, self.tid)
 
 
 class Control:

@@ -27,9 +27,10 @@ from typing import Any
 import posix_ipc
 
 from ..errors import SegmentError, SessionError
-from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, is_alive, process_start
+from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control
 from .doorbell import Doorbell
 from .entries import list_names, unlink
+from .liveness import is_alive, process_start
 from .names import check_name, control_name, prefix
 from .segment import KIND_CONTROL, Segment
 

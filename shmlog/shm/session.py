@@ -34,10 +34,11 @@ from typing import Any
 import posix_ipc
 
 from ..errors import SegmentError, SessionError
-from .control import Control, Writer, process_start
+from .control import Control, Writer
 from .doorbell import Doorbell
 from .info import InfoStore
 from .lifecycle import attach_control, destroy, leave, open_control
+from .liveness import process_start
 from .names import check_capacity, check_name, prefix
 from .record_rings import RecordConsumer, RecordProducer, RecordRings
 from .scalar_rings import RingDirectory, RingReader, RingWriter

@@ -19,8 +19,9 @@ import os
 import select
 import time
 
-from ..shm.control import STATE_CLOSED, is_alive
+from ..shm.control import STATE_CLOSED
 from ..shm.exclusive import HeldLock
+from ..shm.liveness import is_alive
 from ..shm.session import SessionSegments
 
 __all__ = ["HeldLock", "closing", "wait_for_exit", "writer_alive", "writer_lock"]

@@ -41,7 +41,7 @@ from ..format.exposition import (
     require_prometheus,
 )
 from ..shm import codec
-from ..shm.control import process_start
+from ..shm.liveness import process_start
 from ..shm.session import SessionSegments
 from ..wire import METRICS_KEY
 

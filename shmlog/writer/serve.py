@@ -31,8 +31,8 @@ import threading
 import time
 
 from ..format.files import master_log_file
-from ..shm.control import process_start
 from ..shm.exclusive import HeldLock, forget_inherited
+from ..shm.liveness import process_start
 from ..shm.session import SessionSegments
 from ..stats.shared_hub import SharedHub
 from . import election, metrics

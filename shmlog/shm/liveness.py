@@ -1,0 +1,46 @@
+"""Whether a process or thread still runs, from ``/proc``.
+
+A pid alone names a process only until it exits: the kernel hands the number
+to the next process it starts.  So every process that shared memory records
+(members, slots, the log writer) is kept as (pid, start time), the start time
+being field 22 of ``/proc/<pid>/stat`` in clock ticks since boot, and it is
+alive only while ``/proc`` shows that pid with that start time.  A zombie
+counts as gone.  A thread is alive while its process is and
+``/proc/<pid>/task/<tid>`` exists.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def proc_stat(pid: int) -> list[bytes] | None:
+    """Fields 3 onwards of ``/proc/<pid>/stat`` (state, ppid, ...), None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces.
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot, None when it is gone."""
+    fields = proc_stat(pid)
+    if fields is None:
+        return None
+    if fields[0] in (b"Z", b"X"):  # zombie or dead: not running any more
+        return None
+    return int(fields[19])
+
+
+def is_alive(pid: int, start: int) -> bool:
+    return pid > 0 and process_start(pid) == start
+
+
+def thread_alive(pid: int, start: int, tid: int) -> bool:
+    """Whether thread ``tid`` of process (``pid``, ``start``) still runs (0: the main thread)."""
+    if not is_alive(pid, start):
+        return False
+    return tid in (0, pid) or os.path.exists(f"/proc/{pid}/task/{tid}")
