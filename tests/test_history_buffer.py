@@ -593,7 +593,7 @@ def test_each_unnamed_buffer_warns_once_for_itself() -> None:
 
 def test_empty_buffer_does_not_allocate_max_length() -> None:
     buffer = HistoryBuffer()
-    storage = buffer._storage
+    storage = buffer.storage
     assert isinstance(storage, LocalRing)
     assert storage._values.nbytes + storage._counts.nbytes <= 1024
     buffer.update(1.0)
@@ -605,16 +605,16 @@ def test_storage_grows_with_the_history_not_with_max_length() -> None:
     for n in (100, 1_000, 10_000, 50_000):
         while buffer.totals().updates < n:
             buffer.update(1.0)
-        capacity = len(buffer._storage._values)
+        capacity = len(buffer.storage._values)
         assert n <= capacity <= 2 * n
-        assert len(buffer._storage._counts) == capacity
+        assert len(buffer.storage._counts) == capacity
 
 
 def test_constructed_history_does_not_allocate_max_length() -> None:
     buffer = HistoryBuffer([1.0] * 10, [1.0] * 10)
-    assert len(buffer._storage._values) <= 64
+    assert len(buffer.storage._values) <= 64
     state = pickle.loads(pickle.dumps(buffer))
-    assert len(state._storage._values) <= 64
+    assert len(state.storage._values) <= 64
 
 
 def test_ring_stops_growing_at_max_length_and_reuses_its_arrays() -> None:
@@ -622,9 +622,9 @@ def test_ring_stops_growing_at_max_length_and_reuses_its_arrays() -> None:
     seen = []
     for value in range(1_000):
         buffer.update(float(value))
-        if not seen or seen[-1] is not buffer._storage._values:
-            seen.append(buffer._storage._values)
-    assert len(buffer._storage._values) == 100
+        if not seen or seen[-1] is not buffer.storage._values:
+            seen.append(buffer.storage._values)
+    assert len(buffer.storage._values) == 100
     # 64 then 100: two allocations, none once the ring is full.
     assert len(seen) == 2
     assert buffer.data[0].tolist() == [float(v) for v in range(900, 1_000)]
@@ -650,9 +650,9 @@ def test_growth_reallocates_logarithmically_often() -> None:
     kept = []
     for value in range(100_000):
         buffer.update(float(value))
-        if id(buffer._storage._values) not in arrays:
-            arrays.add(id(buffer._storage._values))
-            kept.append(buffer._storage._values)  # keep alive so ids stay unique
+        if id(buffer.storage._values) not in arrays:
+            arrays.add(id(buffer.storage._values))
+            kept.append(buffer.storage._values)  # keep alive so ids stay unique
     assert len(kept) <= math.ceil(math.log2(100_000 / 64)) + 1
 
 

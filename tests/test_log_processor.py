@@ -654,7 +654,7 @@ def test_cost_does_not_depend_on_history_length():
         buffer = HistoryBuffer()
         for i in range(updates):
             buffer.update(1.0 + i % 7)
-        spies[key] = buffer._storage = _TailSpy(buffer._storage)
+        spies[key] = buffer.storage = _TailSpy(buffer.storage)
         scalars[key] = buffer
     hub = MessageHub(f"log-processor-test-{next(_hub_names)}", log_scalars=scalars,
                      runtime_info={"eta": 10})

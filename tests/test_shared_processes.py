@@ -411,7 +411,7 @@ def test_full_history_reads_finish_while_writer_runs(
             monkeypatch.setattr(RingReader, "totals", counted)
             reads = 0
             # Until the writer has lapped the ring a few times during the reads.
-            while reads < max_reads and (reads < 40 or totals(buffer._storage._rings[0])[0]
+            while reads < max_reads and (reads < 40 or totals(buffer.storage._rings[0])[0]
                                          < first + 3 * capacity):
                 reads += 1
                 values, _counts = buffer.data

@@ -207,7 +207,7 @@ class MMLogger(logging.Logger, ManagerMixin):
                 handler.setLevel(self._terminal_level(number))
             else:
                 handler.setLevel(number)
-        for logger in list(MMLogger._instance_dict.values()):
+        for logger in MMLogger.instances().values():
             logger._cache.clear()
         self._cache.clear()
 
@@ -238,7 +238,7 @@ def print_log(
         if logger == "current":
             target = MMLogger.get_current_instance()
         else:
-            found = MMLogger._instance_dict.get(logger)
+            found = MMLogger.instances().get(logger)
             if found is None:
                 raise ValueError(
                     f"MMLogger: {logger!r} has not been created; create it with "

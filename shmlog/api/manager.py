@@ -75,6 +75,12 @@ class ManagerMixin:
             return next(reversed(cls._instance_dict.values()))  # type: ignore[return-value]
 
     @classmethod
+    def instances(cls) -> OrderedDict[str, Self]:
+        """A copy of this class's registry: name -> instance, oldest first."""
+        with PROCESS.registry_lock:
+            return OrderedDict(cls._instance_dict)  # type: ignore[arg-type]
+
+    @classmethod
     def check_instance_created(cls, name: str) -> bool:
         """Whether an instance called ``name`` exists."""
         return name in cls._instance_dict

@@ -52,7 +52,7 @@ class MessageHub(ManagerMixin):
                     f"log_scalars[{key!r}]: expected a HistoryBuffer, got "
                     f"{type(value).__name__}"
                 )
-            value._name = key
+            value.name = key
         self._runtime_info: OrderedDict[str, Any] = _as_ordered("runtime_info", runtime_info)
         self._resumed_keys: OrderedDict[str, bool] = _as_ordered("resumed_keys", resumed_keys)
         for key in (*self._runtime_info, *self._resumed_keys):
@@ -64,7 +64,7 @@ class MessageHub(ManagerMixin):
                     f"or runtime_info; this hub has log_scalars {sorted(self._log_scalars)} "
                     f"and runtime_info {sorted(self._runtime_info)}"
                 )
-        self._local = LocalHub(self)
+        self._local = LocalHub(self._own_dicts)
         self._bound_token: object | None = None
         self._bound_local: Any = None
         shared = PROCESS.shared_hub(name)
@@ -79,6 +79,10 @@ class MessageHub(ManagerMixin):
         # Every key in _resumed_keys was checked on its way in.
         if type(key) is not str or key not in self._resumed_keys:
             check_key(key, self._instance_name)
+
+    def _own_dicts(self) -> tuple[OrderedDict[str, HistoryBuffer], OrderedDict[str, Any]]:
+        """This hub's own dicts, for its LocalHub (read at every use: they may be replaced)."""
+        return self._log_scalars, self._runtime_info
 
     def _store(self) -> Any:
         """Where this hub's data is now: the session's SharedHub, or this process's LocalHub."""
@@ -109,7 +113,7 @@ class MessageHub(ManagerMixin):
             elif token is None:  # no session: this process's own ring
                 buffer = self._log_scalars.get(key)
                 if buffer is not None:
-                    buffer._storage.append(value, 1.0)
+                    buffer.storage.append(value, 1.0)
                     return
             elif self._bound_token is token:
                 try:
@@ -279,7 +283,7 @@ class MessageHub(ManagerMixin):
                       f"MMEngine; it is not restored")
                 continue
             restored = copy.deepcopy(adopted)
-            restored._name = key
+            restored.name = key
             store.load_scalar(key, restored)
         for key, value in state_dict["runtime_info"].items():
             try:
@@ -312,7 +316,7 @@ class MessageHub(ManagerMixin):
         )
         self._runtime_info = state["runtime_info"]
         self._resumed_keys = state["resumed_keys"]
-        self._local = LocalHub(self)
+        self._local = LocalHub(self._own_dicts)
         self._bound_token = None
         self._bound_local = None
 

@@ -53,7 +53,7 @@ def report_progress(
     if mode not in ("train", "val", "test"):
         raise ValueError(f"mode: expected 'train', 'val' or 'test', got {mode!r}")
     session = PROCESS.current()
-    options = {} if session is None else session._options
+    options = {} if session is None else session.config
     progress = Progress(
         mode, int(batch_idx), int(iter), int(epoch), dataloader_len, max_iters, max_epochs,
         event, time.monotonic_ns(),

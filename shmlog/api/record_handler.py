@@ -312,7 +312,7 @@ def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:
     if everyone:
         targets = [(c.cursor_in_ring, c.head()) for c in shared.record_consumers()]
     else:
-        producer = shared._producer
+        producer = shared.producer
         targets = [] if producer is None else [(producer.committed, producer.position())]
     deadline = time.monotonic() + timeout
     writerless = None

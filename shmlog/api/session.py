@@ -79,6 +79,11 @@ class Session:
         """The options the session was created with."""
         return self._segments.options()
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The options as read when this process joined (no lock; capacities may have grown since)."""
+        return self._options
+
     def metrics_url(self, timeout: float = 0.0) -> str | None:
         """Where the log writer serves this session's metrics (``metrics_port``), or None.
 
@@ -159,7 +164,7 @@ class Session:
 
     def _leave_writing(self) -> None:
         """Flush this process's records, and hand over or finish log writing."""
-        if self._segments.closed or self._segments._pid != os.getpid():
+        if self._segments.closed or self._segments.pid != os.getpid():
             return
         try:
             last = self._member and self._segments.live_members() <= 1

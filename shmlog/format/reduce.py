@@ -66,7 +66,7 @@ def window_weight(buffer: HistoryBuffer, window: Any) -> float:
     totals = buffer.totals()
     if window is None or window >= totals.updates:
         return float(totals.count_sum)
-    _values, counts, _complete = buffer._storage.window(int(window))
+    _values, counts, _complete = buffer.storage.window(int(window))
     return float(counts.sum())
 
 

@@ -149,7 +149,7 @@ class Sample:
 
 def _statistics(storage: MergedRings, key: str, window: int) -> tuple:
     """(totals, current, window mean, newest time) as a HistoryBuffer computes them."""
-    buffer = HistoryBuffer._over(storage, key)
+    buffer = HistoryBuffer.over(storage, key)
     totals = buffer.totals()
     if totals.updates == 0:
         return totals, None, None, None
@@ -354,7 +354,7 @@ class Sampler:
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError):
                 continue  # not plain data: nothing a progress line can show
             found.setdefault(hub, {})[key] = value
-        times = {k.hub: HistoryBuffer._over(MergedRings(self.session.readers(hub_key(k.hub, k.key))))
+        times = {k.hub: HistoryBuffer.over(MergedRings(self.session.readers(hub_key(k.hub, k.key))))
                  for k in keys if k.key == "train/time" and k.updates}
         progress: dict[str, dict[str, Any]] = {}
         for hub, values in found.items():

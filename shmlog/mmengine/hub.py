@@ -59,7 +59,7 @@ class SharedScalars(MutableMapping):
         writer = hub.writers().get(key)
         if writer is not None:
             # MMEngine's update path reads the buffer only to update it.
-            return HistoryBuffer._over(_OwnKey(hub, key, writer), key)
+            return HistoryBuffer.over(_OwnKey(hub, key, writer), key)
         buffer = hub.get_scalar(key)
         if buffer is None:
             raise KeyError(key)
@@ -120,7 +120,7 @@ class _OwnKey:
 
     def __getattr__(self, name: str) -> Any:
         if self._storage is None:
-            self._storage = self._hub.get_scalar(self._key)._storage
+            self._storage = self._hub.get_scalar(self._key).storage
         return getattr(self._storage, name)
 
 

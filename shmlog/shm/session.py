@@ -295,6 +295,16 @@ class SessionSegments:
 
     # -- log records ----------------------------------------------------------------
 
+    @property
+    def pid(self) -> int:
+        """The process that opened this handle (a forked child has another pid)."""
+        return self._pid
+
+    @property
+    def producer(self) -> RecordProducer | None:
+        """This process's record ring if it has logged a record yet, else None."""
+        return self._producer
+
     def record_producer(self, capacity: int) -> RecordProducer:
         """This process's record ring, created (or taken over) on first use."""
         producer = self._producer

@@ -10,6 +10,13 @@ so that code written for MMEngine runs unchanged.  What differs is underneath:
   run even after the ring dropped its oldest records;
 * the same class reads a scalar that several processes write into shared
   memory: the storage then merges every writer's records in time order.
+
+The seam to the layers around it: ``buffer.storage`` is the
+:class:`~shmlog.stats.storage.HistoryStorage` it reads and writes (a
+``LocalRing`` in one process, a ``MergedRings`` over shared memory),
+``HistoryBuffer.over(storage, name)`` wraps a storage without copying, and
+``buffer.name`` is the key the buffer is logged under (None when it is not
+known), which messages name.
 """
 
 from __future__ import annotations
@@ -75,53 +82,53 @@ class HistoryBuffer:
                 stacklevel=2,
             )
             values, counts = values[-max_length:], counts[-max_length:]
-        self._storage: HistoryStorage = LocalRing.from_history(values, counts, int(max_length))
-        self._name: str | None = None
+        self.storage: HistoryStorage = LocalRing.from_history(values, counts, int(max_length))
+        self.name: str | None = None
 
     @classmethod
-    def _over(cls, storage: HistoryStorage, name: str | None = None) -> HistoryBuffer:
+    def over(cls, storage: HistoryStorage, name: str | None = None) -> HistoryBuffer:
         """A buffer reading and writing ``storage`` (no copy)."""
         buffer = cls.__new__(cls)
-        buffer._storage = storage
-        buffer._name = name
+        buffer.storage = storage
+        buffer.name = name
         return buffer
 
     # -- writing -----------------------------------------------------------
 
     def update(self, log_val: Any, count: Any = 1) -> None:
         """Append one value with its count (used as the mean's denominator)."""
-        value = to_float(log_val, self._name)
-        weight = to_count(count, self._name)
-        self._storage.append(value, weight)
+        value = to_float(log_val, self.name)
+        weight = to_count(count, self.name)
+        self.storage.append(value, weight)
 
     # -- reading -----------------------------------------------------------
 
     @property
     def max_length(self) -> int:
-        return self._storage.max_length
+        return self.storage.max_length
 
     @property
     def data(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the retained (values, counts), oldest first."""
-        values, counts = self._storage.tail(None)
+        values, counts = self.storage.tail(None)
         return np.array(values), np.array(counts)
 
     @property
     def _log_history(self) -> np.ndarray:
         # Read-only, ordered view for statistics registered MMEngine-style
         # (``self._log_history[-window:]``).
-        return self._storage.tail(None)[0]
+        return self.storage.tail(None)[0]
 
     @property
     def _count_history(self) -> np.ndarray:
-        return self._storage.tail(None)[1]
+        return self.storage.tail(None)[1]
 
     def totals(self) -> Totals:
         """Running totals over every update, including dropped records."""
-        return self._storage.totals()
+        return self.storage.totals()
 
     def __len__(self) -> int:
-        return self._storage.retained()
+        return self.storage.retained()
 
     def per_writer(self) -> dict[str, HistoryBuffer]:
         """One buffer per writer (a thread of some process), keyed by a readable label.
@@ -131,10 +138,10 @@ class HistoryBuffer:
         process's rank (``shmlog.stats.shared_hub``).  A buffer that lives in
         one process has a single writer: itself.
         """
-        split = getattr(self._storage, "per_writer", None)
+        split = getattr(self.storage, "per_writer", None)
         if split is None:
             return {"local": self}
-        return {label: HistoryBuffer._over(storage, self._name) for label, storage in split().items()}
+        return {label: HistoryBuffer.over(storage, self.name) for label, storage in split().items()}
 
     # -- statistics ----------------------------------------------------------
 
@@ -168,30 +175,30 @@ class HistoryBuffer:
 
     def _window(self, window_size: Any, what: str) -> tuple[Totals | None, np.ndarray, np.ndarray]:
         """Resolve a window to either the running totals or the records to use."""
-        window = check_window(window_size, self._name)
-        totals = self._storage.totals()
+        window = check_window(window_size, self.name)
+        totals = self.storage.totals()
         if totals.updates == 0:
-            label = f"{self._name!r}" if self._name else "HistoryBuffer"
+            label = f"{self.name!r}" if self.name else "HistoryBuffer"
             raise ValueError(f"{label}: {what}() needs at least one update, the history is empty")
         if window is None or window >= totals.updates:
             return totals, _EMPTY, _EMPTY
-        values, counts, complete = self._storage.window(window)
+        values, counts, complete = self.storage.window(window)
         if not complete:
-            self._warn_short_window(window, self._storage.retained(), totals.updates)
+            self._warn_short_window(window, self.storage.retained(), totals.updates)
         return None, values, counts
 
     def _warn_short_window(self, window: int, retained: int, updates: int) -> None:
-        if self._name is None:
+        if self.name is None:
             # Unnamed buffers remember on themselves: an id() can be reused.
             if getattr(self, "_warned_short_window", False):
                 return
             self._warned_short_window = True
             key = "HistoryBuffer"
         else:
-            if self._name in _WARNED_KEYS:
+            if self.name in _WARNED_KEYS:
                 return
-            _WARNED_KEYS.add(self._name)
-            key = self._name
+            _WARNED_KEYS.add(self.name)
+            key = self.name
         warnings.warn(
             f"{key!r}: window_size {window} is longer than the {retained} records retained "
             f"(of {updates} updates); computing over the retained records. Raise "
@@ -222,22 +229,22 @@ class HistoryBuffer:
 
     def current(self) -> np.float64:
         """The latest value."""
-        values, _ = self._storage.tail(1)
+        values, _ = self.storage.tail(1)
         if len(values) == 0:
-            label = f"{self._name!r}" if self._name else "HistoryBuffer"
+            label = f"{self.name!r}" if self.name else "HistoryBuffer"
             raise ValueError(f"{label}: current() needs at least one update, the history is empty")
         return values[-1]
 
     # -- copying -------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        values, counts = self._storage.tail(None)
+        values, counts = self.storage.tail(None)
         return {
             "values": np.array(values),
             "counts": np.array(counts),
-            "totals": tuple(self._storage.totals()),
-            "max_length": self._storage.max_length,
-            "name": self._name,
+            "totals": tuple(self.storage.totals()),
+            "max_length": self.storage.max_length,
+            "name": self.name,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -248,13 +255,13 @@ class HistoryBuffer:
                     f"HistoryBuffer state: expected shmlog's or MMEngine's layout, got keys "
                     f"{sorted(state)}"
                 )
-            self._storage = _ring(history)
-            self._name = None
+            self.storage = _ring(history)
+            self.name = None
             return
-        self._storage = LocalRing.from_history(
+        self.storage = LocalRing.from_history(
             state["values"], state["counts"], state["max_length"], Totals(*state["totals"])
         )
-        self._name = state["name"]
+        self.name = state["name"]
 
     def __reduce_ex__(self, protocol: int) -> Any:
         """Pickle as MMEngine's HistoryBuffer in a process that uses MMEngine, else as this class.
@@ -265,8 +272,8 @@ class HistoryBuffer:
         cls = mmengine_class(HistoryBuffer)
         if cls is None:
             return super().__reduce_ex__(protocol)
-        values, counts = self._storage.tail(None)
-        history = History(values, counts, self._storage.max_length, self._storage.totals())
+        values, counts = self.storage.tail(None)
+        history = History(values, counts, self.storage.max_length, self.storage.totals())
         return reduce_as(cls, history)
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> HistoryBuffer:
@@ -290,16 +297,16 @@ class HistoryBuffer:
         if history is None:
             return None
         adopted = cls.__new__(cls)
-        adopted._storage = _ring(history)
-        adopted._name = None
+        adopted.storage = _ring(history)
+        adopted.name = None
         return adopted
 
     def __repr__(self) -> str:
-        totals = self._storage.totals()
-        name = f" {self._name!r}" if self._name else ""
+        totals = self.storage.totals()
+        name = f" {self.name!r}" if self.name else ""
         return (
-            f"<HistoryBuffer{name} retained={self._storage.retained()} "
-            f"updates={totals.updates} max_length={self._storage.max_length}>"
+            f"<HistoryBuffer{name} retained={self.storage.retained()} "
+            f"updates={totals.updates} max_length={self.storage.max_length}>"
         )
 
 

@@ -7,6 +7,7 @@ dicts, so MessageHub has one code path whether or not a session shares it.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .history_buffer import HistoryBuffer
@@ -15,29 +16,31 @@ from .history_buffer import HistoryBuffer
 class LocalHub:
     """Scalars and runtime info of one hub, in this process's memory.
 
-    The dicts are the owner's ``_log_scalars`` and ``_runtime_info``, read
-    on every call: code that replaces them on the hub (MMEngine's own tests
+    ``dicts`` returns the owner's (scalars, runtime info) dicts and is called
+    on every use: code that replaces them on the hub (MMEngine's own tests
     do) is still what the hub serves.
     """
 
-    def __init__(self, owner: Any) -> None:
-        self._owner = owner
+    def __init__(
+        self, dicts: Callable[[], tuple[OrderedDict[str, HistoryBuffer], OrderedDict[str, Any]]]
+    ) -> None:
+        self._dicts = dicts
 
     @property
     def scalars(self) -> OrderedDict[str, HistoryBuffer]:
-        return self._owner._log_scalars
+        return self._dicts()[0]
 
     @property
     def info(self) -> OrderedDict[str, Any]:
-        return self._owner._runtime_info
+        return self._dicts()[1]
 
     def update_scalar(self, key: str, value: float, count: float) -> None:
         buffer = self.scalars.get(key)
         if buffer is None:
             buffer = HistoryBuffer()
-            buffer._name = key
+            buffer.name = key
             self.scalars[key] = buffer
-        buffer._storage.append(value, count)
+        buffer.storage.append(value, count)
 
     def get_scalar(self, key: str) -> HistoryBuffer | None:
         return self.scalars.get(key)

@@ -116,7 +116,7 @@ class SharedHub:
             until=until,
             every=every,
         )
-        return HistoryBuffer._over(storage, key)
+        return HistoryBuffer.over(storage, key)
 
     def keys(self) -> list[str]:
         size = len(self._prefix)

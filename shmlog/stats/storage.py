@@ -77,7 +77,12 @@ def running_max(current: float, value: float) -> float:
 
 
 class HistoryStorage(Protocol):
-    """What HistoryBuffer needs from its storage."""
+    """What HistoryBuffer needs from its storage, and all other layers may call on it.
+
+    Implemented by :class:`LocalRing` (one process) and
+    :class:`shmlog.stats.merged.MergedRings` (every writer's ring of a key in
+    shared memory, which adds ``per_writer``).
+    """
 
     max_length: int
 

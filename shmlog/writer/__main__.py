@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import SessionError
 from ..shm.session import SessionSegments
 from . import election
-from .serve import HOUSEKEEPING_SECONDS, _nobody_left, serve
+from .serve import HOUSEKEEPING_SECONDS, nobody_left, serve
 
 
 def main(argv: list[str]) -> int:
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     lock = election.writer_lock(segments)
     try:
         while not stop.is_set():
-            if _nobody_left(segments, until_members_leave=True):
+            if nobody_left(segments, until_members_leave=True):
                 return 0
             if lock.try_acquire():
                 serve(segments, lock, stop, until_members_leave=True)

@@ -106,7 +106,7 @@ def _loop(segments: SessionSegments, writer: LogWriter, stop: threading.Event,
             return
         if time.monotonic() - checked >= HOUSEKEEPING_SECONDS:
             checked = time.monotonic()
-            if _nobody_left(segments, until_members_leave):
+            if nobody_left(segments, until_members_leave):
                 return
         if wrote and writer.cut_short:
             continue  # the batch was cut short: more is waiting
@@ -119,7 +119,7 @@ def _loop(segments: SessionSegments, writer: LogWriter, stop: threading.Event,
         bell.sleep(HOUSEKEEPING_SECONDS, writer.unread)
 
 
-def _nobody_left(segments: SessionSegments, until_members_leave: bool) -> bool:
+def nobody_left(segments: SessionSegments, until_members_leave: bool) -> bool:
     if not until_members_leave:
         return election.closing(segments)
     if segments.live_members():
