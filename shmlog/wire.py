@@ -6,10 +6,16 @@ defined here, and nowhere else:
 
 * how a MessageHub's name and a key make one shared name (:func:`hub_key`);
 * the runtime-info keys shmlog reserves for itself;
-* the log record (as fields, or as the line already made), its route and the
-  progress marker that processes put into their record rings.  They are
-  NamedTuples so that code reads fields by name, and cross as plain tuples
-  (``marshal`` takes nothing else), rebuilt with ``_make`` on the reading side.
+* the entries processes put into their record rings, and their one codec:
+  a log record as fields (:class:`LogRecordData`), as the line already made
+  (:class:`LogLine`), or a progress marker (:class:`ProgressMarker`).  Each
+  crosses as a plain tuple (``marshal`` takes nothing else) that starts with
+  the time it was made (``time.time()``, at index ``CREATED``: what the log
+  writer merges rings by) and its kind's tag (``RECORD``, ``LINE``,
+  ``PROGRESS``); ``encode_*`` make
+  them in the producing process and :func:`decode` checks the tag and the
+  field count and returns the NamedTuple, whose fields the log writer and its
+  sinks read by name.  No other module indexes or measures an entry.
 
 This module imports nothing from the package: every layer may use it.
 """
@@ -109,6 +115,11 @@ REDUCE_PART_PREFIX = SEPARATOR + "shmlog" + SEPARATOR + "reduce" + SEPARATOR
 
 # -- log records ---------------------------------------------------------------------
 
+# Every record ring entry starts (created, tag): the time it was made, and which
+# NamedTuple it is.
+CREATED, TAG = 0, 1
+RECORD, LINE, PROGRESS = 1, 2, 3
+
 
 class Route(NamedTuple):
     """Where a log record goes: what the writer needs to build the file handler."""
@@ -129,6 +140,7 @@ class LogRecordData(NamedTuple):
     """
 
     created: float
+    tag: int  # RECORD
     levelno: int
     levelname: str
     name: str
@@ -150,10 +162,10 @@ class LogLine(NamedTuple):
     (``shmlog.format.formatter.formats_file_lines``).
 
     The writer appends ``text`` as it is, so a record costs it no formatting.
-    Told apart from LogRecordData by its length.
     """
 
     created: float
+    tag: int  # LINE
     levelno: int
     text: str  # the whole line, ``[worker<id>]`` mark and terminator included
     rank: int
@@ -197,24 +209,72 @@ class ProgressMarker(NamedTuple):
     """A record ring entry that asks the writer for MMEngine's line at one step."""
 
     created: float
-    kind: None  # None here, a level number in the records: how they are told apart
+    tag: int  # PROGRESS
     progress: tuple  # a Progress, as a plain tuple
 
 
-def is_progress_marker(data: tuple) -> bool:
-    """Whether a tuple read from a record ring is a :class:`ProgressMarker`."""
-    return data[1] is None
+def encode_record(
+    created: float, levelno: int, levelname: str, name: str, message: str, pathname: str,
+    func: str | None, lineno: int, exc_text: str | None, stack_info: str | None, rank: int,
+    worker: int, pid: int, route: str,
+) -> tuple:
+    """A :class:`LogRecordData` as the plain tuple it crosses as."""
+    return (created, RECORD, levelno, levelname, name, message, pathname, func, lineno,
+            exc_text, stack_info, rank, worker, pid, route)
+
+
+def encode_line(created: float, levelno: int, text: str, rank: int, route: str) -> tuple:
+    """A :class:`LogLine` as the plain tuple it crosses as."""
+    return (created, LINE, levelno, text, rank, route)
+
+
+def encode_progress(created: float, progress: Progress) -> tuple:
+    """A :class:`ProgressMarker` for ``progress`` as the plain tuple it crosses as."""
+    return (created, PROGRESS, tuple(progress))
+
+
+_KINDS: dict[Any, type] = {RECORD: LogRecordData, LINE: LogLine, PROGRESS: ProgressMarker}
+_SIZES = {tag: len(kind._fields) for tag, kind in _KINDS.items()}
+_new = tuple.__new__
+
+
+def decode(data: Any) -> LogRecordData | LogLine | ProgressMarker:
+    """The entry read from a record ring, as its NamedTuple; ValueError for anything else.
+
+    Only the tag and the number of fields are checked (the writer's hot path);
+    a field of the wrong type fails where it is used.
+    """
+    if type(data) is tuple and len(data) > TAG:
+        tag = data[TAG]
+        if type(tag) is int and _SIZES.get(tag) == len(data):
+            return _new(_KINDS[tag], data)
+    raise ValueError(f"not a record ring entry: {shape(data)}")
+
+
+def shape(data: Any) -> str:
+    """What an entry that is not a record looks like, for messages."""
+    if not isinstance(data, tuple):
+        return type(data).__name__
+    tag = data[TAG] if len(data) > TAG else None
+    kind = _KINDS.get(tag) if type(tag) is int else None
+    named = f"tag {tag!r}" if kind is None else f"a {kind.__name__}'s tag"
+    return f"{len(data)} fields, {named}"
 
 
 __all__ = [
     "COMMIT_KEYS",
+    "CREATED",
+    "LINE",
     "METRICS_KEY",
     "PROGRESS_INFO_KEYS",
+    "PROGRESS",
     "PROGRESS_KEY",
     "REDUCED_INFO_KEY",
+    "RECORD",
     "REDUCE_PART_PREFIX",
     "ROUTE_KEY_PREFIX",
     "SEPARATOR",
+    "TAG",
     "Commit",
     "LogLine",
     "LogRecordData",
@@ -223,7 +283,11 @@ __all__ = [
     "Route",
     "hub_key",
     "hub_prefix",
-    "is_progress_marker",
+    "decode",
+    "encode_line",
+    "encode_progress",
+    "encode_record",
+    "shape",
     "route_id",
     "route_key",
     "split_hub_key",

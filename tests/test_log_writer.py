@@ -39,7 +39,7 @@ from _writer_workers import (
 import shmlog
 from shmlog import LogProcessor, MessageHub, MMLogger
 from shmlog.shm.liveness import process_start
-from shmlog.wire import Progress, ProgressMarker
+from shmlog.wire import Progress, encode_line, encode_progress
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 DROPPED = re.compile(r"^shmlog: (\d+) log record\(s\) from (\S+) were dropped\b")
@@ -237,7 +237,7 @@ def test_writer_killed_mid_run_loses_nothing(tmp_path: Path, name: str) -> None:
 def _marker(ring: int, created: float) -> tuple:
     """A progress marker as it crosses the ring, naming its ring in ``batch_idx``."""
     progress = Progress("train", ring, 0, 0, None, None, None, "iter", created)
-    return tuple(ProgressMarker(created, None, tuple(progress)))
+    return encode_progress(created, progress)
 
 
 class _Ring:
@@ -388,7 +388,7 @@ def test_a_commit_inside_a_run_holds_exactly_the_records_written(tmp_path: Path)
     segments = _Segments([ring])
     for route in routes:
         segments.info[route_key(route_id(route))] = codec.encode("log route", tuple(route))
-    ring.records = [(float(i), logging.INFO, f"line {i}\n", 0, route_id(routes[i // 3]))
+    ring.records = [encode_line(float(i), logging.INFO, f"line {i}\n", 0, route_id(routes[i // 3]))
                     for i in range(6)]
     writer = LogWriter(segments)
     commits: list[tuple[int, dict[str, str]]] = []

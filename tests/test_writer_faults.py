@@ -21,6 +21,7 @@ from _writer_workers import TIMEOUT, messages_of, numbered
 
 import shmlog
 from shmlog import MMLogger
+from shmlog.wire import LINE, RECORD
 
 
 @pytest.mark.timeout(120)
@@ -128,16 +129,16 @@ def test_a_malformed_record_is_skipped_and_said_once_and_the_writer_goes_on(
         writer = session.writer_pid
         route = logger.handlers[-1]._route_id
         # Not what a record ring carries: too few fields, a route id of the wrong type.
-        assert _put(session.shared, (1.0, 20, "INFO"))
-        assert _put(session.shared, (1.0, 20, "INFO", "x", "m", "p", "f", 1, None, None, 0, -1,
-                                     os.getpid(), 12345))
+        assert _put(session.shared, (1.0, RECORD, 20, "INFO"))
+        assert _put(session.shared, (1.0, RECORD, 20, "INFO", "x", "m", "p", "f", 1, None, None,
+                                     0, -1, os.getpid(), 12345))
         for i in range(1, 6):
             logger.info(f"main line {i}")
-        assert _put(session.shared, (1.0, 20, "INFO", "x", "m", "p", "f", 1, None, None, 0, -1,
-                                     os.getpid(), route, "extra"))
+        assert _put(session.shared, (1.0, RECORD, 20, "INFO", "x", "m", "p", "f", 1, None, None,
+                                     0, -1, os.getpid(), route, "extra"))
         logger.info("main line 6")
         # A line (LogLine) for the file the line before went to, whose text is no text.
-        assert _put(session.shared, (1.0, 20, b"main line 7\n", 0, route))
+        assert _put(session.shared, (1.0, LINE, 20, b"main line 7\n", 0, route))
         logger.info("main line 7")
         assert session.flush()
         assert session.writer_pid == writer  # the same writer, still writing

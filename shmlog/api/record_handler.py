@@ -30,7 +30,7 @@ from ..format.files import build_file_handler
 from ..format.formatter import DuplicateWarningFilter, FileLines, formats_file_lines
 from ..shm import codec
 from ..shm.liveness import is_alive
-from ..wire import Progress, ProgressMarker, Route, route_id, route_key
+from ..wire import Progress, Route, encode_line, encode_progress, encode_record, route_id, route_key
 from .process import PROCESS, identity
 
 BLOCK_SECONDS = 0.2
@@ -109,10 +109,11 @@ class SessionFileHandler(logging.FileHandler):
             try:
                 lines, mark, rank, ring = line[3:7]
                 message = record.getMessage()
-                _put_into(ring, (record.created, record.levelno,
-                                 lines.plain(record.created, record.name, str(record.levelname),
-                                             mark + message if mark else message),
-                                 rank, self._route_id))
+                _put_into(ring, encode_line(record.created, record.levelno,
+                                            lines.plain(record.created, record.name,
+                                                        str(record.levelname),
+                                                        mark + message if mark else message),
+                                            rank, self._route_id))
             except Exception:  # noqa: BLE001 (logging must never raise into the caller)
                 self.handleError(record)
             return True
@@ -197,17 +198,15 @@ class SessionFileHandler(logging.FileHandler):
                 self._line_to = (session, record.process, shared, lines, mark, who[1], ring,
                                  list(filters))
             message = mark + message
-            # A LogLine, as the plain tuple it crosses as (fields in order).
-            _put_into(ring, (record.created, record.levelno,
-                             lines.plain(record.created, record.name, str(record.levelname),
-                                         message),
-                             who[1], self._route_id))
+            _put_into(ring, encode_line(record.created, record.levelno,
+                                        lines.plain(record.created, record.name,
+                                                    str(record.levelname), message),
+                                        who[1], self._route_id))
             return
         exc_text = record.exc_text
         if record.exc_info and not exc_text:
             exc_text = _FORMATTER.formatException(record.exc_info)
-        # A LogRecordData, likewise.
-        _put(shared, (
+        _put(shared, encode_record(
             record.created, record.levelno, record.levelname, record.name, message,
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
             who[1], who[2], who[0], self._route_id,
@@ -258,7 +257,7 @@ def session_file_handler(
 
 def ship_progress(session: Any, progress: Progress) -> bool:
     """Put a progress marker into this process's record ring (see ``report_progress``)."""
-    return _put(session.shared, tuple(ProgressMarker(time.time(), None, tuple(progress))))
+    return _put(session.shared, encode_progress(time.time(), progress))
 
 
 def _put(shared: Any, data: tuple[Any, ...]) -> bool:

@@ -30,7 +30,9 @@ Waking the reader: a producer that finds the reader asleep after publishing
 rings the session's doorbell (``shmlog.shm.doorbell``).
 
 Payloads are ``marshal`` dumps (format 2) of plain tuples: only built-in data
-crosses, and it is cheap to make in the training process.
+crosses, and it is cheap to make in the training process.  What the tuples are
+(their kinds, tags and fields) is ``shmlog.wire``'s; here a tuple is opaque but
+for its creation time (``wire.CREATED``), which ``take`` reads.
 
 The record rings of a session (:class:`RecordRings`): a process's ring is
 found by its slot, so a process that takes over a dead process's slot (a
@@ -44,6 +46,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..wire import CREATED
 from .control import Control
 from .directory import SegmentList
 from .fence import fence
@@ -237,7 +240,7 @@ class RecordConsumer:
         """A run of records from the cursor on, read in one call (the writer's hot loop).
 
         At most ``limit`` records: the first whatever its time, then those
-        created no later than ``newest`` (``record[0]``).  Returns them and,
+        created no later than ``newest`` (``record[wire.CREATED]``).  Returns them and,
         for each, the position just past it; the cursor does not move (the
         caller sets it as it writes them), except past a wrap mark it starts
         at.  The record :meth:`next` returned, or the one that ended the run
@@ -268,7 +271,7 @@ class RecordConsumer:
             at = data + position + 4
             record = loads(buf[at : at + length])
             end = cursor + ((4 + length + 7) & ~7)
-            if records and not record[0] <= newest:
+            if records and not record[CREATED] <= newest:
                 self._ahead_at, self._ahead, self._ahead_end = cursor, record, end
                 break
             add(record)

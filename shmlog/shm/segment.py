@@ -47,7 +47,7 @@ from .entries import SHM_DIR, TEMP_MARK, entry_problem, shm_path, unlink
 from .mapping import Mapping
 
 MAGIC = b"SHMLOGv1"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 HEADER = struct.Struct("<8sIIQQI")  # magic, version, kind, size, generation, uid
 HEADER_SIZE = 64
 

@@ -30,7 +30,18 @@ from ..format.files import build_file_handler, log_file_for_rank
 from ..shm import codec
 from ..shm.record_rings import RecordConsumer
 from ..shm.session import SessionSegments
-from ..wire import Commit, Progress, Route, route_key
+from ..wire import (
+    CREATED,
+    Commit,
+    LogLine,
+    LogRecordData,
+    Progress,
+    ProgressMarker,
+    Route,
+    decode,
+    route_key,
+    shape,
+)
 from .commit import CommitLog, recover
 from .sinks import LogSink, Sink, TextSink, to_log_record
 
@@ -166,7 +177,7 @@ class LogWriter:
         for index, consumer in enumerate(consumers):
             record = consumer.next()
             if record is not None:
-                heads.append((record[0], index))
+                heads.append((record[CREATED], index))
                 queued.add(index)
         heapq.heapify(heads)
         done = 0
@@ -190,7 +201,7 @@ class LogWriter:
             if record is None:
                 queued.discard(index)
             else:
-                push(heads, (record[0], index))
+                push(heads, (record[CREATED], index))
             if not done % REPOLL_RECORDS:
                 # Busy producers can keep one batch going: rings that were
                 # empty when it began, or appeared since, join it here
@@ -200,7 +211,7 @@ class LogWriter:
                     if other not in queued:
                         record = waiting.next()
                         if record is not None:
-                            push(heads, (record[0], other))
+                            push(heads, (record[CREATED], other))
                             queued.add(other)
         reported = False
         for consumer in consumers:
@@ -225,34 +236,38 @@ class LogWriter:
         route, rank, level, append = self._line_files.get(slot, _NO_LINE_FILE)
         start = consumer.cursor  # where the record at hand starts
         for data, end in zip(run, ends):
-            if len(data) == 5 and data[4] == route and data[3] == rank \
-                    and type(data[2]) is str:
-                if data[1] >= level:
-                    append(data[2])
+            try:
+                item = decode(data)
+            except ValueError:
+                item = None
+            if type(item) is LogLine and item.route == route and item.rank == rank \
+                    and type(item.text) is str:
+                if item.levelno >= level:
+                    append(item.text)
             else:
                 consumer.cursor = start
                 sink = None
                 try:
-                    sink = self._write(data, slot)
+                    sink = self._write(decode(data) if item is None else item, slot)
                 except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
                     self._malformed(data, slot, exc)
                 route = rank = None
-                if len(data) == 5 and sink is not None:
-                    route, rank, level, append = data[4], data[3], sink.handler.level, sink.adder()
+                if type(item) is LogLine and sink is not None:
+                    route, rank, level, append = item.route, item.rank, sink.handler.level, \
+                        sink.adder()
                 self._line_files[slot] = (route, rank, level, append)
             start = end
         consumer.cursor = start
 
-    def _write(self, data: tuple[Any, ...], writer_slot: int) -> LogSink | None:
-        """Write one record; returns the file it went to (None: a progress marker, or none)."""
-        # Fields by position (LogLine: rank at 3, route id at 4; LogRecordData:
-        # at 10 and 13), and wire.is_progress_marker written out.
-        if data[1] is None:
+    def _write(self, item: LogRecordData | LogLine | ProgressMarker,
+               writer_slot: int) -> LogSink | None:
+        """Write one decoded entry; returns the file it went to (None: a progress marker, or none)."""
+        if type(item) is ProgressMarker:
             if self.on_progress is not None:
-                self.on_progress(Progress._make(data[2]), self._segments.control.writer(
+                self.on_progress(Progress._make(item.progress), self._segments.control.writer(
                     writer_slot).rank)
             return None
-        key = (data[4], data[3]) if len(data) == 5 else (data[13], data[10])
+        key = (item.route, item.rank)
         self._last_route[writer_slot] = key
         sink = self._by_id.get(key, _UNKNOWN)
         if sink is _UNKNOWN:
@@ -260,7 +275,7 @@ class LogWriter:
             sink = None if route is None else self.sink_for(route, key[1])
             self._by_id[key] = sink
         if sink is not None:
-            sink.write(data)
+            sink.write(item)
         return sink
 
     def _malformed(self, data: Any, writer_slot: int, exc: Exception) -> None:
@@ -268,9 +283,8 @@ class LogWriter:
         self._skipped += 1
         if self._skipped == 1:
             label = self._segments.writer_labels().get(writer_slot, f"writer{writer_slot}")
-            shape = f"{len(data)} fields" if isinstance(data, tuple) else type(data).__name__
             print(f"shmlog: a log record from {label} could not be written "
-                  f"({type(exc).__name__}: {exc}; {shape}); records like it are "
+                  f"({type(exc).__name__}: {exc}; {shape(data)}); records like it are "
                   f"skipped and counted", file=sys.stderr, flush=True)
 
     def _route(self, ident: str) -> Route | None:

@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 from ..format.files import open_output
 from ..format.formatter import FileLines, formats_file_lines
-from ..wire import LogRecordData
+from ..wire import LogLine, LogRecordData
 
 # After a failed write, writing resumes once the file system has this much room.
 RESUME_BYTES = 64 << 10
@@ -214,24 +214,24 @@ class LogSink(Sink):
         })
         return self.handler.format(record) + self.handler.terminator
 
-    def write(self, data: tuple) -> None:
-        """Add one record (a LogRecordData or LogLine as a plain tuple) to the
-        batch, as the handler would have written it."""
-        if data[1] < self.handler.level:  # levelno
+    def write(self, data: LogRecordData | LogLine) -> None:
+        """Add one record (decoded by ``wire.decode``) to the batch, as the handler would
+        have written it."""
+        if data.levelno < self.handler.level:
             return
-        if len(data) == 5:
-            # A LogLine: its process made the line this handler makes (see
+        if type(data) is LogLine:
+            # Its process made the line this handler makes (see
             # ``shmlog.api.record_handler``), its filter passes it.
-            if type(data[2]) is not str:
-                raise TypeError(f"a LogLine's text must be a str, got {type(data[2]).__name__}")
-            self._texts.append(data[2])
+            if type(data.text) is not str:
+                raise TypeError(f"a LogLine's text must be a str, got {type(data.text).__name__}")
+            self._texts.append(data.text)
             return
         if self._fast:
             text = self._format(data)
             if text is not None:
                 self._texts.append(text)
             return
-        record = to_log_record(LogRecordData._make(data))
+        record = to_log_record(data)
         if not self.handler.filter(record):
             return
         try:
@@ -261,11 +261,12 @@ class LogSink(Sink):
         if record.levelno >= self.handler.level and self.handler.filter(record):
             self._texts.append(self.handler.format(record) + self.handler.terminator)
 
-    def _format(self, data: tuple) -> str | None:
-        # MMFormatter(color=False, datefmt=FILE_DATEFMT), field by field: the
-        # fields of LogRecordData by position, the timestamp made once a second.
-        (created, levelno, levelname, name, message, pathname, func, lineno, exc_text,
-         stack_info, _rank, worker, _pid, _route) = data
+    def _format(self, data: LogRecordData) -> str | None:
+        # MMFormatter(color=False, datefmt=FILE_DATEFMT), field by field, the
+        # timestamp made once a second.
+        created, levelno, levelname, name = data.created, data.levelno, data.levelname, data.name
+        message, worker, exc_text, stack_info = data.message, data.worker, data.exc_text, \
+            data.stack_info
         if worker >= 0:
             message = f"[worker{worker}] {message}"
         if levelno == logging.WARNING:
@@ -273,8 +274,8 @@ class LogSink(Sink):
                 return None
             self._seen.add(message)
         if levelno >= logging.ERROR:
-            text = (f"{self._lines.asctime(created)} - {name} - {levelname} - {pathname} - "
-                    f"{func} - {lineno} - {message}")
+            text = (f"{self._lines.asctime(created)} - {name} - {levelname} - {data.pathname} - "
+                    f"{data.func} - {data.lineno} - {message}")
         elif not exc_text and not stack_info:
             return self._lines.plain(created, name, levelname, message)
         else:
