@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("format", ("shmlog.format",)),
     ("writer", ("shmlog.writer",)),
     ("api", ("shmlog.api",)),
-    ("tools", ("shmlog.tools", "shmlog.mmengine", "shmlog.exporters")),
+    ("tools", ("shmlog.tools", "shmlog.mmengine")),
     ("package", ("shmlog",)),
 ]
 

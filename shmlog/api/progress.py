@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..errors import InvalidValue
 from ..format.log_processor import LogProcessor
 from ..format.progress import progress_due
 from ..format.reduce import empty, value
@@ -49,9 +50,9 @@ def report_progress(
     (``shmlog.api.reduce``), and rank 0's line shows the job's statistics.
     """
     if event not in ("iter", "epoch_end"):
-        raise ValueError(f"event: expected 'iter' or 'epoch_end', got {event!r}")
+        raise InvalidValue(f"event: expected 'iter' or 'epoch_end', got {event!r}")
     if mode not in ("train", "val", "test"):
-        raise ValueError(f"mode: expected 'train', 'val' or 'test', got {mode!r}")
+        raise InvalidValue(f"mode: expected 'train', 'val' or 'test', got {mode!r}")
     session = PROCESS.current()
     options = {} if session is None else session.config
     progress = Progress(

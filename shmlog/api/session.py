@@ -168,8 +168,7 @@ class Session:
             return
         try:
             last = self._member and self._segments.live_members() <= 1
-            writes_logs = self._options.get("log_writer", "sidecar") != "none"
-            pending = writes_logs and self._segments.record_consumers()
+            pending = self.ships_records and self._segments.record_consumers()
             if pending and not wait_drained(self, FLUSH_SECONDS, everyone=last):
                 from ..writer.serve import drain_here
 

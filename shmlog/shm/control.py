@@ -1,8 +1,9 @@
 """The control segment: who is in a session, who writes, and how it is sized.
 
 One control segment per session, named ``shmlog-<uid>-<session>@ctl``.  Its
-kind-specific header fields (after the common 64-byte header of
-``shmlog.shm.segment``, in the bytes 36..64) and tables::
+own header fields start at byte 36, the kind-specific part of the common
+64-byte header of ``shmlog.shm.segment``, and run on to byte 80; then come
+its tables::
 
     36      state            u32  1 ready, 2 closed (the segment appears ready:
                                   it is built under a temporary name first)
@@ -25,7 +26,7 @@ kind-specific header fields (after the common 64-byte header of
 
 Members are the processes that called ``shmlog.init``; the session lives while
 one of them does.  Writers are the threads that write to the session's rings,
-one slot per thread (``Session.writer_slot``).  A pid is matched with the
+one slot per thread (``SessionSegments.writer_slot``).  A pid is matched with the
 process start time (``/proc/<pid>/stat``), so a recycled pid never passes for
 a live member.
 

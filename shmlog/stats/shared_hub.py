@@ -12,9 +12,9 @@ process's rank wrote: its own process and that rank's workers, whatever the
 hub is called, as MMEngine's per-process hubs do.  A process without a rank
 (no torch.distributed group, no ``RANK``) sees every writer: outside
 distributed training everything is one rank.  ``per_writer()`` of a buffer
-still lists every writer of every rank.  The scope is a parameter
-(:data:`SCOPES`) so that a statistic over every rank of the job can be added
-as another scope.
+still lists every writer of every rank.  Statistics over every rank of the
+job are not read here: the ranks exchange their shares at logging steps
+(``shmlog.api.reduce``, ``shmlog.format.reduce``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class SharedHub:
         self._prefix = hub_prefix(name)
         self._capacity_of = capacity_of
         self.scope = scope
-        # key -> this thread's ring (see Session.writer_slot); each thread's
+        # key -> this thread's ring (see SessionSegments.writer_slot); each thread's
         # dict is emptied by the session in a forked child.
         self._local = threading.local()
 
