@@ -74,23 +74,28 @@ def _initialised_torch_dist() -> Any | None:
     return None
 
 
-def get_rank() -> int:
-    """Global rank of this process (0 when not distributed)."""
+def given_rank() -> int | None:
+    """The one rank rule: torch.distributed's rank once its group is initialised, else
+    ``RANK`` from the environment; None when neither gives one (not distributed)."""
     dist = _initialised_torch_dist()
     if dist is not None:
         return int(dist.get_rank())
+    if not os.environ.get("RANK", "").strip():
+        return None
     return env_int("RANK", 0, 0)
+
+
+def get_rank() -> int:
+    """Global rank of this process (0 when not distributed)."""
+    rank = given_rank()
+    return 0 if rank is None else rank
 
 
 def reader_rank() -> int:
     """The rank of :func:`identity` when distributed, else -1; read on every
     ``get_scalar`` inside a session, so it reads no more than it needs."""
-    dist = _initialised_torch_dist()
-    if dist is not None:
-        return int(dist.get_rank())
-    if not os.environ.get("RANK", "").strip():
-        return -1
-    return env_int("RANK", 0, 0)
+    rank = given_rank()
+    return -1 if rank is None else rank
 
 
 def get_world_size() -> int:
@@ -150,13 +155,9 @@ class Identity(NamedTuple):
 
 def identity() -> Identity:
     """This process's identity, by the rule in the module docstring."""
-    dist = _initialised_torch_dist()
-    if dist is not None:
-        rank, world, distributed = int(dist.get_rank()), int(dist.get_world_size()), True
-    else:
-        distributed = bool(os.environ.get("RANK", "").strip())
-        rank, world = env_int("RANK", 0, 0), env_int("WORLD_SIZE", 1, 1)
-    return Identity(rank, world, get_local_rank(), get_worker_id(), distributed)
+    rank = given_rank()
+    return Identity(0 if rank is None else rank, get_world_size(), get_local_rank(),
+                    get_worker_id(), rank is not None)
 
 
 # -- process state ----------------------------------------------------------------------
