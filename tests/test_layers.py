@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "shmlog"
 
 # Bottom first.  A module belongs to the layer of its longest matching prefix.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("shmlog._version", "shmlog.wire", "shmlog.errors")),
+    ("base", ("shmlog._version", "shmlog.wire", "shmlog.errors", "shmlog.forks")),
     ("shm", ("shmlog.shm",)),
     ("stats", ("shmlog.stats",)),
     ("format", ("shmlog.format",)),

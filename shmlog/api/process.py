@@ -8,8 +8,9 @@ torch is never imported here: logging starts before it, or without it.
 
 Every other piece of per-process state lives in one object, :data:`PROCESS`:
 the active session, the locks of this layer, the resolver that MessageHub
-asks for a hub's shared storage, the exit and signal hooks, the one fork hook,
-and what multiprocessing passes to the children it starts.
+asks for a hub's shared storage, the exit and signal hooks, its reset after
+fork (registered with ``shmlog.forks``), and what multiprocessing passes to
+the children it starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
+
+from .. import forks
 
 __all__ = [
     "ENV_SESSION",
@@ -184,7 +187,6 @@ class ProcessState:
         self.resolver: Callable[[str], Any] | None = None
         self.token: object | None = None
         self.warned: set[str] = set()  # one-time warnings already given
-        self._fork_callbacks: list[Callable[[], None]] = []
         self._exit_hook = False
         self._signal_hook = False
         self._previous_handlers: dict[int, Any] = {}
@@ -215,12 +217,6 @@ class ProcessState:
 
     # -- fork -----------------------------------------------------------------------------
 
-    def on_fork(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` in every child forked from now on (once registered)."""
-        with self.registry_lock:
-            if callback not in self._fork_callbacks:
-                self._fork_callbacks.append(callback)
-
     def _after_fork_in_child(self) -> None:
         # A parent thread may have held any of them at fork.
         self.lock = threading.RLock()
@@ -229,8 +225,6 @@ class ProcessState:
         session = self.session
         if session is not None:
             session.after_fork_in_child()
-        for callback in self._fork_callbacks:
-            callback()
 
     # -- exit ------------------------------------------------------------------------------
 
@@ -297,7 +291,7 @@ class ProcessState:
 
     def start(self) -> None:
         """Hook into fork and multiprocessing; follow the session the environment names."""
-        os.register_at_fork(after_in_child=self._after_fork_in_child)
+        forks.on_fork(self._after_fork_in_child)
         # Runs in every multiprocessing child once its Process object is
         # current (for targets whose module imports shmlog); a target that
         # imports shmlog only when it runs is covered by the call below.

@@ -314,7 +314,6 @@ def init(
             # Only members load the log writer: a DataLoader worker never does.
             from ..writer import serve
 
-            PROCESS.on_fork(serve.after_fork_in_child)
             if mode == "sidecar" and segments.created:
                 me = (os.getpid(), process_start(os.getpid()) or 0)
                 session._sidecar = serve.start_sidecar(segments, placeholder=me)

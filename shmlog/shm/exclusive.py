@@ -25,6 +25,7 @@ import os
 import struct
 import threading
 
+from .. import forks
 from .control import Control
 
 # struct flock: l_type, l_whence, l_start, l_len, l_pid (+ padding), 64-bit Linux.
@@ -96,3 +97,6 @@ def forget_inherited() -> None:
             except OSError:
                 pass
             lock.fd = -1
+
+
+forks.on_fork(forget_inherited)

@@ -31,6 +31,7 @@ import sys
 import threading
 from typing import Any
 
+from .. import forks
 from ..errors import SessionError
 from ..format.exposition import (
     DEFAULT_HOST,
@@ -136,6 +137,9 @@ def after_fork_in_child() -> None:
         except OSError:
             pass
     _live.clear()
+
+
+forks.on_fork(after_fork_in_child)
 
 
 def _say(text: str) -> None:

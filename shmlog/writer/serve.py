@@ -30,8 +30,9 @@ import sys
 import threading
 import time
 
+from .. import forks
 from ..format.files import master_log_file
-from ..shm.exclusive import HeldLock, forget_inherited
+from ..shm.exclusive import HeldLock
 from ..shm.liveness import process_start
 from ..shm.session import SessionSegments
 from ..stats.shared_hub import SharedHub
@@ -202,15 +203,17 @@ class Standby:
 
 
 def after_fork_in_child() -> None:
-    """A forked child holds no writer lock, no standby and no metrics socket of its parent's."""
-    forget_inherited()
-    metrics.after_fork_in_child()
+    """A forked child holds no standby pipe of its parent's (its lock descriptions and
+    metrics sockets are undone by ``shm.exclusive`` and ``writer.metrics``)."""
     for fd in list(_standby_pipes):
         try:
             os.close(fd)
         except OSError:
             pass
     _standby_pipes.clear()
+
+
+forks.on_fork(after_fork_in_child)
 
 
 def start_sidecar(segments: SessionSegments, placeholder: tuple[int, int]) -> subprocess.Popen:
