@@ -44,8 +44,7 @@ import posix_ipc
 
 from ..errors import SegmentError, SessionError, ShmFullError
 from .control import STATE_CLOSED, Control
-from .entries import entry_problem, unlink
-from .names import part_name
+from .names import entry_problem, part_name, unlink
 from .segment import HEADER_SIZE, KIND_INFO, KIND_RECORDS, KIND_RINGS, Segment, read_u64, write_u64
 
 # The growing kinds: name part, and the control header field counting them.

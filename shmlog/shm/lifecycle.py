@@ -29,9 +29,8 @@ import posix_ipc
 from ..errors import SegmentError, SessionError
 from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control
 from .doorbell import Doorbell
-from .entries import list_names, unlink
 from .liveness import is_alive, process_start
-from .names import check_name, control_name, prefix
+from .names import check_name, control_name, list_names, prefix, unlink
 from .segment import KIND_CONTROL, Segment
 
 _OPEN_TIMEOUT = 10.0

@@ -20,31 +20,45 @@ instead of failing here with ENOSPC and a readable message.
 
 Segments are opened with ``shm_open``, which glibc opens with O_NOFOLLOW,
 and created with O_EXCL: an entry someone else put under a segment's name (a
-link, another user's file: ``shmlog.shm.entries``) is never used, never
+link, another user's file: ``shmlog.shm.names``) is never used, never
 followed, and refused with a SegmentError naming the path and its owner.
 
-A mapped segment keeps no file descriptor (``shmlog.shm.mapping``), except the
+A mapped segment keeps no file descriptor (below), except the
 control segment, whose descriptor carries the session lock: a process holds
 one descriptor per session however many keys and writers it has.  Running
 out of descriptors anyway (the program's own) raises
 :class:`DescriptorLimitError`, which names RLIMIT_NOFILE and the count.
+
+Mapping without a descriptor (:class:`Mapping`): ``mmap.mmap(fd, size)``
+keeps a duplicate of the descriptor it maps for as long as the mapping
+lives, which would make a session of many segments run into RLIMIT_NOFILE
+at a few thousand keys.  The pages need no descriptor once mapped, so none
+is kept: on Python 3.13 and later ``mmap.mmap(fd, size, trackfd=False)``
+keeps no copy; before, the pages are mapped with libc's ``mmap`` through
+ctypes and ``munmap`` runs when the last view of them is freed, so a view (a
+numpy array, a ring writer) that outlives ``Segment.close`` keeps reading
+valid memory, as with ``mmap``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import resource
 import secrets
 import stat
 import struct
+import sys
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 import posix_ipc
 
 from ..errors import DescriptorLimitError, SegmentError, SegmentNotReady, ShmFullError
-from .entries import SHM_DIR, TEMP_MARK, entry_problem, shm_path, unlink
-from .mapping import Mapping
+from .names import SHM_DIR, TEMP_MARK, entry_problem, shm_path, unlink
 
 MAGIC = b"SHMLOGv1"
 LAYOUT_VERSION = 3
@@ -288,3 +302,67 @@ def write_u64(buf: memoryview, at: int, value: int) -> None:
         view[0] = value
     finally:
         view.release()
+
+
+_TRACKFD = sys.version_info >= (3, 13)
+
+if not _TRACKFD:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _mmap = _libc.mmap
+    _mmap.restype = ctypes.c_void_p
+    _mmap.argtypes = [
+        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+        ctypes.c_long,
+    ]
+    _munmap = _libc.munmap
+    _munmap.restype = ctypes.c_int
+    _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    _MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+class Mapping:
+    """Shared pages mapped from a descriptor that may be closed right after.
+
+    ``buf`` is a writable byte memoryview over all of them.  :meth:`close`
+    gives them up: at once when nothing else views them, otherwise when the
+    last view is freed.
+    """
+
+    __slots__ = ("_pages", "buf", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.size = size
+        self._pages: Any
+        if _TRACKFD:
+            self._pages = mmap.mmap(fd, size, trackfd=False)  # type: ignore[call-arg]
+        else:
+            self._pages = _map_with_libc(fd, size)
+        self.buf = memoryview(self._pages).cast("B")
+
+    def close(self) -> None:
+        try:
+            self.buf.release()
+        except BufferError:  # something still reads through this very view
+            pass
+        pages, self._pages = self._pages, None
+        if isinstance(pages, mmap.mmap):
+            try:
+                pages.close()
+            except BufferError:
+                # A numpy array still looks into the mapping; the memory stays
+                # valid and is freed with the last view.
+                pass
+        # A ctypes array is unmapped by its finalizer once nothing refers to it.
+
+
+def _map_with_libc(fd: int, size: int) -> ctypes.Array:
+    address = _mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    if address is None or address == _MAP_FAILED:
+        code = ctypes.get_errno()
+        raise OSError(code, f"mmap of {size} bytes failed: {os.strerror(code)}")
+    pages = (ctypes.c_char * size).from_address(address)
+    unmap = weakref.finalize(pages, _munmap, address, size)
+    # At interpreter exit the memory goes with the process: unmapping it
+    # earlier, under a late atexit hook still logging, would crash it.
+    unmap.atexit = False
+    return pages

@@ -21,10 +21,9 @@ import posix_ipc
 from ..errors import SegmentError
 from ..format.exposition import metrics_url
 from ..shm.control import STATE_CLOSED, Control
-from ..shm.entries import SHM_DIR, own_entries
 from ..shm.info import InfoStore
 from ..shm.lifecycle import live_writers
-from ..shm.names import prefix
+from ..shm.names import SHM_DIR, own_entries, prefix
 from ..shm.scalar_rings import RingDirectory
 from ..shm.session import attach_control, destroy
 
