@@ -156,13 +156,13 @@ def test_top_once_shows_keys_writers_and_progress_and_changes_nothing(name: str)
             before_files = session_files(name)
             before_ls = ls_row(name)
             control = session.shared.control
-            before_tables = (control.members(), control.writers())
+            before_tables = (control.members(), control.slots())
 
             done = run_shmlog("top", name, "--once", "--window", "10")
 
             assert done.returncode == 0, done.stderr
             assert session_files(name) == before_files  # not one byte written
-            assert (control.members(), control.writers()) == before_tables
+            assert (control.members(), control.slots()) == before_tables
             after_ls = ls_row(name)
             assert (after_ls["MEMBERS"], after_ls["WRITERS"]) == (
                 before_ls["MEMBERS"], before_ls["WRITERS"]) == ("1", "2")
@@ -199,7 +199,7 @@ def test_top_frames_measure_rates_between_refreshes(name: str) -> None:
         populate()
         with forked_writer([0.5], keep_writing=True):
             done = run_shmlog("top", name, "--frames", "3", "--interval", "0.3")
-            writers = session.shared.control.writers()
+            writers = session.shared.control.slots()
         assert done.returncode == 0, done.stderr
         frames = done.stdout.split(top.FRAME_SEPARATOR)
         assert len(frames) == 3

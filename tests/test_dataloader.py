@@ -204,7 +204,7 @@ def test_persistent_workers_keep_their_labels_across_epochs(name: str, hub: str,
             (1, "worker1"),
         ]
         assert rings_of(session, hub) == 2
-        assert sorted(w.label for w in session.shared.writers()) == ["worker0", "worker1"]
+        assert sorted(w.label for w in session.shared.slots()) == ["worker0", "worker1"]
 
 
 def test_restarted_workers_reuse_labels_and_rings(name: str, hub: str, tmp_path) -> None:
@@ -227,7 +227,7 @@ def test_restarted_workers_reuse_labels_and_rings(name: str, hub: str, tmp_path)
         ]  # ... with the same labels
         assert rings_of(session, hub) == 2
         assert rings_of(session, hub, "init/mark") == 2
-        assert sorted(w.label for w in session.shared.writers()) == ["worker0", "worker1"]
+        assert sorted(w.label for w in session.shared.slots()) == ["worker0", "worker1"]
 
 
 # -- num_workers=0, pin_memory --------------------------------------------------------------------

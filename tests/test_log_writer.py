@@ -272,7 +272,7 @@ class _Ring:
     def pending(self) -> int:
         return len(self.records) - self.committed
 
-    def cursor_in_ring(self) -> int:
+    def consumed_in_ring(self) -> int:
         return self.committed
 
     def reported_in_ring(self) -> int:
@@ -291,7 +291,7 @@ class _Ring:
 
 class _Control:
     @staticmethod
-    def writer(slot: int) -> types.SimpleNamespace:
+    def slot(slot: int) -> types.SimpleNamespace:
         return types.SimpleNamespace(rank=-1)
 
 

@@ -88,7 +88,7 @@ def test_a_scrape_shows_every_writers_totals_as_the_hub_has_them_and_writes_noth
                 text = scrape(endpoint.url)
                 openmetrics = scrape(endpoint.url, openmetrics=True)
             assert session_files(name) == before  # not one byte stored
-            assert len(session.shared.writers()) == 2  # the endpoint claimed no slot
+            assert len(session.shared.slots()) == 2  # the endpoint claimed no slot
 
     assert text.content_type.startswith("text/plain")
     assert openmetrics.content_type.startswith("application/openmetrics-text")

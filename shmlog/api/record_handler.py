@@ -309,10 +309,10 @@ def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:
     """
     shared = session.shared
     if everyone:
-        targets = [(c.cursor_in_ring, c.head()) for c in shared.record_consumers()]
+        targets = [(c.consumed_in_ring, c.head()) for c in shared.record_consumers()]
     else:
         producer = shared.producer
-        targets = [] if producer is None else [(producer.committed, producer.position())]
+        targets = [] if producer is None else [(producer.consumed, producer.position())]
     deadline = time.monotonic() + timeout
     writerless = None
     while True:
@@ -322,7 +322,7 @@ def wait_drained(session: Any, timeout: float, everyone: bool) -> bool:
         now = time.monotonic()
         if now > deadline:
             return False
-        pid, start = shared.writer()
+        pid, start = shared.log_writer()
         if is_alive(pid, start):
             writerless = None
         elif writerless is None:

@@ -255,7 +255,7 @@ class Sampler:
         started = time.perf_counter()
         session = self.session
         now, wall = time.monotonic_ns(), time.time()  # one moment on both clocks
-        writers = session.writers()
+        writers = session.slots()
         alive = {w.slot: w.alive() for w in writers}
         labels = session.writer_labels(writers)
         keys: list[KeyStat] = []

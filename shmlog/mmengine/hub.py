@@ -56,7 +56,7 @@ class SharedScalars(MutableMapping):
 
     def __getitem__(self, key: str) -> HistoryBuffer:
         hub = self._hub()
-        writer = hub.writers().get(key)
+        writer = hub.ring_writers().get(key)
         if writer is not None:
             # MMEngine's update path reads the buffer only to update it.
             return HistoryBuffer.over(_OwnKey(hub, key, writer), key)
@@ -68,7 +68,7 @@ class SharedScalars(MutableMapping):
     def __contains__(self, key: object) -> bool:
         hub = self._hub()
         # This thread writes the key (the update path of MMEngine's hub): it is there.
-        return key in hub.writers() or (isinstance(key, str) and hub.get_scalar(key) is not None)
+        return key in hub.ring_writers() or (isinstance(key, str) and hub.get_scalar(key) is not None)
 
     def __setitem__(self, key: str, buffer: Any) -> None:
         """Load ``buffer`` (MMEngine's or shmlog's) into this process's ring for ``key``.

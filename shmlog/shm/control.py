@@ -80,7 +80,7 @@ class ControlState(NamedTuple):
     writer_start: int
 
 
-class Writer(NamedTuple):
+class Slot(NamedTuple):
     slot: int
     pid: int
     start: int
@@ -226,19 +226,19 @@ class Control:
 
     # -- writers ---------------------------------------------------------------
 
-    def writer(self, slot: int) -> Writer:
+    def slot(self, slot: int) -> Slot:
         pid, start, rank, worker, tid, raw = _WRITER.unpack_from(
             self.segment.buf, WRITERS_AT + slot * _WRITER.size
         )
         label = raw.rstrip(b"\0").decode("utf-8", "replace")
-        return Writer(slot, pid, start, rank, worker, tid, label)
+        return Slot(slot, pid, start, rank, worker, tid, label)
 
-    def writers(self) -> list[Writer]:
+    def slots(self) -> list[Slot]:
         """Every slot in use, the table read in one pass."""
         table = self.segment.buf[WRITERS_AT : WRITERS_AT + WRITER_SLOTS * _WRITER.size]
         try:
             return [
-                Writer(slot, pid, start, rank, worker, tid,
+                Slot(slot, pid, start, rank, worker, tid,
                        raw.rstrip(b"\0").decode("utf-8", "replace"))
                 for slot, (pid, start, rank, worker, tid, raw) in enumerate(_WRITER.iter_unpack(table))
                 if pid
@@ -246,21 +246,21 @@ class Control:
         finally:
             table.release()
 
-    def release_writers(self, pid: int) -> None:
+    def release_slots(self, pid: int) -> None:
         """Mark every slot of process ``pid`` as ended (it left the session, alive or not).
 
         The slots keep their rings and labels, as a dead writer's do, for the
         next writer of the same label to continue.
         """
         buf = self.segment.buf
-        for w in self.writers():
+        for w in self.slots():
             if w.pid == pid:
                 at = WRITERS_AT + w.slot * _WRITER.size + 8  # the start time
                 view = buf[at : at + 8].cast("Q")
                 view[0] = 0
                 view.release()
 
-    def claim_writer(
+    def claim_slot(
         self, pid: int, start: int, rank: int, worker: int, label: str, tid: int = 0
     ) -> tuple[int, bool]:
         """Take a writer slot for this thread; returns (slot, taken over from a dead writer).
@@ -274,7 +274,7 @@ class Control:
         free = None
         same_label = None
         any_dead = None
-        for w in map(self.writer, range(WRITER_SLOTS)):
+        for w in map(self.slot, range(WRITER_SLOTS)):
             if w.pid == 0:
                 if free is None:
                     free = w.slot

@@ -153,7 +153,7 @@ def open_control(
 
 def live_writers(control: Control) -> list[int]:
     """Pids of the live processes that hold a writer slot of the session (members or not)."""
-    return sorted({w.pid for w in control.writers() if is_alive(w.pid, w.start)})
+    return sorted({w.pid for w in control.slots() if is_alive(w.pid, w.start)})
 
 
 def _warn_adopting(name: str, pids: list[int]) -> None:

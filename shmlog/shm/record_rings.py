@@ -107,8 +107,8 @@ class RecordProducer:
         """Where the next record goes: every record put so far ends before it."""
         return self._head
 
-    def committed(self) -> int:
-        """How far the reader has committed."""
+    def consumed(self) -> int:
+        """The ring's ``consumed``: how far the log writer has committed."""
         return self._words[_CONSUMED // 8]
 
     def put(self, record: tuple[Any, ...], block_seconds: float,
@@ -196,8 +196,8 @@ class RecordConsumer:
         self._lengths.release()
         self._words.release()
 
-    def cursor_in_ring(self) -> int:
-        """The ring's ``consumed``: what the writers committed so far."""
+    def consumed_in_ring(self) -> int:
+        """The ring's ``consumed``: how far the log writers committed so far."""
         return self._words[_CONSUMED // 8]
 
     def reported_in_ring(self) -> int:

@@ -34,7 +34,7 @@ from typing import Any
 import posix_ipc
 
 from ..errors import SegmentError, SessionError
-from .control import Control, Writer
+from .control import Control, Slot
 from .doorbell import Doorbell
 from .info import InfoStore
 from .lifecycle import attach_control, destroy, leave, open_control
@@ -133,7 +133,7 @@ class SessionSegments:
             if self._pid == os.getpid() and self._claimed:
                 try:
                     with self.control:
-                        self.control.release_writers(self._pid)
+                        self.control.release_slots(self._pid)
                 except (OSError, ValueError):
                     pass
             if self._pid == os.getpid() and (self._claimed or self._member is not None):
@@ -228,21 +228,21 @@ class SessionSegments:
                 label = f"{label}/thread{threading.get_native_id()}"
             pid = os.getpid()
             with self.control:
-                slot, _adopted = self.control.claim_writer(
+                slot, _adopted = self.control.claim_slot(
                     pid, process_start(pid) or 0, rank, worker, label, threading.get_native_id()
                 )
             self._local.slot = slot
             self._claimed = True
         return slot
 
-    def writers(self) -> list[Writer]:
-        return self.control.writers()
+    def slots(self) -> list[Slot]:
+        return self.control.slots()
 
-    def writer_labels(self, writers: list[Writer] | None = None) -> dict[int, str]:
+    def writer_labels(self, writers: list[Slot] | None = None) -> dict[int, str]:
         """A distinct readable label per writer slot (of ``writers`` when given, read once)."""
         labels: dict[int, str] = {}
         seen: set[str] = set()
-        for w in self.control.writers() if writers is None else writers:
+        for w in self.control.slots() if writers is None else writers:
             label = w.label or f"pid{w.pid}"
             if label in seen:
                 label = f"{label}#{w.slot}"
@@ -334,7 +334,7 @@ class SessionSegments:
         """Pid of the process writing log files now; 0 when there is none."""
         return self.control.read_state().writer_pid
 
-    def writer(self) -> tuple[int, int]:
+    def log_writer(self) -> tuple[int, int]:
         """(pid, start time) of the log writer named now; (0, 0) for none."""
         state = self.control.read_state()
         return state.writer_pid, state.writer_start
@@ -342,7 +342,7 @@ class SessionSegments:
     def set_writer(self, pid: int, start: int, replace: tuple[int, int] | None = None) -> bool:
         """Name the log writer; with ``replace``, only if that one is named now."""
         with self.control:
-            if replace is not None and self.writer() != replace:
+            if replace is not None and self.log_writer() != replace:
                 return False
             self.control.write_state(writer_pid=pid, writer_start=start)
             return True

@@ -70,7 +70,7 @@ class SharedHub:
             writer = self._open(key)
         writer.append(value, count)
 
-    def writers(self) -> dict[str, RingWriter]:
+    def ring_writers(self) -> dict[str, RingWriter]:
         """This thread's rings by key (empty until it writes)."""
         writers = getattr(self._local, "writers", None)
         if writers is None:
@@ -79,7 +79,7 @@ class SharedHub:
         return writers
 
     def _open(self, key: str) -> RingWriter:
-        writers = self.writers()
+        writers = self.ring_writers()
         writer = writers.get(key)
         if writer is None:
             writer = self._segments.ring_writer(self._prefix + key, self._capacity_of(key))
@@ -105,7 +105,7 @@ class SharedHub:
         if rank < 0:
             return rings
         control = self._segments.control
-        return [ring for ring in rings if control.writer(ring.writer).rank == rank]
+        return [ring for ring in rings if control.slot(ring.writer).rank == rank]
 
     def _buffer(self, key: str, rings: list, every: list, until: int | None = None) -> HistoryBuffer:
         storage = MergedRings(

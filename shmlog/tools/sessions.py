@@ -73,7 +73,7 @@ def describe(name: str) -> SessionInfo:
     try:
         state = control.read_state()
         members = control.live_members()
-        writers = sum(1 for w in control.writers() if w.alive())
+        writers = sum(1 for w in control.slots() if w.alive())
         keys = _count_keys(name, control)
         pids = tuple(sorted({pid for _slot, pid, _start in members} | set(live_writers(control))))
         if state.state == STATE_CLOSED:

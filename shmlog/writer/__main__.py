@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
             if lock.try_acquire():
                 serve(segments, lock, stop, until_members_leave=True)
                 return 0
-            pid, start = segments.writer()
+            pid, start = segments.log_writer()
             if pid and pid != os.getpid():
                 election.wait_for_exit(pid, start, HOUSEKEEPING_SECONDS, wake_read)
             else:  # the lock's holder is about to name itself

@@ -69,7 +69,7 @@ def recover(commit: Commit | None, consumers: list[RecordConsumer]) -> None:
         committed = rings.get(consumer.ident)
         # The ring's own positions are never ahead of its last commit, but can
         # be behind it: the writer died after storing the commit.
-        shared_consumed = consumer.cursor_in_ring()
+        shared_consumed = consumer.consumed_in_ring()
         consumed, reported = committed if committed is not None else (shared_consumed, 0)
         consumer.rewind(max(consumed, shared_consumed),
                         max(reported, consumer.reported_in_ring()))

@@ -264,7 +264,7 @@ class LogWriter:
         """Write one decoded entry; returns the file it went to (None: a progress marker, or none)."""
         if type(item) is ProgressMarker:
             if self.on_progress is not None:
-                self.on_progress(Progress._make(item.progress), self._segments.control.writer(
+                self.on_progress(Progress._make(item.progress), self._segments.control.slot(
                     writer_slot).rank)
             return None
         key = (item.route, item.rank)

@@ -33,7 +33,7 @@ def writer_lock(segments: SessionSegments) -> HeldLock:
 
 
 def writer_alive(segments: SessionSegments) -> bool:
-    pid, start = segments.writer()
+    pid, start = segments.log_writer()
     return is_alive(pid, start)
 
 

@@ -126,7 +126,7 @@ def nobody_left(segments: SessionSegments, until_members_leave: bool) -> bool:
     if segments.live_members():
         return False
     me = os.getpid()
-    return not any(w.pid != me and w.alive() for w in segments.writers())
+    return not any(w.pid != me and w.alive() for w in segments.slots())
 
 
 def drain_here(segments: SessionSegments) -> bool:
@@ -166,7 +166,7 @@ class Standby:
         while not self._stop.is_set():
             if election.closing(segments):
                 return
-            pid, start = segments.writer()
+            pid, start = segments.log_writer()
             if pid and election.writer_alive(segments):
                 unnamed_since = None
                 election.wait_for_exit(pid, start, HOUSEKEEPING_SECONDS, self._wake_read)
