@@ -35,7 +35,7 @@ from .checks import (
     positive_int,
     required,
 )
-from .reduce import JobStatistics, share, window_weight
+from .reduce import JobStatistics, share_of
 from .runner_methods import RunnerMethods
 
 DEFAULT_MEAN_PATTERN = r".*(loss|time|data_time|grad_norm).*"
@@ -331,8 +331,8 @@ class LogProcessor(RunnerMethods, JobStatistics):
             # Replacing an existing name keeps its place; a new one goes last.
             values[stat.log_name] = buffer.statistics(stat.method_name, **kwargs)
             if stat.reduce is not None:
-                weight = window_weight(buffer, kwargs.get(WINDOW))
-                shares[stat.log_name] = (stat.reduce, share(values[stat.log_name], weight))
+                shares[stat.log_name] = (stat.reduce, share_of(values[stat.log_name], buffer,
+                                                               kwargs.get(WINDOW)))
         values.update(self._job_values(message_hub, step, shares))
         return values
 

@@ -32,7 +32,7 @@ from ..stats.history_buffer import HistoryBuffer
 from ..wire import REDUCED_INFO_KEY
 from .checks import WINDOW
 
-__all__ = ["JobStatistics", "add", "empty", "share", "value", "window_weight"]
+__all__ = ["JobStatistics", "add", "empty", "share", "share_of", "value", "window_weight"]
 
 Share = list  # [weighted sum, weight, sum, min, max, ranks]
 
@@ -59,6 +59,11 @@ def value(reduce: str, total: Share) -> float:
     if reduce == "sum":
         return total[2]
     return total[3] if reduce == "min" else total[4]
+
+
+def share_of(statistic: float, buffer: HistoryBuffer, window: Any) -> Share:
+    """The share of ``statistic``, computed over the last ``window`` updates of ``buffer``."""
+    return share(statistic, window_weight(buffer, window))
 
 
 def window_weight(buffer: HistoryBuffer, window: Any) -> float:
@@ -97,8 +102,7 @@ class JobStatistics:
                 continue
             kwargs = self._statistic_kwargs(stat, batch_idx, iter)
             statistic = buffer.statistics(stat.method_name, **kwargs)
-            shares[stat.log_name] = (stat.reduce,
-                                     share(statistic, window_weight(buffer, kwargs.get(WINDOW))))
+            shares[stat.log_name] = (stat.reduce, share_of(statistic, buffer, kwargs.get(WINDOW)))
         return shares
 
     def _job_values(

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import InvalidType, InvalidValue
 from .checks import MISSING, MODES, REDUCE, WINDOW, check_mode, is_int, parse_custom_cfg
-from .reduce import share, window_weight
+from .reduce import share_of
 
 _DEFAULT_EPOCH_STATISTICS = ("time", "data_time")
 
@@ -127,8 +127,8 @@ class RunnerMethods:
                 buffer = scalars[data_src]
                 tag[prefix + log_name] = buffer.statistics(**entry)
                 if reduce is not None:
-                    weight = window_weight(buffer, entry.get(WINDOW))
-                    shares[prefix + log_name] = (reduce, share(tag[prefix + log_name], weight))
+                    shares[prefix + log_name] = (reduce, share_of(tag[prefix + log_name], buffer,
+                                                                  entry.get(WINDOW)))
         if shares:  # runner.iter is read only when needed: it may build the train loop
             mode_, event, batch_idx = getattr(self, "_step", (mode, "iter", 0))
             step = (mode_, event, runner.iter, batch_idx)
