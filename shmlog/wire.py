@@ -13,7 +13,7 @@ defined here, and nowhere else:
   the time it was made (``time.time()``, at index ``CREATED``: what the log
   writer merges rings by) and its kind's tag (``RECORD``, ``LINE``,
   ``PROGRESS``); ``encode_*`` make
-  them in the producing process and :func:`decode` checks the tag and the
+  them in the producing process and :func:`decode_entry` checks the tag and the
   field count and returns the NamedTuple, whose fields the log writer and its
   sinks read by name.  No other module indexes or measures an entry.
 
@@ -238,7 +238,7 @@ _SIZES = {tag: len(kind._fields) for tag, kind in _KINDS.items()}
 _new = tuple.__new__
 
 
-def decode(data: Any) -> LogRecordData | LogLine | ProgressMarker:
+def decode_entry(data: Any) -> LogRecordData | LogLine | ProgressMarker:
     """The entry read from a record ring, as its NamedTuple; ValueError for anything else.
 
     Only the tag and the number of fields are checked (the writer's hot path);
@@ -248,10 +248,10 @@ def decode(data: Any) -> LogRecordData | LogLine | ProgressMarker:
         tag = data[TAG]
         if type(tag) is int and _SIZES.get(tag) == len(data):
             return _new(_KINDS[tag], data)
-    raise ValueError(f"not a record ring entry: {shape(data)}")
+    raise ValueError(f"not a record ring entry: {entry_shape(data)}")
 
 
-def shape(data: Any) -> str:
+def entry_shape(data: Any) -> str:
     """What an entry that is not a record looks like, for messages."""
     if not isinstance(data, tuple):
         return type(data).__name__
@@ -283,11 +283,11 @@ __all__ = [
     "Route",
     "hub_key",
     "hub_prefix",
-    "decode",
+    "decode_entry",
     "encode_line",
     "encode_progress",
     "encode_record",
-    "shape",
+    "entry_shape",
     "route_id",
     "route_key",
     "split_hub_key",

@@ -19,15 +19,15 @@ from _shared_workers import unique_name
 import shmlog
 from shmlog import MMLogger
 from shmlog.format.formatter import FILE_DATEFMT, MMFormatter
-from shmlog.shm.record_rings import RecordConsumer, RecordProducer, format_ring, ring_bytes
-from shmlog.wire import decode
+from shmlog.shm.record_rings import RecordConsumer, RecordProducer, format_record_ring, record_ring_bytes
+from shmlog.wire import decode_entry
 
 pytestmark = pytest.mark.usefixtures("single_process_env")
 
 
 def _ring(capacity: int) -> tuple[RecordProducer, RecordConsumer]:
-    buf = memoryview(bytearray(ring_bytes(capacity)))
-    format_ring(buf, 0, capacity, 7)
+    buf = memoryview(bytearray(record_ring_bytes(capacity)))
+    format_record_ring(buf, 0, capacity, 7)
     return RecordProducer(buf, 0), RecordConsumer(buf, 0, "l0:0")
 
 
@@ -136,9 +136,9 @@ def test_plain_records_cross_as_the_line_the_writers_handler_writes(
         logger.info("its own formatter")
         assert session.flush()
     line, fields = "LogLine", "LogRecordData"
-    assert [type(decode(data)).__name__ for data in shipped] == [
+    assert [type(decode_entry(data)).__name__ for data in shipped] == [
         line, line, fields, fields, fields, fields, line, fields]
-    assert "after a filter" in decode(shipped[6]).text
+    assert "after a filter" in decode_entry(shipped[6]).text
 
     reference = MMFormatter(color=False, datefmt=FILE_DATEFMT)
     mark = "" if worker is None else f"[worker{worker}] "
@@ -147,9 +147,9 @@ def test_plain_records_cross_as_the_line_the_writers_handler_writes(
         marked = logging.makeLogRecord({**record.__dict__, "msg": mark + record.getMessage(),
                                         "args": None})
         expected.append(reference.format(marked) + "\n")
-    assert [decode(data).text for data in shipped[:2]] == expected
-    assert [decode(data).levelno for data in shipped[:2]] == [logging.INFO, logging.DEBUG]
-    assert {decode(data).rank for data in shipped[:2]} == {0}
+    assert [decode_entry(data).text for data in shipped[:2]] == expected
+    assert [decode_entry(data).levelno for data in shipped[:2]] == [logging.INFO, logging.DEBUG]
+    assert {decode_entry(data).rank for data in shipped[:2]} == {0}
     text = (tmp_path / "tmp" / "tmp.log").read_text(encoding="utf-8")
     assert text.startswith(expected[0] + expected[1])
     assert "its own formatter" in text and " - INFO - " + mark + "its own formatter" in text
@@ -182,16 +182,16 @@ def test_every_entry_kind_round_trips_through_the_codec_and_nothing_else_decodes
         encode_record,
     )
 
-    line = decode(encode_line(1.5, logging.INFO, "text\n", 2, "route"))
+    line = decode_entry(encode_line(1.5, logging.INFO, "text\n", 2, "route"))
     assert type(line) is LogLine and (line.created, line.text, line.rank) == (1.5, "text\n", 2)
-    record = decode(encode_record(2.5, 30, "WARNING", "n", "m", "p.py", "f", 7, None, None,
+    record = decode_entry(encode_record(2.5, 30, "WARNING", "n", "m", "p.py", "f", 7, None, None,
                                   1, 3, 99, "route"))
     assert type(record) is LogRecordData
     assert (record.levelname, record.worker, record.pid, record.route) == ("WARNING", 3, 99, "route")
     progress = Progress("train", 1, 2, 0, None, None, None, "iter", 123)
-    marker = decode(encode_progress(3.5, progress))
+    marker = decode_entry(encode_progress(3.5, progress))
     assert type(marker) is ProgressMarker and Progress._make(marker.progress) == progress
     for bad in [(1.0,), (1.0, 9, "x"), (1.0, 2, 20, "x", 0), [1.0, 2, 20, "x", 0, "r"],
                 (1.0, "2", 20, "x", 0, "r"), "text"]:
         with pytest.raises(ValueError, match="not a record ring entry"):
-            decode(bad)
+            decode_entry(bad)

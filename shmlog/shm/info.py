@@ -32,7 +32,7 @@ from .fence import fence
 from .names import encode_key
 from .segment import KIND_INFO, Segment, read_u64, write_u64
 
-HEADER_BYTES = 288
+ENTRY_HEADER_BYTES = 288
 REMOVED = 0xFFFFFFFF
 MOVED = 0xFFFFFFFE
 # States ``read`` reports that are never stored: the entry was left mid-rewrite
@@ -45,7 +45,7 @@ _SEQ, _CAP, _LEN, _KEYLEN, _KEY = 0, 8, 12, 16, 32
 
 
 def entry_bytes(capacity: int) -> int:
-    return (HEADER_BYTES + capacity + 63) // 64 * 64
+    return (ENTRY_HEADER_BYTES + capacity + 63) // 64 * 64
 
 
 def _u(buf: memoryview, at: int, width: int) -> int:
@@ -69,7 +69,7 @@ def format_entry(buf: memoryview, offset: int, key: bytes, payload: bytes, capac
     _put(buf, offset + _KEYLEN, 4, len(key))
     _put(buf, offset + ENTRY_SIZE_AT, 8, size)
     buf[offset + _KEY : offset + _KEY + len(key)] = key
-    buf[offset + HEADER_BYTES : offset + HEADER_BYTES + len(payload)] = payload
+    buf[offset + ENTRY_HEADER_BYTES : offset + ENTRY_HEADER_BYTES + len(payload)] = payload
     return size
 
 
@@ -96,7 +96,7 @@ def rewrite(buf: memoryview, offset: int, payload: bytes | None, mark: int = 0) 
     if payload is None:
         _put(buf, offset + _LEN, 4, mark)
     else:
-        buf[offset + HEADER_BYTES : offset + HEADER_BYTES + len(payload)] = payload
+        buf[offset + ENTRY_HEADER_BYTES : offset + ENTRY_HEADER_BYTES + len(payload)] = payload
         _put(buf, offset + _LEN, 4, len(payload))
     if fence is not None:
         fence()
@@ -127,7 +127,7 @@ def read(segment: Segment, offset: int, locked: bool = False) -> tuple[int, byte
         if length in (REMOVED, MOVED):
             payload = None
         else:
-            payload = bytes(buf[offset + HEADER_BYTES : offset + HEADER_BYTES + length])
+            payload = bytes(buf[offset + ENTRY_HEADER_BYTES : offset + ENTRY_HEADER_BYTES + length])
         if fence is not None:
             fence()
         if _u(buf, offset + _SEQ, 8) == seq:

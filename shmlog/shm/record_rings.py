@@ -52,7 +52,7 @@ from .directory import SegmentList
 from .fence import fence
 from .segment import KIND_RECORDS, read_u64, write_u64
 
-HEADER_BYTES = 64
+RECORD_HEADER_BYTES = 64
 _HEAD, _CAPACITY, _WRITER, _SIZE, _CONSUMED, _DROPPED, _REPORTED = 0, 8, 16, 24, 32, 40, 48
 assert (_HEAD // 8, _CONSUMED // 8) == (0, 4)  # word indices written out in RecordProducer.put
 WRAP = 0xFFFFFFFF
@@ -62,17 +62,17 @@ MARSHAL_VERSION = 2
 _MAX_RECORD_FRACTION = 4  # a record may take at most a quarter of its ring
 
 
-def ring_bytes(capacity: int) -> int:
-    return HEADER_BYTES + (capacity + 63) // 64 * 64
+def record_ring_bytes(capacity: int) -> int:
+    return RECORD_HEADER_BYTES + (capacity + 63) // 64 * 64
 
 
 _u64, _put64 = read_u64, write_u64
 
 
-def format_ring(buf: memoryview, offset: int, capacity: int, writer: int) -> int:
-    size = ring_bytes(capacity)
-    buf[offset : offset + HEADER_BYTES] = bytes(HEADER_BYTES)
-    _put64(buf, offset + _CAPACITY, size - HEADER_BYTES)
+def format_record_ring(buf: memoryview, offset: int, capacity: int, writer: int) -> int:
+    size = record_ring_bytes(capacity)
+    buf[offset : offset + RECORD_HEADER_BYTES] = bytes(RECORD_HEADER_BYTES)
+    _put64(buf, offset + _CAPACITY, size - RECORD_HEADER_BYTES)
     buf[offset + _WRITER : offset + _WRITER + 4] = writer.to_bytes(4, "little")
     _put64(buf, offset + _SIZE, size)
     return size
@@ -83,10 +83,10 @@ class RecordProducer:
 
     def __init__(self, buf: memoryview, offset: int) -> None:
         self._buf = buf
-        self._data = offset + HEADER_BYTES
+        self._data = offset + RECORD_HEADER_BYTES
         # The header as u64 words, kept: each put reads ``consumed`` and
         # stores ``head``, single aligned loads and stores through this view.
-        self._words = buf[offset : offset + HEADER_BYTES].cast("Q")
+        self._words = buf[offset : offset + RECORD_HEADER_BYTES].cast("Q")
         self.capacity = self._words[_CAPACITY // 8]
         self._lengths = buf[self._data : self._data + self.capacity].cast("I")
         self._head = self._words[_HEAD // 8]
@@ -179,10 +179,10 @@ class RecordConsumer:
         self.buf = self._buf = buf
         self.offset = offset
         self.ident = ident
-        self._data = offset + HEADER_BYTES
+        self._data = offset + RECORD_HEADER_BYTES
         # Header words and the data area as u32 words, kept: reading a record
         # is then a few loads, with no view made per record.
-        self._words = buf[offset : offset + HEADER_BYTES].cast("Q")
+        self._words = buf[offset : offset + RECORD_HEADER_BYTES].cast("Q")
         self.capacity = self._words[_CAPACITY // 8]
         self._lengths = buf[self._data : self._data + self.capacity].cast("I")
         self.writer = int.from_bytes(buf[offset + _WRITER : offset + _WRITER + 4], "little")
@@ -326,9 +326,9 @@ class RecordRings:
                 return RecordProducer(consumer.buf, consumer.offset)
 
         def fill(buf: memoryview, offset: int) -> None:
-            format_ring(buf, offset, capacity, slot)
+            format_record_ring(buf, offset, capacity, slot)
 
-        index, offset = self._segments.append(ring_bytes(capacity), segment_bytes, fill)
+        index, offset = self._segments.append(record_ring_bytes(capacity), segment_bytes, fill)
         return RecordProducer(self._segments.segments[index].buf, offset)
 
     def total_bytes(self) -> int:

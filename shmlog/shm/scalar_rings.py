@@ -47,8 +47,7 @@ memoryview and numpy issue for an aligned field is a single instruction, so
 no value is ever seen half-written.  Elsewhere (aarch64, ppc64le) that order
 is not guaranteed; see ``shmlog.shm.fence``, which adds the barriers there.
 
-A session's rings, found by key (:class:`RingDirectory`): a process walks
-the rings segments (``shmlog.shm.directory``) and keeps a reader per ring; a
+:class:`RingDirectory` finds a session's rings by key, keeping a reader per ring; a
 slot taken over from a dead thread continues that thread's rings.
 """
 

@@ -38,9 +38,9 @@ from ..wire import (
     Progress,
     ProgressMarker,
     Route,
-    decode,
+    decode_entry,
+    entry_shape,
     route_key,
-    shape,
 )
 from .commit import CommitLog, recover
 from .sinks import LogSink, Sink, TextSink, to_log_record
@@ -237,7 +237,7 @@ class LogWriter:
         start = consumer.cursor  # where the record at hand starts
         for data, end in zip(run, ends):
             try:
-                item = decode(data)
+                item = decode_entry(data)
             except ValueError:
                 item = None
             if type(item) is LogLine and item.route == route and item.rank == rank \
@@ -248,7 +248,7 @@ class LogWriter:
                 consumer.cursor = start
                 sink = None
                 try:
-                    sink = self._write(decode(data) if item is None else item, slot)
+                    sink = self._write(decode_entry(data) if item is None else item, slot)
                 except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
                     self._malformed(data, slot, exc)
                 route = rank = None
@@ -284,7 +284,7 @@ class LogWriter:
         if self._skipped == 1:
             label = self._segments.writer_labels().get(writer_slot, f"writer{writer_slot}")
             print(f"shmlog: a log record from {label} could not be written "
-                  f"({type(exc).__name__}: {exc}; {shape(data)}); records like it are "
+                  f"({type(exc).__name__}: {exc}; {entry_shape(data)}); records like it are "
                   f"skipped and counted", file=sys.stderr, flush=True)
 
     def _route(self, ident: str) -> Route | None:

@@ -215,7 +215,7 @@ class LogSink(Sink):
         return self.handler.format(record) + self.handler.terminator
 
     def write(self, data: LogRecordData | LogLine) -> None:
-        """Add one record (decoded by ``wire.decode``) to the batch, as the handler would
+        """Add one record (decoded by ``wire.decode_entry``) to the batch, as the handler would
         have written it."""
         if data.levelno < self.handler.level:
             return
