@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+from .device_values import DeferredSink
 from .history_buffer import HistoryBuffer
 
 
@@ -38,6 +39,18 @@ class LocalHub:
             buffer._name = key
             self.scalars[key] = buffer
         buffer._storage.append(value, count)
+
+    def deferred_sink(self, key: str) -> DeferredSink:
+        """The storage of ``key`` wrapped for device values (``shmlog.stats.device_values``)."""
+        buffer = self.scalars.get(key)
+        if buffer is None:
+            buffer = HistoryBuffer()
+            buffer._name = key
+            self.scalars[key] = buffer
+        storage = buffer._storage
+        if type(storage) is not DeferredSink:
+            storage = buffer._storage = DeferredSink(storage, key)
+        return storage
 
     def get_scalar(self, key: str) -> HistoryBuffer | None:
         return self.scalars.get(key)
