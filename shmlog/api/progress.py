@@ -17,6 +17,7 @@ from ..format.log_processor import LogProcessor
 from ..format.progress import progress_due
 from ..format.reduce import empty, value
 from ..wire import PROGRESS_KEY, Progress
+from .device import settle
 from .message_hub import MessageHub
 from .process import PROCESS, env_int, identity
 from .record_handler import ship_progress
@@ -62,6 +63,8 @@ def report_progress(
     if not progress_due(progress, int(options.get("log_interval", 10)),
                         bool(cfg.get("by_epoch", True))):
         return
+    # A logging step: values this process logged on a device land first (one wait).
+    settle()
     name = hub or options.get("hub", "mmengine")
     message_hub = MessageHub.get_instance(name)
     processor = _processor(session, cfg)
