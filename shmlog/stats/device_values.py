@@ -164,6 +164,7 @@ class Deferred:
         self.reader_waits = 0
         self.dropped = 0
         self._said: set[str] = set()
+        self._to_say: list[str] = []  # said once the lock is released
 
     # -- what is deferred --------------------------------------------------------------------
 
@@ -230,6 +231,7 @@ class Deferred:
             self._seq += 1
             self.queue.append(_Entry(self._seq, sink, key, value, count))
             sink.pending += 1
+        self._speak()
         if notify:
             self.on_pending()
 
@@ -271,7 +273,9 @@ class Deferred:
         if not self.queue:
             return 0
         with self.lock:
-            return self._land_ready_locked()
+            landed = self._land_ready_locked()
+        self._speak()
+        return landed
 
     def _land_ready_locked(self) -> int:
         queue, landed = self.queue, 0
@@ -330,12 +334,11 @@ class Deferred:
             return
         with self.lock:
             self._land_ready_locked()
-            if not self.queue:
-                return
-            mark = self._mark(key)
-            if mark is None:
-                return
-            newest = self._newest_staged(mark)
+            mark = self._mark(key) if self.queue else None
+            newest = None if mark is None else self._newest_staged(mark)
+        if mark is None:
+            self._speak()
+            return
         if newest is not None:
             self.reader_waits += 1
             newest.backend.wait(newest.event)  # outside the lock: others keep logging
@@ -343,6 +346,7 @@ class Deferred:
             queue = self.queue
             while queue and queue[0].seq <= mark:  # other streams' values: waited for here
                 self._land_locked(queue.popleft(), wait=True)
+        self._speak()
 
     def _mark(self, key: str | None) -> int | None:
         if key is None:
@@ -395,8 +399,17 @@ class Deferred:
                 "reader_waits": self.reader_waits, "dropped": self.dropped}
 
     def _say_once(self, tag: str, message: str) -> None:
+        # Under the lock: the report (a logger, which may do anything) comes after it.
         if tag not in self._said:
             self._said.add(tag)
+            self._to_say.append(message)
+
+    def _speak(self) -> None:
+        while self._to_say:
+            try:
+                message = self._to_say.pop(0)
+            except IndexError:  # another thread said it
+                return
             self.report(message)
 
 
