@@ -323,3 +323,24 @@ def test_a_report_is_made_after_the_lock_is_released(device) -> None:
     s.complete()
     h.get_scalar("reported")
     assert held == [False]
+
+
+def test_the_log_writer_s_line_shows_the_values_landed_at_its_logging_step(
+        device, name: str, tmp_path) -> None:
+    """The writer reads the scalars as of the step's time: values landed by the step count."""
+    import json
+
+    s = fake.FakeStream()
+    cfg = {"window_size": 5, "by_epoch": False}
+    with shmlog.init(name, log_writer="thread", log_file=str(tmp_path / "run.log"),
+                     log_processor=cfg, log_interval=5, hub=f"lines-{name}",
+                     tensorboard=False) as session:
+        h = MessageHub.get_instance(f"lines-{name}")
+        for i in range(10):
+            h.update_scalar("train/loss", tensor(float(i), s))
+            shmlog.report_progress("train", i, iter=i, max_iters=10)
+        assert session.flush()
+    rows = [json.loads(line) for line in
+            (tmp_path / "run" / "scalars.jsonl").read_text().splitlines()]
+    assert [(row["step"], row["loss"]) for row in rows] == [(5, 2.0), (10, 7.0)]
+    assert len(device.waits) == 2

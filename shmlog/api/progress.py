@@ -63,8 +63,10 @@ def report_progress(
     if not progress_due(progress, int(options.get("log_interval", 10)),
                         bool(cfg.get("by_epoch", True))):
         return
-    # A logging step: values this process logged on a device land first (one wait).
+    # A logging step: values this process logged on a device land first (one wait),
+    # and the step's time, as of which the writer reads the scalars, follows them.
     settle()
+    progress = progress._replace(at_ns=time.monotonic_ns())
     name = hub or options.get("hub", "mmengine")
     message_hub = MessageHub.get_instance(name)
     processor = _processor(session, cfg)
