@@ -8,6 +8,7 @@ memory.
 
 from ._version import __version__
 from .api.dataloader import track_data_time, worker_init_fn
+from .api.device import device_values_stats, set_device_slots
 from .api.logger import MMLogger, print_log
 from .api.manager import ManagerMixin
 from .api.message_hub import MessageHub
@@ -53,9 +54,11 @@ __all__ = [
     "ShmFullError",
     "__version__",
     "current_session",
+    "device_values_stats",
     "init",
     "print_log",
     "report_progress",
+    "set_device_slots",
     "track_data_time",
     "worker_init_fn",
 ]

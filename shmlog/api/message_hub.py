@@ -17,9 +17,11 @@ from collections import OrderedDict
 from typing import Any
 
 from ..errors import InvalidKey, InvalidType, InvalidValue
+from ..stats.device_values import DEFERRED
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.local_hub import LocalHub
 from ..stats.values import check_hub_name, check_key, to_count, to_float
+from .device import defer, settle
 from .logger import print_log
 from .manager import ManagerMixin
 from .process import PROCESS
@@ -126,6 +128,12 @@ class MessageHub(ManagerMixin):
     def _update_scalar(self, key: str, value: Any, count: Any, resumed: bool) -> None:
         # Validate before recording ``resumed``: a refused value leaves no trace.
         self._check_key(key)
+        if DEFERRED.backend_of(value) is not None or DEFERRED.backend_of(count) is not None:
+            # A device tensor: staged, never read here (shmlog.api.device).
+            self._check_resumed(key, resumed)
+            defer(self._store(), key, value, count)
+            self._set_resumed_keys(key, resumed)
+            return
         number = to_float(value, key)
         weight = to_count(count, key)
         if self._resumed_keys.get(key) is not resumed:
@@ -159,7 +167,8 @@ class MessageHub(ManagerMixin):
                 value, count = item["value"], item.get("count", 1)
             else:
                 value, count = item, 1
-            parsed.append((key, to_float(value, key), to_count(count, key)))
+            # Device tensors are checked from their metadata and stay on the device.
+            parsed.append((key, DEFERRED.validate(value, key), DEFERRED.validate(count, key, "count")))
             self._check_resumed(key, resumed)
         for key, value, count in parsed:
             self.update_scalar(key, value, count, resumed)
@@ -167,6 +176,7 @@ class MessageHub(ManagerMixin):
     def get_scalar(self, key: str) -> HistoryBuffer:
         """The HistoryBuffer of ``key``; KeyError when nothing was logged under it."""
         self._check_key(key)
+        settle(key)  # values of key this process logged before, still on their device
         buffer = self._store().get_scalar(key)
         if buffer is None:
             raise KeyError(
@@ -178,6 +188,7 @@ class MessageHub(ManagerMixin):
     @property
     def log_scalars(self) -> OrderedDict[str, HistoryBuffer]:
         """Every scalar of this hub (in a session: of every process)."""
+        settle()
         return self._store().log_scalars()
 
     # -- runtime info ----------------------------------------------------------

@@ -18,6 +18,7 @@ from ..format.log_processor import LogProcessor
 from ..format.progress import progress_due
 from ..format.reduce import empty, value
 from ..wire import PROGRESS_KEY, Progress
+from .device import settle
 from .message_hub import MessageHub
 from .process import PROCESS, env_int, identity
 from .record_handler import ship_progress
@@ -63,6 +64,10 @@ def report_progress(
     if not progress_due(progress, int(options.get("log_interval", 10)),
                         bool(cfg.get("by_epoch", True))):
         return
+    # A logging step: values this process logged on a device land first (one wait),
+    # and the step's time, as of which the writer reads the scalars, follows them.
+    settle()
+    progress = progress._replace(at_ns=time.monotonic_ns())
     name = hub or options.get("hub", "mmengine")
     message_hub = MessageHub.get_instance(name)
     processor = _processor(session, cfg)

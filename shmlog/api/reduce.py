@@ -11,6 +11,12 @@ and never a transport of its own:
    subgroup of the job's process group (gloo or nccl, whatever the job
    initialised) that holds one rank per node, made once, by every rank,
    at the first exchange;
+   when the job's default group is NCCL, that subgroup (and the one-time
+   gather that finds one rank per node) is a gloo group instead, made once:
+   exchanging Python objects over NCCL would copy them through the rank's
+   current CUDA device and wait for it (a device sync at every logging
+   step), and needs that device set right; over gloo they stay on the CPU.
+   The price is one gloo group of every rank, made once (TCP between ranks);
 3. every node's local rank 0 then holds the job's totals, global rank 0
    (whose line the master log shows) among them; the other ranks go on with
    their own statistics.
@@ -58,6 +64,15 @@ def _dist() -> Any | None:
     except (AttributeError, RuntimeError):
         return None
     return None
+
+
+def cpu_group(dist: Any) -> Any:
+    """None when the default group exchanges objects on the CPU (it has gloo),
+    else a gloo group of every rank (made by every rank together; see the module
+    docstring)."""
+    if "gloo" in str(dist.get_backend()).lower():
+        return None
+    return dist.new_group(backend="gloo")
 
 
 class JobReducer:
@@ -112,10 +127,14 @@ class JobReducer:
     def _leader_group(self, dist: Any, local_rank: int) -> Any:
         """The subgroup of one rank per node, made once, by every rank together."""
         if self._leaders is None:
+            cpu = cpu_group(dist)
             flags: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(flags, local_rank == 0)
+            dist.all_gather_object(flags, local_rank == 0, group=cpu)
             self._leaders = [rank for rank, leads in enumerate(flags) if leads]
-            self._group = dist.new_group(ranks=self._leaders)
+            if cpu is None:
+                self._group = dist.new_group(ranks=self._leaders)
+            else:
+                self._group = dist.new_group(ranks=self._leaders, backend="gloo")
         return self._group
 
     def _combine_node(self, session: Any, key: tuple, shares: dict[str, Share],

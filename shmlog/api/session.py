@@ -33,6 +33,7 @@ from ..shm.session import (
 )
 from ..stats.shared_hub import SharedHub
 from . import options as _options
+from .device import settle as settle_device_values
 from .process import ENV_SESSION, PROCESS, identity, reader_rank
 from .record_handler import wait_drained
 
@@ -141,6 +142,8 @@ class Session:
         self._segments.update_options(capacities=capacities)
 
     def close(self) -> None:
+        if not self.closed:
+            settle_device_values()  # what this process logged on a device lands first
         with PROCESS.lock:
             if self.closed:
                 return

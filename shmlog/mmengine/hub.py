@@ -18,6 +18,13 @@ name, the same storage as ``shmlog.MessageHub.get_instance(name)``:
   its own ``eta``, its own metrics), and it may hold what shared memory
   does not take (tensors, more than 1 MiB), which then stays in this process.
 
+Tensors on a device (the losses of a model's ``log_vars``, which MMEngine's
+``RuntimeInfoHook`` logs every iteration) are not read by MMEngine's
+``update_scalar``, whose ``.item()`` would wait for the device: a shared hub's
+``update_scalar`` stages them (``shmlog.api.device``), and every read of the
+hub's scalars (LoggerHook's, at its logging interval) first lands what this
+process logged before it.
+
 Checkpoints hold the keys whose ``resumed`` flag is true, and a hub only
 knows the flags of the keys its own process updated.  A scalar that other
 processes (DataLoader workers) update counts as resumed, MMEngine's default
@@ -33,8 +40,10 @@ from collections import OrderedDict
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from ..api.device import defer, settle
 from ..api.process import PROCESS
 from ..errors import InvalidType
+from ..stats.device_values import DEFERRED
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.portable import History, rebuild_as
 from ..stats.shared_hub import SharedHub
@@ -60,6 +69,7 @@ class SharedScalars(MutableMapping):
         if writer is not None:
             # MMEngine's update path reads the buffer only to update it.
             return HistoryBuffer.over(_OwnKey(hub, key, writer), key)
+        settle(key)
         buffer = hub.get_scalar(key)
         if buffer is None:
             raise KeyError(key)
@@ -90,17 +100,21 @@ class SharedScalars(MutableMapping):
             f"session (other processes write it)"
         )
 
+    def _scalars(self) -> OrderedDict[str, HistoryBuffer]:
+        settle()  # what this process logged on a device, up to now
+        return self._hub().log_scalars()
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._hub().log_scalars())
+        return iter(self._scalars())
 
     def __len__(self) -> int:
-        return len(self._hub().log_scalars())
+        return len(self._scalars())
 
     def items(self) -> Any:
-        return self._hub().log_scalars().items()
+        return self._scalars().items()
 
     def values(self) -> Any:
-        return self._hub().log_scalars().values()
+        return self._scalars().values()
 
     def __repr__(self) -> str:
         return f"<shmlog SharedScalars of hub {self.name!r}>"
@@ -120,6 +134,7 @@ class _OwnKey:
 
     def __getattr__(self, name: str) -> Any:
         if self._storage is None:
+            settle(self._key)
             self._storage = self._hub.get_scalar(self._key).storage
         return getattr(self._storage, name)
 
@@ -232,6 +247,28 @@ def share(hub: Any) -> None:
         info[key] = value
     hub._log_scalars, hub._runtime_info = scalars, info
     hub._resumed_keys = ResumedKeys(hub._resumed_keys, scalars=scalars)
+    hub.update_scalar = _DeferringUpdate(hub)
+
+
+class _DeferringUpdate:
+    """A shared MMEngine hub's ``update_scalar``: device tensors are staged, not read."""
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+        self._update = type(hub).update_scalar
+
+    def __call__(self, key: str, value: Any, count: Any = 1, resumed: bool = True) -> None:
+        hub = self._hub
+        if DEFERRED.backend_of(value) is None and DEFERRED.backend_of(count) is None:
+            self._update(hub, key, value, count, resumed)
+            return
+        shared = PROCESS.shared_hub(hub.instance_name)
+        if shared is None:  # the session is gone: MMEngine's own path
+            self._update(hub, key, value, count, resumed)
+            return
+        DEFERRED.validate(value, key)
+        hub._set_resumed_keys(key, resumed)
+        defer(shared, key, value, count)
 
 
 def unshare(hub: Any, buffer_class: type) -> None:
@@ -241,6 +278,8 @@ def unshare(hub: Any, buffer_class: type) -> None:
     """
     if not is_shared(hub):
         return
+    hub.__dict__.pop("update_scalar", None)
+    settle()
     scalars: OrderedDict[str, Any] = OrderedDict()
     for key, buffer in hub._log_scalars.items():
         values, counts = buffer.data

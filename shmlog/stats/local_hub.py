@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from .device_values import DeferredSink
 from .history_buffer import HistoryBuffer
 
 
@@ -41,6 +42,18 @@ class LocalHub:
             buffer.name = key
             self.scalars[key] = buffer
         buffer.storage.append(value, count)
+
+    def deferred_sink(self, key: str) -> DeferredSink:
+        """The storage of ``key`` wrapped for device values (``shmlog.stats.device_values``)."""
+        buffer = self.scalars.get(key)
+        if buffer is None:
+            buffer = HistoryBuffer()
+            buffer.name = key
+            self.scalars[key] = buffer
+        storage = buffer.storage
+        if type(storage) is not DeferredSink:
+            storage = buffer.storage = DeferredSink(storage, key)
+        return storage
 
     def get_scalar(self, key: str) -> HistoryBuffer | None:
         return self.scalars.get(key)

@@ -29,6 +29,7 @@ from ..shm import codec
 from ..shm.scalar_rings import RingReader, RingWriter
 from ..shm.session import SessionSegments
 from ..wire import hub_prefix
+from .device_values import DeferredSink
 from .history_buffer import HistoryBuffer
 from .merged import MergedRings
 from .values import to_count, to_float
@@ -84,6 +85,15 @@ class SharedHub:
         if writer is None:
             writer = self._segments.ring_writer(self._prefix + key, self._capacity_of(key))
             writers[key] = writer
+        return writer
+
+    def deferred_sink(self, key: str) -> DeferredSink:
+        """This thread's ring for ``key`` wrapped for device values
+        (``shmlog.stats.device_values``): later appends keep their order behind
+        staged values."""
+        writer = self._open(key)
+        if type(writer) is not DeferredSink:
+            writer = self.ring_writers()[key] = DeferredSink(writer, key)
         return writer
 
     def _append(self, key: str, value: float, count: float) -> None:
