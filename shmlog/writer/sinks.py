@@ -6,6 +6,9 @@ one flush when the writer commits (``shmlog.writer.commit``); its
 that finds more bytes than committed truncates the file back, so a writer
 killed at any instant repeats nothing.
 
+No record's content stops the lines around it: text the file's encoding
+cannot hold is written escaped (see :func:`write_escaping`).
+
 Faults are the file's own, never the writer's: a file that cannot be
 written (a full disk, a read-only mount) costs its own records, which are
 counted; one message says so on stderr when writing starts failing, and a
@@ -43,6 +46,21 @@ from ..wire import LogRecordData
 
 # After a failed write, writing resumes once the file system has this much room.
 RESUME_BYTES = 64 << 10
+
+
+def write_escaping(stream: TextIO, text: str) -> None:
+    """Write ``text``; characters the file's encoding cannot hold are written escaped.
+
+    A lone surrogate (text decoded with ``surrogateescape``, say) or a
+    character outside a narrower encoding goes in as its Python escape
+    (``\\udc80``, ``\\xe9``) instead of failing the whole batch.  A text
+    stream encodes before it buffers, so a refused write left nothing behind.
+    """
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def to_log_record(data: LogRecordData) -> logging.LogRecord:
@@ -118,7 +136,7 @@ class Sink:
                              f"it could not be written ({self._failure})")
             lines = [line for line in map(self.note, notes) if line is not None]
             stream = self.stream()
-            stream.write("".join(lines) + batch if lines else batch)
+            write_escaping(stream, "".join(lines) + batch if lines else batch)
             stream.flush()
         except OSError as exc:
             self._failed(exc, records)
