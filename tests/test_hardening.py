@@ -9,13 +9,17 @@ one the file is written with.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from _writer_workers import messages_of
+from _shared_workers import child_env
+from _writer_workers import messages_of, numbered
 
 import shmlog
 from shmlog import MMLogger
+from shmlog.shm.session import destroy
 
 
 @pytest.mark.timeout(120)
@@ -40,3 +44,75 @@ def test_a_lone_surrogate_is_written_escaped_and_the_lines_around_it_stay(
         "line before", "line after", "line later"]
     assert "lone \\udc80 surrogate" in text
     assert "decoded caf\\udce9" in text
+
+
+SIGNALS = r"""
+import itertools, os, signal, sys
+import shmlog
+from shmlog import MMLogger
+from shmlog.shm.records import RecordProducer
+
+name, log_file, log_writer = sys.argv[1:4]
+handled, numbers = [], itertools.count(1)
+with shmlog.init(name, log_file=log_file, log_writer=log_writer) as session:
+    logger = MMLogger.get_instance("signals", log_file=log_file)
+    logger.handlers[0].setLevel("ERROR")  # the terminal
+
+    def handler(signum, frame):
+        handled.append(signum)
+        logger.info(f"handler line {next(numbers)}")
+
+    signal.signal(signal.SIGUSR1, handler)
+    signal.signal(signal.SIGALRM, handler)
+    # The handler runs while this thread is inside the ring's put (ship lock held).
+    put, inside = RecordProducer.put, []
+
+    def interrupted_put(self, *args, **kwargs):
+        if len(inside) < 200 and not inside[-1:] == [True]:
+            inside.append(True)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            inside[-1] = False
+        return put(self, *args, **kwargs)
+
+    RecordProducer.put = interrupted_put
+    for i in range(300):
+        logger.info(f"main line {i}")
+    assert session.flush()
+    RecordProducer.put = put
+    # And a timer that fires wherever it fires, as a user's would.
+    signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+    for i in range(300, 5300):
+        logger.info(f"main line {i}")
+        if i % 500 == 0:  # the ring never fills: nothing is dropped
+            assert session.flush()
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    assert session.flush()
+print("handled", len(handled), flush=True)
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("log_writer", ["sidecar", "thread"])
+def test_a_signal_handler_may_log_while_the_thread_it_interrupted_logs(
+    tmp_path: Path, name: str, log_writer: str
+) -> None:
+    log_file = str(tmp_path / "tmp.log")
+    script = tmp_path / "signals.py"
+    script.write_text(SIGNALS)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), name, log_file, log_writer], env=child_env(),
+            capture_output=True, text=True, timeout=120,
+        )
+    except subprocess.TimeoutExpired:
+        destroy(name)  # what the killed child left
+        pytest.fail("logging from a signal handler hung")
+    assert done.returncode == 0, done.stderr
+    handled = int(done.stdout.split()[-1])
+    messages = messages_of(tmp_path / "tmp" / "tmp.log")
+    assert not [m for m in messages if "drop" in m or "lost" in m], [m for m in messages if "drop" in m or "lost" in m]
+    assert numbered(messages, "main") == list(range(5300))
+    # Every handler's line, once (a handler interrupted by the next signal
+    # may log after it, so the order is the order they logged in).
+    assert sorted(numbered(messages, "handler")) == list(range(1, handled + 1))
+    assert handled >= 200

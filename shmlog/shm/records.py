@@ -136,6 +136,10 @@ class RecordProducer:
         self._words[0] = self._head = head + waste + needed  # _HEAD // 8
         return head
 
+    def count_dropped(self) -> None:
+        """Count a record the caller drops without putting it (a ``put`` refused, in effect)."""
+        self._words[_DROPPED // 8] += 1
+
     def _wait(self, needed: int, block_seconds: float, wake: Callable[[], None] | None) -> bool:
         """Wait up to ``block_seconds`` for ``needed`` free bytes; False (counted) if not."""
         deadline = time.monotonic() + block_seconds
