@@ -14,6 +14,8 @@ kind-specific header fields (after the common 64-byte header of
     64      log writer pid   u32  the process writing log files now (0: none)
     72      log writer start u64  its start time (``/proc/<pid>/stat``), so a
                                   recycled pid never passes for the writer
+    80      pid namespace    u64  inode of the creator's ``/proc/self/ns/pid``
+                                  (0: not known, taken as everyone's)
     128     doorbell         32 bytes: a process-shared semaphore the log
                              writer sleeps on (``shmlog.shm.doorbell``)
     256     config length    u32, then that many bytes of JSON (options of
@@ -28,6 +30,13 @@ one of them does.  Writers are the threads that write to the session's rings,
 one slot per thread (``Session.writer_slot``).  A pid is matched with the
 process start time (``/proc/<pid>/stat``), so a recycled pid never passes for
 a live member.
+
+Pids mean something only in the PID namespace they were given in.  A
+process in another one (a sidecar container of a Kubernetes pod shares
+/dev/shm but not, by default, the pids) cannot tell a live member from a
+dead one, so there every member counts as alive: such a process never
+prunes the tables, never declares the session stale and never removes or
+replaces it (:meth:`Control.sees_members`).
 
 Everything here is changed only under the session lock: ``flock`` on the
 control segment's own descriptor, which the kernel drops when its holder
@@ -53,7 +62,7 @@ _CTL = struct.Struct("<IIIIQIIxxxxQ")
 _CTL_FIELDS = {
     "state": (36, "I"), "creator": (40, "I"), "ring_segments": (44, "I"),
     "info_segments": (48, "I"), "created_ns": (52, "q"), "record_segments": (60, "I"),
-    "writer_pid": (64, "I"), "writer_start": (72, "Q"),
+    "writer_pid": (64, "I"), "writer_start": (72, "Q"), "pid_namespace": (80, "Q"),
 }
 _CTL_AT = 36
 CONFIG_AT, CONFIG_MAX = 256, 4096
@@ -90,6 +99,14 @@ def process_start(pid: int) -> int | None:
 
 def is_alive(pid: int, start: int) -> bool:
     return pid > 0 and process_start(pid) == start
+
+
+def pid_namespace() -> int:
+    """This process's PID namespace (the inode of ``/proc/self/ns/pid``), 0 when unknown."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 class ControlState(NamedTuple):
@@ -218,11 +235,23 @@ class Control:
                 found.append((slot, pid, start))
         return found
 
+    def sees_members(self) -> bool:
+        """Whether this process sees the members' pids (it is in their PID namespace).
+
+        Where it does not, every member is taken as alive (see the module docstring).
+        """
+        theirs = self.read_field("pid_namespace")
+        return theirs == 0 or theirs == pid_namespace() or pid_namespace() == 0
+
     def live_members(self) -> list[tuple[int, int, int]]:
+        if not self.sees_members():
+            return self.members()
         return [m for m in self.members() if is_alive(m[1], m[2])]
 
     def prune_members(self) -> int:
         """Free the slots of dead members; returns how many are alive."""
+        if not self.sees_members():
+            return len(self.members())
         alive = 0
         for slot, pid, start in self.members():
             if is_alive(pid, start):

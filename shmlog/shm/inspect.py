@@ -8,7 +8,10 @@ but processes with a writer slot still run (their pids are shown: the
 children of members that died), *stale* when none of its processes is left,
 *closing* while its last member removes it, and *broken* when its control
 segment cannot be used.  ``clean`` removes stale and broken sessions only;
-orphaned ones go with ``force``, live ones only with ``everything``.
+orphaned ones go with ``force``, live ones only with ``everything``.  Seen
+from another PID namespace than its members' (a sidecar container), a
+session with members is taken as alive: pids cannot be checked there
+(``shmlog.shm.control``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from .names import prefix
 from .scalars import RingDirectory
 from .segment import SegmentError
 from .session import attach_control, destroy
+
+# The status of a session whose members are in another PID namespace: this
+# process cannot tell whether they run, so it treats them as running.
+OTHER_NAMESPACE = "alive (members in another PID namespace)"
 
 
 class SessionInfo(NamedTuple):
@@ -77,11 +84,14 @@ def describe(name: str) -> SessionInfo:
     try:
         state = control.read_state()
         members = control.live_members()
-        writers = sum(1 for w in control.writers() if w.alive())
+        sees = control.sees_members()
+        writers = sum(1 for w in control.writers() if not sees or w.alive())
         keys = _count_keys(name, control)
         pids = tuple(sorted({pid for _slot, pid, _start in members} | set(live_writers(control))))
         if state.state == STATE_CLOSED:
             status = "closing"
+        elif members and not sees:
+            status = OTHER_NAMESPACE
         elif members:
             status = "alive"
         elif pids:

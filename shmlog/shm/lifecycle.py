@@ -26,7 +26,15 @@ from typing import Any
 
 import posix_ipc
 
-from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control, is_alive, process_start
+from .control import (
+    CONTROL_BYTES,
+    STATE_CLOSED,
+    STATE_READY,
+    Control,
+    is_alive,
+    pid_namespace,
+    process_start,
+)
 from .doorbell import Doorbell
 from .entries import list_names, unlink
 from .names import SessionError, check_name, control_name, prefix
@@ -94,6 +102,7 @@ def open_control(
         Doorbell.initialise(segment.buf)
         if writer_placeholder:
             fresh.write_state(writer_pid=me[0], writer_start=me[1])
+        fresh.write_state(pid_namespace=pid_namespace())
         fresh.write_state(state=STATE_READY, creator=me[0], created_ns=time.time_ns())
         if member:
             fresh.add_member(*me)
@@ -125,6 +134,8 @@ def open_control(
                     f"{control.segment.name} stayed closed, as if its last member never "
                     f"finished removing it"
                 )
+                if state == STATE_READY and (member or create):
+                    refuse_other_namespace(control, name)
                 if state == STATE_READY:
                     alive = control.prune_members() > 0
                     writing = [] if alive else live_writers(control)
@@ -151,8 +162,30 @@ def open_control(
 
 
 def live_writers(control: Control) -> list[int]:
-    """Pids of the live processes that hold a writer slot of the session (members or not)."""
+    """Pids of the live processes that hold a writer slot of the session (members or not).
+
+    From another PID namespace every writer counts as alive (see ``shmlog.shm.control``).
+    """
+    if not control.sees_members():
+        return sorted({w.pid for w in control.writers()})
     return sorted({w.pid for w in control.writers() if is_alive(w.pid, w.start)})
+
+
+def refuse_other_namespace(control: Control, name: str) -> None:
+    """Raise unless this process sees the pids of session ``name``'s members.
+
+    Joining from another PID namespace would let each side take the other's
+    live processes for dead ones, and replacing the session would destroy it
+    under its members: both are refused.
+    """
+    if control.sees_members():
+        return
+    raise SessionError(
+        f"shmlog session {name!r} was created in another PID namespace (another container "
+        f"of the pod, say): this process cannot see its members' pids, so it can neither join "
+        f"it nor replace it. Read it with 'shmlog ls', 'shmlog top' or 'shmlog serve'; to "
+        f"join it, run in the same PID namespace (Kubernetes: shareProcessNamespace: true)."
+    )
 
 
 def _warn_adopting(name: str, pids: list[int]) -> None:
