@@ -48,6 +48,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import struct
 import threading
 from typing import Any, NamedTuple
@@ -107,6 +108,22 @@ def pid_namespace() -> int:
         return os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return 0
+
+
+# Writers with a transient label that keep their own slot after they exit;
+# beyond them, new transient writers continue their rings.
+KEEP_EXITED = 16
+_TRANSIENT = re.compile(r"^(.*?)(pid|thread)\d+$")
+
+
+def transient_stem(label: str) -> str | None:
+    """``label`` without its process or thread number, None for a lasting label.
+
+    ``rank1/pid4242`` -> ``rank1/pid``; ``rank1/worker0`` and ``rank1`` are
+    labels a restarted process has again, so they have no stem.
+    """
+    match = _TRANSIENT.match(label)
+    return None if match is None else match.group(1) + match.group(2)
 
 
 class ControlState(NamedTuple):
@@ -322,12 +339,22 @@ class Control:
         A dead writer with the same label is preferred: its rings pass to the
         new writer, so a DataLoader worker restarted every epoch keeps one
         history (and one set of rings) instead of leaving a new one per epoch.
+        A process known by its pid or a thread by its id (a transient label,
+        :func:`transient_stem`) takes next, once ``KEEP_EXITED`` such writers
+        have exited, the slot of one of them, of its own rank first: a pool
+        that replaces its processes, or a process per evaluation, then keeps
+        ``KEEP_EXITED`` slots and rings more than it runs at once, however
+        many processes it ever started (the last ones to exit keep their own
+        rows in ``shmlog top`` and ``per_writer``).
         Next comes a free slot, and when there is none, any dead writer's
         (its rings then continue under the new label).
         """
         free = None
         same_label = None
         any_dead = None
+        transient = transient_stem(label)
+        same_stem = other_transient = None
+        exited_transient = 0
         for w in map(self.writer, range(WRITER_SLOTS)):
             if w.pid == 0:
                 if free is None:
@@ -336,9 +363,26 @@ class Control:
             if w.label == label and not w.alive():
                 same_label = w.slot
                 break
+            if transient is not None:
+                stem = transient_stem(w.label)
+                if stem is not None and not w.alive():
+                    exited_transient += 1
+                    if stem == transient and same_stem is None:
+                        same_stem = w.slot
+                    elif other_transient is None:
+                        other_transient = w.slot
+                    continue
             if any_dead is None and free is None and not w.alive():
                 any_dead = w.slot
-        slot = same_label if same_label is not None else free
+        slot = same_label
+        if slot is None and exited_transient > KEEP_EXITED:
+            # A short-lived process continues the rings of one that exited
+            # (of its own rank first): beyond KEEP_EXITED exited ones the slots
+            # and rings stay as many as such processes run at once, and each
+            # ring's totals keep the history of every process that wrote it.
+            slot = same_stem if same_stem is not None else other_transient
+        if slot is None:
+            slot = free
         if slot is None:
             slot = any_dead
         if slot is None:
