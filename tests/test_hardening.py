@@ -8,6 +8,7 @@ one the file is written with.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,37 @@ def test_a_signal_handler_may_log_while_the_thread_it_interrupted_logs(
     # may log after it, so the order is the order they logged in).
     assert sorted(numbered(messages, "handler")) == list(range(1, handled + 1))
     assert handled >= 200
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this object")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("log_writer", ["sidecar", "thread", None])
+def test_an_argument_whose_str_raises_goes_to_handle_error_at_every_level(
+    tmp_path: Path, name: str, log_writer: str | None, capsys: pytest.CaptureFixture
+) -> None:
+    log_file = str(tmp_path / "tmp.log")
+
+    def log_all(logger: logging.Logger) -> None:
+        for level in (logging.INFO, logging.WARNING, logging.ERROR):
+            logger.log(level, "x %s", _Unprintable())  # must not raise
+        logger.warning("line after")
+
+    if log_writer is None:  # no session: the handlers write themselves
+        logger = MMLogger.get_instance(f"unprintable-{name}", log_file=log_file)
+        log_all(logger)
+        for handler in logger.handlers:
+            handler.flush()
+    else:
+        with shmlog.init(name, log_file=log_file, log_writer=log_writer) as session:
+            logger = MMLogger.get_instance(f"unprintable-{name}", log_file=log_file)
+            log_all(logger)
+            assert session.flush()
+    errors = capsys.readouterr().err
+    # logging's rule: one report per handler and level, on stderr.
+    assert errors.count("--- Logging error ---") >= 3, errors
+    assert "no text for this object" in errors
+    assert messages_of(tmp_path / "tmp" / "tmp.log")[-1:] == ["line after"]
