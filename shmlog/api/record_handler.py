@@ -8,8 +8,9 @@ LogRecord and hands it to the file handler the record's rank would have
 used.  For the common record (below WARNING, no traceback, MMEngine's file
 layout) the data is the finished line instead, a ``LogLine``: making it here
 costs about what building the fields does, and the writer, which serves
-every process, only appends it.  Outside a session the same handler writes
-the file itself.
+every process, only appends it.  A formatter the user set on the handler
+makes its lines here too, for every record (the writer knows only the
+route's layout).  Outside a session the same handler writes the file itself.
 
 A full ring waits at most ``BLOCK_SECONDS`` for the writer to make room and
 then drops the record, counting it; the writer reports every drop in the log.
@@ -90,6 +91,9 @@ class SessionFileHandler(logging.FileHandler):
         # same builder made both handlers); a formatter set on this handler
         # afterwards turns it off, as the writer would not know of it.
         self._line_formatter = self.formatter if formats_file_lines(self) else None
+        # The formatter the writer's handler has too; another one set on this
+        # handler makes the lines here (see _ship_formatted).
+        self._built_formatter = self.formatter
         self._lines = None if self._line_formatter is None else FileLines(self.formatter.converter)
         # Sessions (by generation) this handler's route is stored in.
         self._route_stored: set[int] = set()
@@ -147,7 +151,7 @@ class SessionFileHandler(logging.FileHandler):
             return
         if shared and shared.ships_records:
             try:
-                self._ship(shared, record)
+                self._ship(shared, record, filtered=True)
             except Exception:  # noqa: BLE001 (logging must never raise into the caller)
                 self.handleError(record)
             return
@@ -173,7 +177,9 @@ class SessionFileHandler(logging.FileHandler):
         except (OSError, AttributeError):  # no file yet, or not bound yet
             return False
 
-    def _ship(self, session: Any, record: logging.LogRecord) -> None:
+    def _ship(self, session: Any, record: logging.LogRecord, filtered: bool = False) -> None:
+        """Put ``record`` into this process's ring (``filtered``: this handler's
+        filters have already passed it)."""
         message = record.getMessage()
         who = self._who
         if who is None or who[0] != record.process:
@@ -189,6 +195,9 @@ class SessionFileHandler(logging.FileHandler):
                             codec.encode("log route", tuple(self.route)))
             self._route_stored.add(shared.generation)
         self._shipped = True
+        if self.formatter is not self._built_formatter:
+            self._ship_formatted(shared, record, who[1], filtered)
+            return
         if self._crosses_as_line(record):
             lines, ring = self._lines, _ring_of(shared)
             mark = f"[worker{who[2]}] " if who[2] >= 0 else ""
@@ -212,6 +221,24 @@ class SessionFileHandler(logging.FileHandler):
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
             who[1], who[2], who[0], self._route_id,
         ))
+
+
+    def _ship_formatted(self, shared: Any, record: logging.LogRecord, rank: int,
+                        filtered: bool) -> None:
+        """Ship ``record`` as the line a formatter set on this handler makes.
+
+        The writer's handler knows only the layout the route names, and the
+        record's own attributes (``extra``) do not cross: the line is made
+        here, with this handler's formatter, filters and terminator, and the
+        writer appends it (deciding rotation as the handler would).
+        """
+        filters = self.filters
+        if not filtered and len(filters) == 1 and type(filters[0]) is DuplicateWarningFilter \
+                and not filters[0].filter(record):
+            return  # (other filters ran in handle())
+        text = self.format(record) + self.terminator
+        # A LogLine, as the plain tuple it crosses as.
+        _put(shared, (record.created, record.levelno, text, rank, self._route_id))
 
 
 _SUBCLASSES: dict[type, type] = {}

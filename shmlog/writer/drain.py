@@ -237,7 +237,8 @@ class LogWriter:
                 except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
                     self._malformed(data, slot, exc)
                 route = rank = None
-                if len(data) == 5 and sink is not None:
+                if len(data) == 5 and sink is not None and not sink.rotates:
+                    # (a rotating file sees each line: it may roll over before it)
                     route, rank, level, append = data[4], data[3], sink.handler.level, sink.adder()
                 self._line_files[slot] = (route, rank, level, append)
             start = end

@@ -208,6 +208,11 @@ class LogSink(Sink):
         self._lines = FileLines(handler.formatter.converter) if self._fast else None
         super().__init__(os.path.abspath(handler.baseFilename))
 
+    @property
+    def rotates(self) -> bool:
+        """Whether the file rolls over (each line must then pass :meth:`write`)."""
+        return self._rotating
+
     def stream(self) -> TextIO:
         handler = self.handler
         if handler.stream is None:
@@ -242,7 +247,11 @@ class LogSink(Sink):
             # ``shmlog.api.record_handler``), its filter passes it.
             if type(data[2]) is not str:
                 raise TypeError(f"a LogLine's text must be a str, got {type(data[2]).__name__}")
-            self._texts.append(data[2])
+            if self._rotating:
+                self._add_rolling(logging.makeLogRecord(
+                    {"created": data[0], "levelno": data[1], "msg": ""}), data[2])
+            else:
+                self._texts.append(data[2])
             return
         if self._fast:
             text = self._format(data)
@@ -253,15 +262,18 @@ class LogSink(Sink):
         if not self.handler.filter(record):
             return
         try:
-            text = self.handler.format(record) + self.handler.terminator
-            if self._rotating and self._should_roll(record, text):
-                self._before_rollover()  # the writer commits what the old file holds
-                self.handler.doRollover()
-                self._good = self._identity()
-                self._before_rollover()  # and the new file's baseline
-            self._texts.append(text)
+            self._add_rolling(record, self.handler.format(record) + self.handler.terminator)
         except Exception:  # noqa: BLE001 (a handler's own failure, reported as logging does)
             self.handler.handleError(record)
+
+    def _add_rolling(self, record: logging.LogRecord, text: str) -> None:
+        """Add ``text``, rolling a rotating handler's file over first when it says so."""
+        if self._rotating and self._should_roll(record, text):
+            self._before_rollover()  # the writer commits what the old file holds
+            self.handler.doRollover()
+            self._good = self._identity()
+            self._before_rollover()  # and the new file's baseline
+        self._texts.append(text)
 
     def _should_roll(self, record: logging.LogRecord, text: str) -> bool:
         handler = self.handler
