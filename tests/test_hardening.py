@@ -13,12 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _shared_workers import child_env
 from _writer_workers import messages_of, numbered
 
 import shmlog
-from shmlog import MMLogger
+from shmlog import HistoryBuffer, MessageHub, MMLogger
 from shmlog.shm.session import destroy
 
 
@@ -150,3 +151,84 @@ def test_an_argument_whose_str_raises_goes_to_handle_error_at_every_level(
     assert errors.count("--- Logging error ---") >= 3, errors
     assert "no text for this object" in errors
     assert messages_of(tmp_path / "tmp" / "tmp.log")[-1:] == ["line after"]
+
+
+CUSTOM = "CUSTOM|%(job)s|%(levelname)s|%(message)s"
+
+
+def _log_through_custom_formatter(logger: logging.Logger) -> None:
+    [handler] = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    handler.setFormatter(logging.Formatter(CUSTOM))
+    logger.info("first", extra={"job": "j1"})
+    logger.warning("twice", extra={"job": "j2"})
+    logger.warning("twice", extra={"job": "j2"})  # the duplicate filter still applies
+    try:
+        raise ZeroDivisionError("on purpose")
+    except ZeroDivisionError:
+        logger.error("failed", exc_info=True, extra={"job": "j3"})
+    logger.info("last", extra={"job": "j4"})
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("log_writer", ["sidecar", "thread"])
+@pytest.mark.parametrize("cfg", [None, {"type": "RotatingFileHandler", "maxBytes": 120,
+                                        "backupCount": 9}])
+def test_a_formatter_set_on_the_file_handler_writes_the_file_inside_a_session(
+    tmp_path: Path, name: str, log_writer: str, cfg: dict | None
+) -> None:
+    alone = str(tmp_path / "alone.log")
+    _log_through_custom_formatter(
+        MMLogger.get_instance(f"alone-{name}", log_file=alone, file_handler_cfg=cfg))
+    shared = str(tmp_path / "shared.log")
+    with shmlog.init(name, log_file=shared, log_writer=log_writer) as session:
+        _log_through_custom_formatter(
+            MMLogger.get_instance(f"shared-{name}", log_file=shared, file_handler_cfg=cfg))
+        assert session.flush()
+
+    def files(stem: str) -> dict[str, str]:
+        return {p.name.replace(stem, "x"): p.read_text(encoding="utf-8")
+                for p in (tmp_path / stem).iterdir()}
+
+    expected = files("alone")
+    text = "".join(expected[n] for n in sorted(expected, reverse=True))  # oldest first
+    assert text.startswith("CUSTOM|j1|INFO|first\nCUSTOM|j2|WARNING|twice\n")
+    assert "ZeroDivisionError" in text and text.endswith("CUSTOM|j4|INFO|last\n")
+    assert len(expected) == (1 if cfg is None else 3)  # rotated as the handler rotates
+    assert files("shared") == expected
+
+
+def p90_of_window(buffer: HistoryBuffer, window_size: int | None = None) -> float:
+    """A statistic the log writer's process never sees registered."""
+    values, _counts = buffer.data
+    return float(np.percentile(values[-window_size:] if window_size else values, 90))
+
+
+if not HistoryBuffer.knows_statistic("p90_of_window"):
+    HistoryBuffer.register_statistics(p90_of_window)
+
+REGISTERED_CFG = {
+    "by_epoch": False,
+    "custom_cfg": [{"data_src": "loss", "method_name": "p90_of_window", "window_size": 4,
+                    "log_name": "loss_p90"}],
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("log_writer", ["sidecar", "thread"])
+def test_a_registered_statistic_shows_in_the_lines_of_every_log_writer(
+    tmp_path: Path, name: str, log_writer: str
+) -> None:
+    log_file = str(tmp_path / "tmp.log")
+    with shmlog.init(name, log_file=log_file, log_writer=log_writer, log_interval=4,
+                     log_processor=REGISTERED_CFG, tensorboard=False) as session:
+        hub = MessageHub.get_instance("mmengine")
+        for i in range(8):
+            hub.update_scalar("train/loss", float(i * i))
+            shmlog.report_progress("train", i, iter=i, max_iters=8)
+        assert session.flush()
+    text = (tmp_path / "tmp" / "tmp.log").read_text(encoding="utf-8")
+    assert "is not a registered" not in text
+    lines = [line for line in text.splitlines() if "Iter(train)" in line]
+    assert len(lines) == 2, text
+    for line, window in zip(lines, ([0, 1, 4, 9], [16, 25, 36, 49])):
+        assert f"loss_p90: {np.percentile(window, 90):.4f}" in line, line

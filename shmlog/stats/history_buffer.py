@@ -150,6 +150,12 @@ class HistoryBuffer:
         cls._statistics_methods[name] = method
         return method
 
+    @classmethod
+    def knows_statistic(cls, method_name: str) -> bool:
+        """Whether :meth:`statistics` finds ``method_name`` in this process."""
+        return (method_name in cls._statistics_methods
+                or mmengine_statistic(method_name, HistoryBuffer) is not None)
+
     def statistics(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the registered statistic ``method_name`` with the given arguments.
 

@@ -124,7 +124,8 @@ class _HubAsOf:
             reduced = self._progress.reduced
             if reduced is None:
                 return default
-            return {"step": list(self._progress.step()), "values": reduced.get("values", {})}
+            return {"step": list(self._progress.step()), "values": reduced.get("values", {}),
+                    "computed": reduced.get("computed", {})}
         return self._hub.get_info(key, default)
 
     @property

@@ -1,0 +1,72 @@
+"""Statistics registered with ``HistoryBuffer.register_statistics``, wherever the line is made.
+
+A statistic is registered in the process that imports the code defining
+it.  The log writer that makes the master log's lines may be another
+process (the default sidecar), which never imported that code, so a
+``custom_cfg`` entry whose method is not one of HistoryBuffer's own
+statistics is computed where it is known: ``shmlog.report_progress``, in
+the logging process, puts the value of each such entry into the step's
+progress marker (next to the job-wide statistics, under ``"computed"``),
+and the writer's LogProcessor takes it from there when the method is
+unknown to its own process.  The thread writer, and MMEngine's Runner,
+which make the lines in the logging process, compute it themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..stats.history_buffer import HistoryBuffer
+from ..wire import REDUCED_INFO_KEY
+
+# HistoryBuffer's own statistics: known in every process.
+BUILT_IN = frozenset({"mean", "min", "max", "current"})
+COMPUTED = "computed"
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain data that crosses to the writer (numpy numbers as Python ones)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class RegisteredStatistics:
+    """The part of LogProcessor that computes registered statistics where they are known."""
+
+    def registered_values(
+        self, message_hub: Any, mode: str, batch_idx: int, iter: int
+    ) -> dict[str, Any]:
+        """The value of each ``mode`` entry whose method is not built in, by log name."""
+        found: dict[str, Any] = {}
+        scalars = None
+        for stat in self._statistics:
+            if stat.method_name in BUILT_IN:
+                continue
+            if scalars is None:
+                scalars = self._mode_scalars(message_hub.log_scalars, mode)
+            buffer = scalars.get(stat.data_src)
+            if buffer is not None:
+                kwargs = self._statistic_kwargs(stat, batch_idx, iter)
+                found[stat.log_name] = plain(buffer.statistics(stat.method_name, **kwargs))
+        return found
+
+    def _statistic(self, buffer: HistoryBuffer, stat: Any, kwargs: dict[str, Any],
+                   message_hub: Any, step: tuple) -> Any:
+        """``stat``'s value: computed here when its method is known here, else as the
+        logging process computed it for ``step``."""
+        if stat.method_name in BUILT_IN or HistoryBuffer.knows_statistic(stat.method_name):
+            return buffer.statistics(stat.method_name, **kwargs)
+        get_info = getattr(message_hub, "get_info", None)
+        reduced = None if get_info is None else get_info(REDUCED_INFO_KEY, None)
+        if isinstance(reduced, dict) and tuple(reduced.get("step") or ()) == tuple(step):
+            computed = reduced.get(COMPUTED) or {}
+            if stat.log_name in computed:
+                return computed[stat.log_name]
+        return buffer.statistics(stat.method_name, **kwargs)  # raises, naming the method
