@@ -232,3 +232,19 @@ def test_a_registered_statistic_shows_in_the_lines_of_every_log_writer(
     assert len(lines) == 2, text
     for line, window in zip(lines, ([0, 1, 4, 9], [16, 25, 36, 49])):
         assert f"loss_p90: {np.percentile(window, 90):.4f}" in line, line
+
+
+def test_an_unknown_statistic_method_is_refused_at_init_naming_the_entry(name: str) -> None:
+    cfg = {"by_epoch": False, "custom_cfg": [
+        {"data_src": "loss", "method_name": "mean", "window_size": 4},
+        {"data_src": "acc", "method_name": "p99_nobody_registered", "log_name": "acc_p99"},
+    ]}
+    with pytest.raises(ValueError) as refused:
+        shmlog.init(name, log_processor=cfg)
+    text = str(refused.value)
+    assert "custom_cfg[1]['method_name'] 'p99_nobody_registered'" in text
+    assert "'acc'" in text and "register_statistics" in text
+    assert isinstance(refused.value, AssertionError)  # as MMEngine's checks raise
+    # A method registered in this process is accepted (see the test above).
+    with shmlog.init(name, log_processor=REGISTERED_CFG, log_writer="none"):
+        pass

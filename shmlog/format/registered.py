@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidValue
 from ..stats.history_buffer import HistoryBuffer
 from ..wire import REDUCED_INFO_KEY
 
@@ -35,6 +36,27 @@ def plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
+
+
+def check_known(custom_cfg: Any, where: str = "log_processor") -> None:
+    """Refuse a ``custom_cfg`` entry whose ``method_name`` this process does not know.
+
+    ``shmlog.init`` checks the session's config so: a statistic is found by
+    the log writer only if the process that logs knows it (see the module
+    docstring), and an unknown one would fail every line of the run.
+    """
+    for index, entry in enumerate(custom_cfg or ()):
+        method = entry.get("method_name") if isinstance(entry, dict) else None
+        if not isinstance(method, str) or method in BUILT_IN \
+                or HistoryBuffer.knows_statistic(method):
+            continue
+        known = sorted(BUILT_IN | set(HistoryBuffer._statistics_methods))
+        raise InvalidValue(
+            f"{where}: custom_cfg[{index}]['method_name'] {method!r} (data_src "
+            f"{entry.get('data_src')!r}) is not a HistoryBuffer statistic in this process: "
+            f"expected one of {known}, or a method registered with "
+            f"HistoryBuffer.register_statistics before shmlog.init"
+        )
 
 
 class RegisteredStatistics:
