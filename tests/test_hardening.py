@@ -20,6 +20,8 @@ from _writer_workers import messages_of, numbered
 
 import shmlog
 from shmlog import HistoryBuffer, MessageHub, MMLogger
+from shmlog.api.record_handler import ENV_RING_BYTES, RING_BYTES, ring_bytes
+from shmlog.shm.records import longest_text
 from shmlog.shm.session import destroy
 
 
@@ -248,3 +250,38 @@ def test_an_unknown_statistic_method_is_refused_at_init_naming_the_entry(name: s
     # A method registered in this process is accepted (see the test above).
     with shmlog.init(name, log_processor=REGISTERED_CFG, log_writer="none"):
         pass
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("ring", [None, str(1 << 20)])
+def test_a_long_message_is_cut_on_its_own_line_unless_the_ring_is_made_larger(
+    tmp_path: Path, name: str, ring: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if ring is not None:
+        monkeypatch.setenv(ENV_RING_BYTES, ring)
+    log_file = str(tmp_path / "tmp.log")
+    with shmlog.init(name, log_file=log_file, log_writer="thread") as session:
+        logger = MMLogger.get_instance(f"long-{name}", log_file=log_file)
+        logger.handlers[0].setLevel("ERROR")  # the terminal
+        logger.info("a" * 100_000)
+        logger.warning("w" * 100_000)
+        logger.info("line after")
+        assert session.flush()
+    messages = messages_of(tmp_path / "tmp" / "tmp.log")
+    assert messages[-1] == "line after" and len(messages) == 3
+    if ring is None:
+        kept = longest_text(RING_BYTES)
+        for message, letter in zip(messages, "aw"):
+            assert message.endswith(" ... [truncated by shmlog]")
+            assert set(message[:-len(" ... [truncated by shmlog]")]) == {letter}
+            assert kept - 100 < len(message) <= kept + len(" ... [truncated by shmlog]")
+    else:
+        assert messages[:2] == ["a" * 100_000, "w" * 100_000]
+
+
+def test_a_bad_record_ring_size_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_RING_BYTES, "1k")
+    with pytest.raises(ValueError, match="SHMLOG_RECORD_RING_BYTES='1k'"):
+        ring_bytes()

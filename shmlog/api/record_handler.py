@@ -36,6 +36,10 @@ from .process import PROCESS, identity
 
 BLOCK_SECONDS = 0.2
 RING_BYTES = 256 << 10
+# Sets the record ring's size of each process that starts logging with it in
+# its environment (see ring_bytes()).
+ENV_RING_BYTES = "SHMLOG_RECORD_RING_BYTES"
+_RING_LIMITS = (64 << 10, 1 << 30)
 
 
 def make_route(
@@ -295,7 +299,32 @@ def _put(shared: Any, data: tuple[Any, ...]) -> bool:
 
 def _ring_of(shared: Any) -> tuple[Any, Any]:
     """(this process's record producer, the doorbell) of session segments ``shared``."""
-    return shared.record_producer(RING_BYTES), shared.doorbell
+    return shared.record_producer(ring_bytes()), shared.doorbell
+
+
+def ring_bytes() -> int:
+    """The size of this process's record ring: ``RING_BYTES``, or ``SHMLOG_RECORD_RING_BYTES``.
+
+    A record may take a quarter of its ring; a longer one keeps the head of
+    each long text (``shmlog.shm.records.longest_text``: 8,184 characters
+    at the default 256 KiB) and ends it with ``[truncated by shmlog]``.  A
+    larger ring keeps longer messages, and takes that much more of /dev/shm
+    per logging process.
+    """
+    raw = os.environ.get(ENV_RING_BYTES)
+    if raw is None:
+        return RING_BYTES
+    low, high = _RING_LIMITS
+    try:
+        size = int(raw)
+    except ValueError:
+        size = -1
+    if not low <= size <= high:
+        raise ValueError(
+            f"{ENV_RING_BYTES}={raw!r}: expected a number of bytes from {low} to {high} "
+            f"(a log record may take a quarter of it)"
+        )
+    return size
 
 
 def _put_into(ring: tuple[Any, Any], data: tuple[Any, ...]) -> bool:

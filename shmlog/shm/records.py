@@ -155,11 +155,20 @@ class RecordProducer:
 
 
 def _truncate(record: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
+    """``record`` with each text longer than ``limit // 8`` characters cut there, marked
+    (a text that ends a line keeps its line end)."""
     items = list(record)
     for i, item in enumerate(items):
         if isinstance(item, str) and len(item) > limit // 8:
-            items[i] = item[: limit // 8] + " ... [truncated by shmlog]"
+            end = "\n" if item.endswith("\n") else ""
+            items[i] = item[: limit // 8] + " ... [truncated by shmlog]" + end
     return tuple(items)
+
+
+def longest_text(capacity: int) -> int:
+    """The characters of a text field a record in a ring of ``capacity`` bytes keeps whole
+    (at least: a record is cut only when all of it takes more than a quarter of the ring)."""
+    return (capacity // _MAX_RECORD_FRACTION - 64) // 8
 
 
 class RecordConsumer:
