@@ -15,14 +15,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _metrics import closing_new_loggers
 from _shared_workers import child_env
 from _writer_workers import messages_of, numbered
 
 import shmlog
 from shmlog import HistoryBuffer, MessageHub, MMLogger
-from shmlog.api.record_handler import ENV_RING_BYTES, RING_BYTES, ring_bytes
+from shmlog.api.shipping import ENV_RING_BYTES, RING_BYTES, ring_bytes
 from shmlog.shm.records import longest_text
 from shmlog.shm.session import destroy
+
+
+@pytest.fixture(autouse=True)
+def _loggers_closed():
+    with closing_new_loggers():  # none of these loggers stays 'current' for other tests
+        yield
 
 
 @pytest.mark.timeout(120)

@@ -174,7 +174,7 @@ class ProcessState:
         self.registry_lock = threading.RLock()  # ManagerMixin's named instances
         # This process's one record ring.  Reentrant, for a signal handler that
         # logs while the thread it interrupted is inside a put: see
-        # shmlog.api.record_handler._put_into.
+        # shmlog.api.shipping.put_into.
         self.ship_lock = threading.RLock()
         self.ship_depth = 0  # puts in progress in the lock's holder (2 = interrupted)
         self.ship_later: list[tuple[Any, tuple[Any, ...]]] = []  # (ring, data) put by it

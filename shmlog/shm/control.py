@@ -340,12 +340,13 @@ class Control:
         new writer, so a DataLoader worker restarted every epoch keeps one
         history (and one set of rings) instead of leaving a new one per epoch.
         A process known by its pid or a thread by its id (a transient label,
-        :func:`transient_stem`) takes next, once ``KEEP_EXITED`` such writers
-        have exited, the slot of one of them, of its own rank first: a pool
-        that replaces its processes, or a process per evaluation, then keeps
-        ``KEEP_EXITED`` slots and rings more than it runs at once, however
-        many processes it ever started (the last ones to exit keep their own
-        rows in ``shmlog top`` and ``per_writer``).
+        :func:`transient_stem`) takes next, once more than ``KEEP_EXITED``
+        such writers have exited, the slot of one of them, of its own rank
+        first: a pool that replaces its processes, or a process per
+        evaluation, then keeps ``KEEP_EXITED`` slots and rings more than it
+        runs at once, however many processes it ever started (those
+        ``KEEP_EXITED`` keep rows of their own in ``shmlog top`` and
+        ``per_writer``).
         Next comes a free slot, and when there is none, any dead writer's
         (its rings then continue under the new label).
         """
