@@ -15,7 +15,7 @@ against shmlog:
   clears after each test.
 
 MMEngine is imported first, untouched, so its other classes (the Visualizer,
-DefaultScope, registries, ``ManagerMeta``) keep MMEngine's own base classes.
+DefaultScope, registries) keep MMEngine's own base classes and metaclass.
 
 ``SHMLOG_ALIAS=0`` turns the plugin off: the tests then run against MMEngine.
 """
@@ -38,8 +38,8 @@ NAMES = {
     "mmengine": ("HistoryBuffer", "MessageHub", "MMLogger", "print_log"),
     "mmengine.logging": ("HistoryBuffer", "MessageHub", "MMLogger", "print_log"),
     "mmengine.runner": ("LogProcessor",),
-    "mmengine.utils": ("ManagerMixin",),
-    "mmengine.utils.manager": ("ManagerMixin",),
+    "mmengine.utils": ("ManagerMixin", "ManagerMeta"),
+    "mmengine.utils.manager": ("ManagerMixin", "ManagerMeta"),
     "mmengine.testing.runner_test_case": ("MessageHub", "MMLogger"),
 }
 

@@ -10,7 +10,7 @@ from ._version import __version__
 from .api.dataloader import track_data_time, worker_init_fn
 from .api.device import device_values_stats, set_device_slots
 from .api.logger import MMLogger, print_log
-from .api.manager import ManagerMixin
+from .api.manager import ManagerMeta, ManagerMixin
 from .api.message_hub import MessageHub
 from .api.progress import report_progress
 from .api.session import Session, current_session, init
@@ -41,6 +41,7 @@ __all__ = [
     "LogPathError",
     "LogProcessor",
     "MMLogger",
+    "ManagerMeta",
     "ManagerMixin",
     "MessageHub",
     "MetricsUnavailable",

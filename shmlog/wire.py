@@ -106,8 +106,11 @@ def route_key(ident: str) -> str:
 
 # Runtime info of a hub, process-local or the writer's view of a step: the
 # job-wide statistics LogProcessor shows for ``reduce`` entries, as
-# {"step": Progress.step() as a list, "values": {log_name: value}, "workers": {...}}.
+# {"step": Progress.step() as a list, "values": {log_name: value}, "workers": {...}};
+# in the writer's view also COMPUTED_INFO: {log_name: value} of the step's
+# registered statistics (``Progress.computed``).
 REDUCED_INFO_KEY = "shmlog/reduced"
+COMPUTED_INFO = "computed"
 # Session-level info: each rank's share of a step's job-wide statistics, by
 # local rank, which the node's local rank 0 combines (``shmlog.api.reduce``).
 REDUCE_PART_PREFIX = SEPARATOR + "shmlog" + SEPARATOR + "reduce" + SEPARATOR
@@ -188,6 +191,11 @@ class Progress(NamedTuple):
     # config, exchanged by every rank): {"values": {log_name: value},
     # "workers": {label: value}}, or None.
     reduced: dict | None = None
+    # Values of the step's statistics registered with
+    # HistoryBuffer.register_statistics, computed by the logging process for a
+    # log writer that may not know them (``shmlog.format.registered``):
+    # {log_name: plain value}, or None.
+    computed: dict | None = None
 
     def step(self) -> tuple:
         """What identifies the logging step (for job-wide statistics)."""
@@ -201,7 +209,7 @@ class Progress(NamedTuple):
             iter=int(data.get("iter", 0)), epoch=int(data.get("epoch", 0)),
             dataloader_len=data.get("dataloader_len"), max_iters=data.get("max_iters"),
             max_epochs=data.get("max_epochs"), event=data.get("event", "iter"),
-            at_ns=data.get("at_ns"), reduced=data.get("reduced"),
+            at_ns=data.get("at_ns"), reduced=data.get("reduced"), computed=data.get("computed"),
         )
 
 
@@ -229,7 +237,8 @@ def encode_line(created: float, levelno: int, text: str, rank: int, route: str) 
 
 
 def encode_progress(created: float, progress: Progress) -> tuple:
-    """A :class:`ProgressMarker` for ``progress`` as the plain tuple it crosses as."""
+    """A :class:`ProgressMarker` for ``progress`` as the plain tuple it crosses as
+    (its job-wide and computed statistics included)."""
     return (created, PROGRESS, tuple(progress))
 
 
@@ -263,6 +272,7 @@ def entry_shape(data: Any) -> str:
 
 __all__ = [
     "COMMIT_KEYS",
+    "COMPUTED_INFO",
     "CREATED",
     "LINE",
     "METRICS_KEY",

@@ -45,9 +45,12 @@ with shmlog.init(sys.argv[1], log_writer="none", capacity=16, segment_bytes=4096
     for k in range(10_000):
         hub.update_scalar(f"key/{k}", float(k))
 
+    together = threading.Barrier(8)  # eight writers alive at once: eight slots
+
     def write(t):
         for k in range(100):
             hub.update_scalar(f"key/{k}", float(t))
+        together.wait(timeout=60)
 
     threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
     for thread in threads:

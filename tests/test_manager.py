@@ -248,3 +248,27 @@ def test_threads_sharing_a_hub_by_name() -> None:
     results = _run_together(16, log)
     assert len({id(r) for r in results}) == 1
     assert dict(results[0].runtime_info.items()) == {f"worker{i}": i for i in range(16)}
+
+
+def test_a_manager_class_without_a_name_argument_is_refused_where_it_is_defined() -> None:
+    from shmlog import ManagerMeta, ManagerMixin
+
+    with pytest.raises(AssertionError, match="must take a `name` argument"):
+        class NoName(ManagerMixin):
+            def __init__(self, size: int = 0) -> None:
+                super().__init__(name="fixed")
+
+    with pytest.raises(ValueError, match="must take a `name` argument"):
+        class NoNameEither(metaclass=ManagerMeta):
+            def __init__(self, *args: object, **kwargs: object) -> None:
+                pass
+
+    class Named(metaclass=ManagerMeta):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    class Other(Named):
+        pass
+
+    assert Named._instance_dict == {} and Other._instance_dict is not Named._instance_dict
+    assert type(ManagerMixin) is ManagerMeta

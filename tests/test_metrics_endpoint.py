@@ -12,11 +12,13 @@ import math
 import multiprocessing
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -361,3 +363,22 @@ def test_without_job_statistics_no_job_worker_series_is_served(name: str) -> Non
             result = scrape(endpoint.url)
     assert result.series("shmlog_job_worker_data_time_seconds") == {}
     assert result.value("shmlog_progress_iter", hub=HUB) == 7
+
+
+def _listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on ``port`` (``ss``: Send-Q of a LISTEN socket)."""
+    shown = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                           timeout=30, check=True).stdout.split()
+    return int(shown[2])
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2)")
+def test_the_endpoint_queues_a_hundred_scrapers_arriving_together(name: str) -> None:
+    with shmlog.init(name, log_writer="none"):
+        MessageHub.get_instance(HUB).update_scalar("train/loss", 2.0)
+        with Endpoint.open(name) as endpoint:
+            assert _listen_backlog(endpoint.port) >= 128
+            # And they are all answered.
+            with ThreadPoolExecutor(100) as pool:
+                answers = list(pool.map(lambda _i: scrape(endpoint.url), range(100)))
+    assert all(("shmlog_session_members", ()) in a.samples for a in answers)

@@ -215,3 +215,28 @@ def test_two_simulated_nodes_keep_their_sessions_apart_and_reduce_over_all_four_
         assert _figure(line, "loss_job") == pytest.approx(1.55)  # mean over all 4 ranks
         assert _figure(line, "loss_max") == pytest.approx(3.1)
         assert _figure(line, "loss_sum") == pytest.approx(6.2)
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_a_rank_that_skips_the_first_logging_step_costs_a_bounded_wait_and_a_warning(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("torch")
+    port = _free_port()
+    job = subprocess.Popen(
+        _torchrun("--nnodes=1", "--nproc_per_node=2", f"--master_port={port}",
+                  str(TESTS / "_reduce_skip_rank.py"), str(tmp_path)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+    )
+    try:
+        _out, err = job.communicate(timeout=TIMEOUT // 2)
+    except subprocess.TimeoutExpired:
+        job.terminate()  # torchrun stops its ranks (each in its own process session)
+        job.communicate(timeout=60)
+        pytest.fail("a rank that skipped the first logging step hung the job")
+    assert job.returncode == 0, err[-3000:]
+    seen = json.loads((tmp_path / "rank0.json").read_text())
+    assert any("miss the shares of local rank(s) [1]" in w for w in seen["warnings"]), seen
+    lines = _master_lines(tmp_path / "run" / "run.log")
+    assert sorted(lines) == [4]
+    assert _figure(lines[4], "loss_job") == pytest.approx(0.05)  # rank 0's share alone

@@ -1,4 +1,4 @@
-"""Named, process-global instances (MMEngine's ``ManagerMixin`` contract).
+"""Named, process-global instances (MMEngine's ``ManagerMixin`` and ``ManagerMeta`` contract).
 
 Each subclass keeps its own registry, so ``MessageHub.get_instance('a')`` and
 ``MMLogger.get_instance('a')`` never collide.  One re-entrant lock (the
@@ -8,22 +8,45 @@ threads asking for the same new name get the same object.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import InvalidType
+from ..errors import InvalidType, InvalidValue
 from .process import PROCESS
 
 if TYPE_CHECKING:  # typing.Self is 3.11+; annotations are never evaluated
     from typing import Self
 
 
-class ManagerMixin:
+class ManagerMeta(type):
+    """The metaclass of named, process-global classes (MMEngine's ``ManagerMeta``).
+
+    Each class it makes gets a registry of its own, and a class whose
+    ``__init__`` does not take a ``name`` argument is refused where it is
+    defined (an error that is both ValueError and AssertionError, as MMEngine
+    raises AssertionError), since ``get_instance`` passes ``name`` to it.
+    """
+
+    def __init__(cls, *args: Any) -> None:
+        cls._instance_dict = OrderedDict()
+        arguments = inspect.getfullargspec(cls).args
+        if "name" not in arguments:
+            raise InvalidValue(
+                f"{cls.__module__}.{cls.__qualname__}.__init__ must take a `name` argument "
+                f"(its positional or keyword arguments are {arguments}): get_instance "
+                f"passes the instance's name to it"
+            )
+        super().__init__(*args)
+
+
+class ManagerMixin(metaclass=ManagerMeta):
     """Base class for objects reachable anywhere by name.
 
-    Subclasses must accept ``name`` as a keyword argument in ``__init__`` and
-    pass it on to ``ManagerMixin.__init__``.
+    Subclasses must accept ``name`` as an argument of ``__init__`` (checked
+    when the subclass is defined, by :class:`ManagerMeta`) and pass it on to
+    ``ManagerMixin.__init__``.
     """
 
     _instance_dict: ClassVar[OrderedDict[str, ManagerMixin]] = OrderedDict()

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..format.exposition import DEFAULT_HOST, check_host, check_port, require_prometheus
 from ..format.log_processor import LogProcessor
+from ..format.registered import check_known
 from ..shm.session import DEFAULT_CAPACITY, DEFAULT_SEGMENT_BYTES, check_capacity
 from ..stats.values import check_hub_name
 from .process import ENV_SESSION
@@ -90,6 +91,7 @@ def session_options(
                 f"{type(log_processor).__name__}"
             )
         LogProcessor(**log_processor)  # refuse a bad config here, not in the writer
+        check_known(log_processor.get("custom_cfg"))
     if tensorboard:
         # Checked here, not in the writer (imported only by processes that
         # ask for it: a DataLoader worker never loads the writer).

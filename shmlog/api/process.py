@@ -176,7 +176,12 @@ class ProcessState:
     def __init__(self) -> None:
         self.lock = threading.RLock()  # opening and closing sessions
         self.registry_lock = threading.RLock()  # ManagerMixin's named instances
-        self.ship_lock = threading.Lock()  # this process's one record ring
+        # This process's one record ring.  Reentrant, for a signal handler that
+        # logs while the thread it interrupted is inside a put: see
+        # shmlog.api.shipping.put_into.
+        self.ship_lock = threading.RLock()
+        self.ship_depth = 0  # puts in progress in the lock's holder (2 = interrupted)
+        self.ship_later: list[tuple[Any, tuple[Any, ...]]] = []  # (ring, data) put by it
         self.session: Any = None  # the active shmlog.api.session.Session
         # Set by shmlog.api.session: the active session, or one the
         # environment names (attached on first use); None outside sessions.
@@ -221,7 +226,9 @@ class ProcessState:
         # A parent thread may have held any of them at fork.
         self.lock = threading.RLock()
         self.registry_lock = threading.RLock()
-        self.ship_lock = threading.Lock()
+        self.ship_lock = threading.RLock()
+        self.ship_depth = 0
+        self.ship_later = []
         session = self.session
         if session is not None:
             session.after_fork_in_child()

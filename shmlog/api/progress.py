@@ -74,6 +74,8 @@ def report_progress(
     if processor is not None and processor.has_job_statistics():
         progress = progress._replace(reduced=_exchange(session, processor, message_hub, progress))
     me = identity()
+    if processor is not None and (not me.distributed or me.rank == 0):
+        progress = _with_registered(processor, message_hub, progress)
     # One rank per node says where the loop is (ranks of a node share the
     # info); local rank 0 also holds the job's figures when there are any.
     if not me.distributed or me.local_rank == 0:
@@ -104,6 +106,15 @@ def _exchange(session: Any, processor: LogProcessor, hub: Any, progress: Progres
         total = {n: s for n, (_r, s) in shares.items()}
     values = {n: value(r, total.get(n, empty())) for n, (r, _s) in shares.items()}
     return {"values": values, "workers": dict(exchange.workers)}
+
+
+def _with_registered(processor: LogProcessor, hub: Any, progress: Progress) -> Progress:
+    """``progress`` with the values of registered statistics, which the writer may not know
+    (``shmlog.format.registered``)."""
+    values = processor.registered_values(hub, progress.mode, progress.batch_idx, progress.iter)
+    if not values:
+        return progress
+    return progress._replace(computed=values)
 
 
 def _workers(hub: Any, mode: str) -> dict[str, float]:

@@ -8,10 +8,11 @@ LogRecord and hands it to the file handler the record's rank would have
 used.  For the common record (below WARNING, no traceback, MMEngine's file
 layout) the data is the finished line instead, a ``LogLine``: making it here
 costs about what building the fields does, and the writer, which serves
-every process, only appends it.  Outside a session the same handler writes
-the file itself.
+every process, only appends it.  A formatter the user set on the handler
+makes its lines here too, for every record (the writer knows only the
+route's layout).  Outside a session the same handler writes the file itself.
 
-A full ring waits at most ``BLOCK_SECONDS`` for the writer to make room and
+A full ring waits at most ``shipping.BLOCK_SECONDS`` for the writer to make room and
 then drops the record, counting it; the writer reports every drop in the log.
 After a drop, records are dropped at once (still counted) until the ring has
 room again, so a stalled writer costs a training step at most one wait.
@@ -32,9 +33,10 @@ from ..shm import codec
 from ..shm.liveness import is_alive
 from ..wire import Progress, Route, encode_line, encode_progress, encode_record, route_id, route_key
 from .process import PROCESS, identity
+from .shipping import put_into, ring_bytes
 
-BLOCK_SECONDS = 0.2
-RING_BYTES = 256 << 10
+# Put into this process's record ring (tests replace it to see what crosses).
+_put_into = put_into
 
 
 def make_route(
@@ -90,6 +92,9 @@ class SessionFileHandler(logging.FileHandler):
         # same builder made both handlers); a formatter set on this handler
         # afterwards turns it off, as the writer would not know of it.
         self._line_formatter = self.formatter if formats_file_lines(self) else None
+        # The formatter the writer's handler has too; another one set on this
+        # handler makes the lines here (see _ship_formatted).
+        self._built_formatter = self.formatter
         self._lines = None if self._line_formatter is None else FileLines(self.formatter.converter)
         # Sessions (by generation) this handler's route is stored in.
         self._route_stored: set[int] = set()
@@ -148,7 +153,7 @@ class SessionFileHandler(logging.FileHandler):
             return
         if shared and shared.ships_records:
             try:
-                self._ship(shared, record)
+                self._ship(shared, record, filtered=True)
             except Exception:  # noqa: BLE001 (logging must never raise into the caller)
                 self.handleError(record)
             return
@@ -174,7 +179,9 @@ class SessionFileHandler(logging.FileHandler):
         except (OSError, AttributeError):  # no file yet, or not bound yet
             return False
 
-    def _ship(self, session: Any, record: logging.LogRecord) -> None:
+    def _ship(self, session: Any, record: logging.LogRecord, filtered: bool = False) -> None:
+        """Put ``record`` into this process's ring (``filtered``: this handler's
+        filters have already passed it)."""
         message = record.getMessage()
         who = self._who
         if who is None or who[0] != record.process:
@@ -190,6 +197,9 @@ class SessionFileHandler(logging.FileHandler):
                             codec.encode("log route", tuple(self.route)))
             self._route_stored.add(shared.generation)
         self._shipped = True
+        if self.formatter is not self._built_formatter:
+            self._ship_formatted(shared, record, who[1], filtered)
+            return
         if self._crosses_as_line(record):
             lines, ring = self._lines, _ring_of(shared)
             mark = f"[worker{who[2]}] " if who[2] >= 0 else ""
@@ -211,6 +221,22 @@ class SessionFileHandler(logging.FileHandler):
             record.pathname, record.funcName, record.lineno, exc_text, record.stack_info,
             who[1], who[2], who[0], self._route_id,
         ))
+
+    def _ship_formatted(self, shared: Any, record: logging.LogRecord, rank: int,
+                        filtered: bool) -> None:
+        """Ship ``record`` as the line a formatter set on this handler makes.
+
+        The writer's handler knows only the layout the route names, and the
+        record's own attributes (``extra``) do not cross: the line is made
+        here, with this handler's formatter, filters and terminator, and the
+        writer appends it (deciding rotation as the handler would).
+        """
+        filters = self.filters
+        if not filtered and len(filters) == 1 and type(filters[0]) is DuplicateWarningFilter \
+                and not filters[0].filter(record):
+            return  # (other filters ran in handle())
+        text = self.format(record) + self.terminator
+        _put(shared, encode_line(record.created, record.levelno, text, rank, self._route_id))
 
 
 _SUBCLASSES: dict[type, type] = {}
@@ -267,26 +293,7 @@ def _put(shared: Any, data: tuple[Any, ...]) -> bool:
 
 def _ring_of(shared: Any) -> tuple[Any, Any]:
     """(this process's record producer, the doorbell) of session segments ``shared``."""
-    return shared.record_producer(RING_BYTES), shared.doorbell
-
-
-def _put_into(ring: tuple[Any, Any], data: tuple[Any, ...]) -> bool:
-    """Put ``data``, waiting for room only if the ring's previous put did not fail.
-
-    The state belongs to the ring, not to a handler: every MMLogger of the
-    process and every progress marker share it, so a stalled writer costs
-    the process one wait in all, not one per logger or per marker.  A record
-    put while the writer sleeps rings the doorbell.
-    """
-    producer, bell = ring
-    with PROCESS.ship_lock:
-        start = producer.put(data, 0.0 if producer.dropping else BLOCK_SECONDS, bell.ring)
-        producer.dropping = start < 0
-    # After the lock's release, a full barrier on x86-64 (see shmlog.shm.doorbell).
-    if start < 0:
-        return False
-    bell.ring_if_asleep()
-    return True
+    return shared.record_producer(ring_bytes()), shared.doorbell
 
 
 def _append_only(handler: logging.Handler) -> None:

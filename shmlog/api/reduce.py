@@ -8,15 +8,17 @@ and never a transport of its own:
    ``wire.REDUCE_PART_PREFIX`` + its local rank), and the node's local rank
    0 adds them up as they arrive: one process per node goes on;
 2. those processes exchange the nodes' totals over torch.distributed, on a
-   subgroup of the job's process group (gloo or nccl, whatever the job
-   initialised) that holds one rank per node, made once, by every rank,
-   at the first exchange;
-   when the job's default group is NCCL, that subgroup (and the one-time
-   gather that finds one rank per node) is a gloo group instead, made once:
-   exchanging Python objects over NCCL would copy them through the rank's
-   current CUDA device and wait for it (a device sync at every logging
-   step), and needs that device set right; over gloo they stay on the CPU.
-   The price is one gloo group of every rank, made once (TCP between ranks);
+   subgroup of the job's process group that holds one rank per node, made
+   once, by those ranks only, at the first exchange (under torchrun the
+   leaders follow from the launch layout; otherwise the ranks tell each other
+   once who leads); every group shmlog makes times out after
+   ``WAIT_SECONDS``, so a rank that skips a logging step costs a bounded wait
+   and a warning, never a hang;
+   when the job's default group has no gloo backend (an NCCL job), shmlog's
+   groups are gloo groups: exchanging Python objects over NCCL would copy
+   them through the rank's current CUDA device and wait for it (a device sync
+   at every logging step), and needs that device set right; over gloo they
+   stay on the CPU, at the price of TCP between the leaders;
 3. every node's local rank 0 then holds the job's totals, global rank 0
    (whose line the master log shows) among them; the other ranks go on with
    their own statistics.
@@ -38,6 +40,7 @@ import sys
 import time
 import warnings
 import zlib
+from datetime import timedelta
 from typing import Any
 
 from ..format.reduce import Share, add, empty
@@ -66,13 +69,11 @@ def _dist() -> Any | None:
     return None
 
 
-def cpu_group(dist: Any) -> Any:
-    """None when the default group exchanges objects on the CPU (it has gloo),
-    else a gloo group of every rank (made by every rank together; see the module
-    docstring)."""
-    if "gloo" in str(dist.get_backend()).lower():
-        return None
-    return dist.new_group(backend="gloo")
+def object_backend(dist: Any) -> str | None:
+    """The backend of the groups shmlog makes: None (the job's own) when its default
+    group has gloo, else ``"gloo"``, so that objects never travel through a GPU
+    (see the module docstring)."""
+    return None if "gloo" in str(dist.get_backend()).lower() else "gloo"
 
 
 class JobReducer:
@@ -82,6 +83,7 @@ class JobReducer:
         self._session = session  # shmlog.api.session.Session, or None: no node combine
         self._group: Any = None
         self._leaders: list[int] | None = None
+        self._broken = False  # an exchange between nodes failed: nodes go on alone
         self._last: tuple[Any, dict[str, Share] | None] = (None, None)
         self.workers: dict[str, float] = {}  # the job's per-worker values, on leaders
 
@@ -108,14 +110,13 @@ class JobReducer:
         session = self._session if self._session is not None and not self._session.closed else None
         if session is None:  # no shared memory to combine in: every rank takes part
             local_rank, local_size = 0, 1
-        group = self._leader_group(dist, local_rank)
+        group = self._leader_group(dist, local_rank, local_size)
         if session is not None and local_size > 1:
             node = self._combine_node(session, key, shares, workers, local_rank, local_size)
             if node is None:
                 return None  # not this node's local rank 0: it only contributed
             shares, workers = node
-        gathered: list[Any] = [None] * len(self._leaders or [])
-        dist.all_gather_object(gathered, (shares, workers), group=group)
+        gathered = self._gather(dist, group, key, (shares, workers))
         total: dict[str, Share] = {}
         self.workers = {}
         for node_shares, node_workers in gathered:
@@ -124,18 +125,71 @@ class JobReducer:
             self.workers.update(node_workers)
         return total
 
-    def _leader_group(self, dist: Any, local_rank: int) -> Any:
-        """The subgroup of one rank per node, made once, by every rank together."""
+    def _leader_group(self, dist: Any, local_rank: int, local_size: int) -> Any:
+        """The subgroup of one rank per node, made once (None: this rank alone, or broken).
+
+        Under torchrun the leaders follow from the layout (each node's ranks are
+        consecutive), so no rank waits for another here: a rank that skips a
+        logging step cannot stall the others at the first one.  Otherwise the
+        ranks tell each other who leads, on a group with its own timeout.
+        Either way the leaders' group has ``WAIT_SECONDS`` as its timeout.
+        """
         if self._leaders is None:
-            cpu = cpu_group(dist)
-            flags: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(flags, local_rank == 0, group=cpu)
-            self._leaders = [rank for rank, leads in enumerate(flags) if leads]
-            if cpu is None:
-                self._group = dist.new_group(ranks=self._leaders)
-            else:
-                self._group = dist.new_group(ranks=self._leaders, backend="gloo")
+            self._leaders = leader_ranks(dist.get_rank(), dist.get_world_size(), local_rank,
+                                         local_size)
+            if self._leaders is None:
+                self._leaders, self._group = self._ask_leaders(dist, local_rank)
+            elif len(self._leaders) > 1 and local_rank == 0:
+                self._group = self._bounded(lambda: bounded_group(dist, self._leaders), None)
         return self._group
+
+    def _ask_leaders(self, dist: Any, local_rank: int) -> tuple[list[int], Any]:
+        everyone = self._bounded(lambda: bounded_group(dist, None), None)
+        if everyone is None:
+            return [dist.get_rank()], None
+        flags: list[Any] = [None] * dist.get_world_size()
+        if not self._bounded(lambda: dist.all_gather_object(flags, local_rank == 0,
+                                                            group=everyone) or True, False):
+            return [dist.get_rank()], None
+        leaders = [rank for rank, leads in enumerate(flags) if leads]
+        if local_rank != 0 or len(leaders) == 1:
+            return leaders, None
+        return leaders, self._bounded(lambda: bounded_group(dist, leaders), None)
+
+    def _gather(self, dist: Any, group: Any, key: tuple, mine: Any) -> list[Any]:
+        """Every leader's (shares, workers) of step ``key``; this node's alone when the
+        leaders' exchange is off (one leader, or it failed: see :meth:`_bounded`)."""
+        if group is None:
+            return [mine]
+        gathered: list[Any] = [None] * len(self._leaders or [])
+        if not self._bounded(lambda: dist.all_gather_object(gathered, mine, group=group)
+                             or True, False, key[0]):
+            return [mine]
+        return gathered
+
+    def _bounded(self, call: Any, failed: Any, step: Any = None) -> Any:
+        """``call()``, or ``failed`` once a collective of the exchange did not complete.
+
+        The exchange's groups time out after ``WAIT_SECONDS``: a node whose
+        leader skipped a logging step (or is gone) costs the others that wait
+        once, then a warning, and the job goes on with each node's own figures.
+        """
+        if self._broken:
+            return failed
+        try:
+            return call()
+        except RuntimeError as exc:  # a timeout, or a peer that left
+            self._broken = True
+            self._group = None
+            at = "" if step is None else f" at step {step}"
+            warnings.warn(
+                f"shmlog: the job-wide statistics exchange between nodes failed{at} (pid "
+                f"{os.getpid()}): {exc}. Every rank must call report_progress (or log "
+                f"through LogProcessor) at the same steps; from now on each node logs its "
+                f"own statistics",
+                stacklevel=4,
+            )
+            return failed
 
     def _combine_node(self, session: Any, key: tuple, shares: dict[str, Share],
                       workers: dict[str, float], local_rank: int,
@@ -171,3 +225,25 @@ class JobReducer:
                 stacklevel=3,
             )
         return total, workers
+
+
+def leader_ranks(rank: int, world: int, local_rank: int, local_size: int) -> list[int] | None:
+    """The global ranks of each node's local rank 0, from the launch layout alone.
+
+    torchrun gives each node ``local_size`` consecutive ranks; None when this
+    is not such a launch (the ranks must then say who leads).
+    """
+    if local_size == 1:
+        return list(range(world))  # every rank leads (no node to share)
+    if not os.environ.get("TORCHELASTIC_RUN_ID") or world % local_size \
+            or not 0 <= local_rank < local_size or (rank - local_rank) % local_size:
+        return None
+    return list(range(0, world, local_size))
+
+
+def bounded_group(dist: Any, ranks: list[int] | None) -> Any:
+    """A group of ``ranks`` (None: all) whose collectives time out after ``WAIT_SECONDS``;
+    made by its members only, on gloo when the job's default group lacks it."""
+    return dist.new_group(ranks=ranks, timeout=timedelta(seconds=WAIT_SECONDS),
+                          use_local_synchronization=ranks is not None,
+                          backend=object_backend(dist))

@@ -189,6 +189,9 @@ class DuplicateWarningFilter(logging.Filter):
     Training loops repeat the same warning every iteration; one copy is
     enough.  Messages are compared after ``%`` formatting, so warnings that
     differ only in their arguments all show.  Other levels pass untouched.
+    A message that cannot be made (an argument whose ``__str__`` raises)
+    passes, so that the handler reports it with ``handleError`` as logging
+    does for every level, instead of raising into the caller.
     """
 
     def __init__(self, name: str = "") -> None:
@@ -200,7 +203,7 @@ class DuplicateWarningFilter(logging.Filter):
             return True
         try:
             key = record.getMessage()
-        except (TypeError, ValueError, KeyError):  # the handler reports it
+        except Exception:  # noqa: BLE001 (any: the handler reports it, through handleError)
             return True
         if key in self.seen:
             return False

@@ -36,12 +36,13 @@ from .checks import (
     required,
 )
 from .reduce import JobStatistics, share_of
+from .registered import RegisteredStatistics
 from .runner_methods import RunnerMethods
 
 DEFAULT_MEAN_PATTERN = r".*(loss|time|data_time|grad_norm).*"
 
 
-class LogProcessor(RunnerMethods, JobStatistics):
+class LogProcessor(RunnerMethods, JobStatistics, RegisteredStatistics):
     """Formats the scalars of one mode (train/val/test) as MMEngine 0.10 does.
 
     Args:
@@ -329,7 +330,7 @@ class LogProcessor(RunnerMethods, JobStatistics):
                 continue
             kwargs = self._statistic_kwargs(stat, batch_idx, iter)
             # Replacing an existing name keeps its place; a new one goes last.
-            values[stat.log_name] = buffer.statistics(stat.method_name, **kwargs)
+            values[stat.log_name] = self._statistic(buffer, stat, kwargs, message_hub, step)
             if stat.reduce is not None:
                 shares[stat.log_name] = (stat.reduce, share_of(values[stat.log_name], buffer,
                                                                kwargs.get(WINDOW)))

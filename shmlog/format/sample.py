@@ -256,7 +256,8 @@ class Sampler:
         session = self.session
         now, wall = time.monotonic_ns(), time.time()  # one moment on both clocks
         writers = session.slots()
-        alive = {w.slot: w.alive() for w in writers}
+        sees = session.control.sees_members()  # else every slot counts as alive
+        alive = {w.slot: not sees or w.alive() for w in writers}
         labels = session.writer_labels(writers)
         keys: list[KeyStat] = []
         seen: dict[tuple[str, int], tuple[int, int]] = {}

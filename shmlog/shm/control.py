@@ -2,7 +2,7 @@
 
 One control segment per session, named ``shmlog-<uid>-<session>@ctl``.  Its
 own header fields start at byte 36, the kind-specific part of the common
-64-byte header of ``shmlog.shm.segment``, and run on to byte 80; then come
+64-byte header of ``shmlog.shm.segment``, and run on to byte 88; then come
 its tables::
 
     36      state            u32  1 ready, 2 closed (the segment appears ready:
@@ -15,20 +15,27 @@ its tables::
     64      log writer pid   u32  the process writing log files now (0: none)
     72      log writer start u64  its start time (``/proc/<pid>/stat``), so a
                                   recycled pid never passes for the writer
+    80      pid namespace    u64  inode of the creator's ``/proc/self/ns/pid``
+                                  (0: not known, taken as everyone's)
     128     doorbell         32 bytes: a process-shared semaphore the log
                              writer sleeps on (``shmlog.shm.doorbell``)
     256     config length    u32, then that many bytes of JSON (options of
                              ``shmlog.init``: capacities, segment size)
     4352    members          256 x (pid u64, start time u64)
-    8448    writers          1024 x 64 bytes:
-                               pid u64, start time u64, rank i32, worker i32,
-                               thread id u64, label 32 bytes UTF-8 (NUL padded)
+    8448    slots            1024 x 64 bytes, one per writing thread
+                             (``shmlog.shm.slots``)
 
 Members are the processes that called ``shmlog.init``; the session lives while
-one of them does.  Writers are the threads that write to the session's rings,
-one slot per thread (``SessionSegments.writer_slot``).  A pid is matched with the
+one of them does.  A slot is the place of a thread that writes to the session's
+rings, one per thread (``SessionSegments.writer_slot``).  A pid is matched with the
 process start time (``/proc/<pid>/stat``), so a recycled pid never passes for
 a live member.
+
+A process in another PID namespace than the creator's (a pod's sidecar
+container) cannot check pids (``shmlog.shm.liveness``): there every member
+and slot counts as alive, so such a process never prunes the tables, never
+declares the session stale and never removes or replaces it
+(:meth:`Control.sees_members`).
 
 Everything here is changed only under the session lock: ``flock`` on the
 control segment's own descriptor, which the kernel drops when its holder
@@ -44,8 +51,9 @@ import struct
 import threading
 from typing import Any, NamedTuple
 
-from .liveness import is_alive, thread_alive
+from .liveness import is_alive, sees_pids_of
 from .segment import Segment
+from .slots import SLOT_TABLE_BYTES, Slot, SlotTable
 
 STATE_READY, STATE_CLOSED = 1, 2
 
@@ -55,18 +63,16 @@ _CTL = struct.Struct("<IIIIQIIxxxxQ")
 _CTL_FIELDS = {
     "state": (36, "I"), "creator": (40, "I"), "ring_segments": (44, "I"),
     "info_segments": (48, "I"), "created_ns": (52, "q"), "record_segments": (60, "I"),
-    "writer_pid": (64, "I"), "writer_start": (72, "Q"),
+    "writer_pid": (64, "I"), "writer_start": (72, "Q"), "pid_namespace": (80, "Q"),
 }
 _CTL_AT = 36
 CONFIG_AT, CONFIG_MAX = 256, 4096
 MEMBERS_AT, MEMBER_SLOTS = 4352, 256
 _MEMBER = struct.Struct("<QQ")
-WRITERS_AT, WRITER_SLOTS = MEMBERS_AT + MEMBER_SLOTS * _MEMBER.size, 1024
-_WRITER = struct.Struct("<QQiiQ32s")
-CONTROL_BYTES = WRITERS_AT + WRITER_SLOTS * _WRITER.size
+SLOTS_AT = MEMBERS_AT + MEMBER_SLOTS * _MEMBER.size
+CONTROL_BYTES = SLOTS_AT + SLOT_TABLE_BYTES
 
 assert _CTL_AT + _CTL.size <= CONFIG_AT
-assert _WRITER.size == 64
 
 
 class ControlState(NamedTuple):
@@ -80,22 +86,10 @@ class ControlState(NamedTuple):
     writer_start: int
 
 
-class Slot(NamedTuple):
-    slot: int
-    pid: int
-    start: int
-    rank: int
-    worker: int
-    tid: int
-    label: str
-
-    def alive(self) -> bool:
-        """Whether the writing thread still runs (a slot is per thread)."""
-        return thread_alive(self.pid, self.start, self.tid)
-
-
-class Control:
+class Control(SlotTable):
     """Typed access to a mapped control segment."""
+
+    slots_at = SLOTS_AT
 
     def __init__(self, segment: Segment) -> None:
         self.segment = segment
@@ -193,11 +187,26 @@ class Control:
                 found.append((slot, pid, start))
         return found
 
+    def sees_members(self) -> bool:
+        """Whether this process sees the members' pids (it is in their PID namespace);
+        where it does not, every member and slot is taken as alive."""
+        return sees_pids_of(self.read_field("pid_namespace"))
+
     def live_members(self) -> list[tuple[int, int, int]]:
+        if not self.sees_members():
+            return self.members()
         return [m for m in self.members() if is_alive(m[1], m[2])]
+
+    def live_slots(self) -> list[Slot]:
+        """The slots whose thread runs (every slot in use, seen from another PID namespace)."""
+        if not self.sees_members():
+            return self.slots()
+        return [w for w in self.slots() if w.alive()]
 
     def prune_members(self) -> int:
         """Free the slots of dead members; returns how many are alive."""
+        if not self.sees_members():
+            return len(self.members())
         alive = 0
         for slot, pid, start in self.members():
             if is_alive(pid, start):
@@ -223,77 +232,3 @@ class Control:
 
     def _set_member(self, slot: int, pid: int, start: int) -> None:
         _MEMBER.pack_into(self.segment.buf, MEMBERS_AT + slot * _MEMBER.size, pid, start)
-
-    # -- writers ---------------------------------------------------------------
-
-    def slot(self, slot: int) -> Slot:
-        pid, start, rank, worker, tid, raw = _WRITER.unpack_from(
-            self.segment.buf, WRITERS_AT + slot * _WRITER.size
-        )
-        label = raw.rstrip(b"\0").decode("utf-8", "replace")
-        return Slot(slot, pid, start, rank, worker, tid, label)
-
-    def slots(self) -> list[Slot]:
-        """Every slot in use, the table read in one pass."""
-        table = self.segment.buf[WRITERS_AT : WRITERS_AT + WRITER_SLOTS * _WRITER.size]
-        try:
-            return [
-                Slot(slot, pid, start, rank, worker, tid,
-                       raw.rstrip(b"\0").decode("utf-8", "replace"))
-                for slot, (pid, start, rank, worker, tid, raw) in enumerate(_WRITER.iter_unpack(table))
-                if pid
-            ]
-        finally:
-            table.release()
-
-    def release_slots(self, pid: int) -> None:
-        """Mark every slot of process ``pid`` as ended (it left the session, alive or not).
-
-        The slots keep their rings and labels, as a dead writer's do, for the
-        next writer of the same label to continue.
-        """
-        buf = self.segment.buf
-        for w in self.slots():
-            if w.pid == pid:
-                at = WRITERS_AT + w.slot * _WRITER.size + 8  # the start time
-                view = buf[at : at + 8].cast("Q")
-                view[0] = 0
-                view.release()
-
-    def claim_slot(
-        self, pid: int, start: int, rank: int, worker: int, label: str, tid: int = 0
-    ) -> tuple[int, bool]:
-        """Take a writer slot for this thread; returns (slot, taken over from a dead writer).
-
-        A dead writer with the same label is preferred: its rings pass to the
-        new writer, so a DataLoader worker restarted every epoch keeps one
-        history (and one set of rings) instead of leaving a new one per epoch.
-        Next comes a free slot, and when there is none, any dead writer's
-        (its rings then continue under the new label).
-        """
-        free = None
-        same_label = None
-        any_dead = None
-        for w in map(self.slot, range(WRITER_SLOTS)):
-            if w.pid == 0:
-                if free is None:
-                    free = w.slot
-                continue
-            if w.label == label and not w.alive():
-                same_label = w.slot
-                break
-            if any_dead is None and free is None and not w.alive():
-                any_dead = w.slot
-        slot = same_label if same_label is not None else free
-        if slot is None:
-            slot = any_dead
-        if slot is None:
-            raise RuntimeError(
-                f"session writer table is full: {WRITER_SLOTS} threads are writing to it at once"
-            )
-        encoded = label.encode("utf-8")[:32]
-        _WRITER.pack_into(
-            self.segment.buf, WRITERS_AT + slot * _WRITER.size, pid, start, rank, worker, tid,
-            encoded,
-        )
-        return slot, slot != free

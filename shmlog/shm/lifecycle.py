@@ -29,7 +29,7 @@ import posix_ipc
 from ..errors import SegmentError, SessionError
 from .control import CONTROL_BYTES, STATE_CLOSED, STATE_READY, Control
 from .doorbell import Doorbell
-from .liveness import is_alive, process_start
+from .liveness import is_alive, pid_namespace, process_start
 from .names import check_name, control_name, list_names, prefix, unlink
 from .segment import KIND_CONTROL, Segment
 
@@ -95,6 +95,7 @@ def open_control(
         Doorbell.initialise(segment.buf)
         if writer_placeholder:
             fresh.write_state(writer_pid=me[0], writer_start=me[1])
+        fresh.write_state(pid_namespace=pid_namespace())
         fresh.write_state(state=STATE_READY, creator=me[0], created_ns=time.time_ns())
         if member:
             fresh.add_member(*me)
@@ -126,6 +127,8 @@ def open_control(
                     f"{control.segment.name} stayed closed, as if its last member never "
                     f"finished removing it"
                 )
+                if state == STATE_READY and (member or create):
+                    refuse_other_namespace(control, name)
                 if state == STATE_READY:
                     alive = control.prune_members() > 0
                     writing = [] if alive else live_writers(control)
@@ -152,8 +155,31 @@ def open_control(
 
 
 def live_writers(control: Control) -> list[int]:
-    """Pids of the live processes that hold a writer slot of the session (members or not)."""
+    """Pids of the live processes that hold a slot of the session (members or not).
+
+    From another PID namespace every slot's process counts as alive
+    (``shmlog.shm.liveness``).
+    """
+    if not control.sees_members():
+        return sorted({w.pid for w in control.slots()})
     return sorted({w.pid for w in control.slots() if is_alive(w.pid, w.start)})
+
+
+def refuse_other_namespace(control: Control, name: str) -> None:
+    """Raise unless this process sees the pids of session ``name``'s members.
+
+    Joining from another PID namespace would let each side take the other's
+    live processes for dead ones, and replacing the session would destroy it
+    under its members: both are refused.
+    """
+    if control.sees_members():
+        return
+    raise SessionError(
+        f"shmlog session {name!r} was created in another PID namespace (another container "
+        f"of the pod, say): this process cannot see its members' pids, so it can neither join "
+        f"it nor replace it. Read it with 'shmlog ls', 'shmlog top' or 'shmlog serve'; to "
+        f"join it, run in the same PID namespace (Kubernetes: shareProcessNamespace: true)."
+    )
 
 
 def _warn_adopting(name: str, pids: list[int]) -> None:

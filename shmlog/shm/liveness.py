@@ -7,6 +7,13 @@ being field 22 of ``/proc/<pid>/stat`` in clock ticks since boot, and it is
 alive only while ``/proc`` shows that pid with that start time.  A zombie
 counts as gone.  A thread is alive while its process is and
 ``/proc/<pid>/task/<tid>`` exists.
+
+Pids mean something only in the PID namespace that gave them.  A process in
+another one (a sidecar container of a Kubernetes pod shares /dev/shm but not,
+by default, the pids) cannot tell a live process of the session from a dead
+one: :func:`sees_pids_of` says whether it can, from the namespace the
+session's creator recorded (:func:`pid_namespace`), and where it cannot, the
+session's processes are all taken as alive.
 """
 
 from __future__ import annotations
@@ -44,3 +51,20 @@ def thread_alive(pid: int, start: int, tid: int) -> bool:
     if not is_alive(pid, start):
         return False
     return tid in (0, pid) or os.path.exists(f"/proc/{pid}/task/{tid}")
+
+
+def pid_namespace() -> int:
+    """This process's PID namespace (the inode of ``/proc/self/ns/pid``), 0 when unknown."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def sees_pids_of(namespace: int) -> bool:
+    """Whether this process sees the pids of PID namespace ``namespace`` (0: not known,
+    taken as this process's own)."""
+    if namespace == 0:
+        return True
+    mine = pid_namespace()
+    return mine == 0 or mine == namespace

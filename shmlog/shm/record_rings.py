@@ -145,6 +145,10 @@ class RecordProducer:
         self._words[0] = self._head = head + waste + needed  # _HEAD // 8
         return head
 
+    def count_dropped(self) -> None:
+        """Count a record the caller drops without putting it (a ``put`` refused, in effect)."""
+        self._words[_DROPPED // 8] += 1
+
     def _wait(self, needed: int, block_seconds: float, wake: Callable[[], None] | None) -> bool:
         """Wait up to ``block_seconds`` for ``needed`` free bytes; False (counted) if not."""
         deadline = time.monotonic() + block_seconds
@@ -160,11 +164,20 @@ class RecordProducer:
 
 
 def _truncate(record: tuple[Any, ...], limit: int) -> tuple[Any, ...]:
+    """``record`` with each text longer than ``limit // 8`` characters cut there, marked
+    (a text that ends a line keeps its line end)."""
     items = list(record)
     for i, item in enumerate(items):
         if isinstance(item, str) and len(item) > limit // 8:
-            items[i] = item[: limit // 8] + " ... [truncated by shmlog]"
+            end = "\n" if item.endswith("\n") else ""
+            items[i] = item[: limit // 8] + " ... [truncated by shmlog]" + end
     return tuple(items)
+
+
+def longest_text(capacity: int) -> int:
+    """The characters of a text field a record in a ring of ``capacity`` bytes keeps whole
+    (at least: a record is cut only when all of it takes more than a quarter of the ring)."""
+    return (capacity // _MAX_RECORD_FRACTION - 64) // 8
 
 
 class RecordConsumer:

@@ -34,7 +34,7 @@ from typing import Any
 import posix_ipc
 
 from ..errors import SegmentError, SessionError
-from .control import Control, Slot
+from .control import Control
 from .doorbell import Doorbell
 from .info import InfoStore
 from .lifecycle import attach_control, destroy, leave, open_control
@@ -43,6 +43,7 @@ from .names import check_capacity, check_name, prefix
 from .record_rings import RecordConsumer, RecordProducer, RecordRings
 from .scalar_rings import RingDirectory, RingReader, RingWriter
 from .segment import KIND_CONTROL, Segment
+from .slots import Slot
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_SEGMENT_BYTES = 1 << 20

@@ -157,6 +157,17 @@ class HistoryBuffer:
         cls._statistics_methods[name] = method
         return method
 
+    @classmethod
+    def knows_statistic(cls, method_name: str) -> bool:
+        """Whether :meth:`statistics` finds ``method_name`` in this process."""
+        return (method_name in cls._statistics_methods
+                or mmengine_statistic(method_name, HistoryBuffer) is not None)
+
+    @classmethod
+    def statistic_names(cls) -> list[str]:
+        """The statistics registered with this class in this process, sorted."""
+        return sorted(cls._statistics_methods)
+
     def statistics(self, method_name: str, *args: Any, **kwargs: Any) -> Any:
         """Call the registered statistic ``method_name`` with the given arguments.
 

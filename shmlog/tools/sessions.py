@@ -8,7 +8,10 @@ but processes with a writer slot still run (their pids are shown: the
 children of members that died), *stale* when none of its processes is left,
 *closing* while its last member removes it, and *broken* when its control
 segment cannot be used.  ``clean`` removes stale and broken sessions only;
-orphaned ones go with ``force``, live ones only with ``everything``.
+orphaned ones go with ``force``, live ones only with ``everything``.  Seen
+from another PID namespace than its members' (a sidecar container), a
+session with members is taken as alive: pids cannot be checked there
+(``shmlog.shm.liveness``).
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ from ..shm.names import SHM_DIR, own_entries, prefix
 from ..shm.scalar_rings import RingDirectory
 from ..shm.session import attach_control, destroy
 
+# The status of a session whose members are in another PID namespace: this
+# process cannot tell whether they run, so it treats them as running.
+OTHER_NAMESPACE = "alive (members in another PID namespace)"
+
 
 class SessionInfo(NamedTuple):
     name: str
     creator: int
-    status: str  # "alive", "orphaned (pids ...)", "stale", "closing" or "broken: <why>"
+    # "alive", OTHER_NAMESPACE, "orphaned (pids ...)", "stale", "closing" or "broken: <why>"
+    status: str
     members: int
     writers: int
     keys: int
@@ -73,11 +81,14 @@ def describe(name: str) -> SessionInfo:
     try:
         state = control.read_state()
         members = control.live_members()
-        writers = sum(1 for w in control.slots() if w.alive())
+        sees = control.sees_members()
+        writers = len(control.live_slots())
         keys = _count_keys(name, control)
         pids = tuple(sorted({pid for _slot, pid, _start in members} | set(live_writers(control))))
         if state.state == STATE_CLOSED:
             status = "closing"
+        elif members and not sees:
+            status = OTHER_NAMESPACE
         elif members:
             status = "alive"
         elif pids:

@@ -41,7 +41,7 @@ def choose_session(name: str | None, command: str = "top") -> str:
     if name is not None:
         return check_name(name)
     sessions = list_sessions()
-    alive = [s.name for s in sessions if s.status == "alive"]
+    alive = [s.name for s in sessions if s.status.startswith("alive")]
     if len(alive) == 1:
         return alive[0]
     if not alive:

@@ -252,7 +252,8 @@ class LogWriter:
                 except Exception as exc:  # noqa: BLE001 (one bad record must not stop the writer)
                     self._malformed(data, slot, exc)
                 route = rank = None
-                if type(item) is LogLine and sink is not None:
+                if type(item) is LogLine and sink is not None and not sink.rotates:
+                    # (a rotating file sees each line: it may roll over before it)
                     route, rank, level, append = item.route, item.rank, sink.handler.level, \
                         sink.adder()
                 self._line_files[slot] = (route, rank, level, append)

@@ -18,7 +18,7 @@ from ..format.formatter import TERMINAL_DATEFMT, MMFormatter, TerminalHandler
 from ..format.log_processor import LogProcessor
 from ..format.progress import eta_of
 from ..stats.shared_hub import SharedHub
-from ..wire import REDUCED_INFO_KEY, Progress, Route
+from ..wire import COMPUTED_INFO, REDUCED_INFO_KEY, Progress, Route
 from .drain import LogWriter
 from .exports import Exports
 from .sinks import LogSink
@@ -121,10 +121,11 @@ class _HubAsOf:
         if key == "eta":
             return self._eta(default)
         if key == REDUCED_INFO_KEY:  # the job's statistics, exchanged at the step
-            reduced = self._progress.reduced
-            if reduced is None:
+            reduced, computed = self._progress.reduced, self._progress.computed
+            if reduced is None and computed is None:
                 return default
-            return {"step": list(self._progress.step()), "values": reduced.get("values", {})}
+            return {"step": list(self._progress.step()), "values": (reduced or {}).get("values", {}),
+                    COMPUTED_INFO: computed or {}}
         return self._hub.get_info(key, default)
 
     @property

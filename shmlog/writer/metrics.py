@@ -97,6 +97,7 @@ class Endpoint:
             registry = prometheus.CollectorRegistry(auto_describe=False)
             registry.register(collector)
             server, thread = prometheus.start_http_server(port, addr=host, registry=registry)
+            _deepen_backlog(server)
         except BaseException:
             collector.close()
             raise
@@ -127,6 +128,19 @@ class Endpoint:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Connections the kernel queues for the endpoint until its thread accepts them.
+# socketserver's default of 5 drops the SYNs of most of 100 scrapers arriving
+# together, which then wait for a retransmission (1 s, then 3, 7, ...).
+LISTEN_BACKLOG = 1024
+
+
+def _deepen_backlog(server: Any) -> None:
+    """Give ``server``'s listening socket a queue of ``LISTEN_BACKLOG`` connections
+    (``listen`` again on a listening socket changes its backlog; the kernel caps it
+    at net.core.somaxconn)."""
+    server.socket.listen(LISTEN_BACKLOG)
 
 
 def after_fork_in_child() -> None:

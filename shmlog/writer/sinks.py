@@ -6,6 +6,9 @@ one flush when the writer commits (``shmlog.writer.commit``); its
 that finds more bytes than committed truncates the file back, so a writer
 killed at any instant repeats nothing.
 
+No record's content stops the lines around it: text the file's encoding
+cannot hold is written escaped (see :func:`write_escaping`).
+
 Faults are the file's own, never the writer's: a file that cannot be
 written (a full disk, a read-only mount) costs its own records, which are
 counted; one message says so on stderr when writing starts failing, and a
@@ -43,6 +46,21 @@ from ..wire import LogLine, LogRecordData
 
 # After a failed write, writing resumes once the file system has this much room.
 RESUME_BYTES = 64 << 10
+
+
+def write_escaping(stream: TextIO, text: str) -> None:
+    """Write ``text``; characters the file's encoding cannot hold are written escaped.
+
+    A lone surrogate (text decoded with ``surrogateescape``, say) or a
+    character outside a narrower encoding goes in as its Python escape
+    (``\\udc80``, ``\\xe9``) instead of failing the whole batch.  A text
+    stream encodes before it buffers, so a refused write left nothing behind.
+    """
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "utf-8"
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
 
 
 def to_log_record(data: LogRecordData) -> logging.LogRecord:
@@ -118,7 +136,7 @@ class Sink:
                              f"it could not be written ({self._failure})")
             lines = [line for line in map(self.note, notes) if line is not None]
             stream = self.stream()
-            stream.write("".join(lines) + batch if lines else batch)
+            write_escaping(stream, "".join(lines) + batch if lines else batch)
             stream.flush()
         except OSError as exc:
             self._failed(exc, records)
@@ -190,6 +208,11 @@ class LogSink(Sink):
         self._lines = FileLines(handler.formatter.converter) if self._fast else None
         super().__init__(os.path.abspath(handler.baseFilename))
 
+    @property
+    def rotates(self) -> bool:
+        """Whether the file rolls over (each line must then pass :meth:`write`)."""
+        return self._rotating
+
     def stream(self) -> TextIO:
         handler = self.handler
         if handler.stream is None:
@@ -224,7 +247,11 @@ class LogSink(Sink):
             # ``shmlog.api.record_handler``), its filter passes it.
             if type(data.text) is not str:
                 raise TypeError(f"a LogLine's text must be a str, got {type(data.text).__name__}")
-            self._texts.append(data.text)
+            if self._rotating:
+                self._add_rolling(logging.makeLogRecord(
+                    {"created": data.created, "levelno": data.levelno, "msg": ""}), data.text)
+            else:
+                self._texts.append(data.text)
             return
         if self._fast:
             text = self._format(data)
@@ -235,15 +262,18 @@ class LogSink(Sink):
         if not self.handler.filter(record):
             return
         try:
-            text = self.handler.format(record) + self.handler.terminator
-            if self._rotating and self._should_roll(record, text):
-                self._before_rollover()  # the writer commits what the old file holds
-                self.handler.doRollover()
-                self._good = self._identity()
-                self._before_rollover()  # and the new file's baseline
-            self._texts.append(text)
+            self._add_rolling(record, self.handler.format(record) + self.handler.terminator)
         except Exception:  # noqa: BLE001 (a handler's own failure, reported as logging does)
             self.handler.handleError(record)
+
+    def _add_rolling(self, record: logging.LogRecord, text: str) -> None:
+        """Add ``text``, rolling a rotating handler's file over first when it says so."""
+        if self._rotating and self._should_roll(record, text):
+            self._before_rollover()  # the writer commits what the old file holds
+            self.handler.doRollover()
+            self._good = self._identity()
+            self._before_rollover()  # and the new file's baseline
+        self._texts.append(text)
 
     def _should_roll(self, record: logging.LogRecord, text: str) -> bool:
         handler = self.handler
