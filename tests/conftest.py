@@ -136,3 +136,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(message, red=True)
         else:
             print(message)
+
+
+# CI runs the suite without PyTorch and MMEngine, then only the tests marked
+# needs_torch with both installed (.ci/run): a test that skips for want of
+# them must carry the mark, or it would never run.  With
+# SHMLOG_REQUIRE_TORCH=1 (CI's second phase) such a skip is a failure.
+_EXTRAS = ("torch", "mmengine")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not isinstance(report.longrepr, tuple):
+        return
+    reason = str(report.longrepr[2]).lower()
+    if not any(extra in reason for extra in _EXTRAS):
+        return
+    marked = item.get_closest_marker("needs_torch") is not None
+    if not marked:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} skips for want of torch/mmengine "
+                           f"({report.longrepr[2]}) but is not marked needs_torch")
+    elif os.environ.get("SHMLOG_REQUIRE_TORCH") == "1":
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} skipped although torch and mmengine should be "
+                           f"installed (SHMLOG_REQUIRE_TORCH=1): {report.longrepr[2]}")
