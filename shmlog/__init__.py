@@ -8,6 +8,7 @@ memory.
 
 from ._version import __version__
 from .api.dataloader import track_data_time, worker_init_fn
+from .api.job import JobConflict
 from .api.logger import MMLogger, print_log
 from .api.manager import ManagerMixin
 from .api.message_hub import MessageHub
@@ -18,6 +19,7 @@ from .stats.history_buffer import HistoryBuffer
 
 __all__ = [
     "HistoryBuffer",
+    "JobConflict",
     "LogProcessor",
     "MMLogger",
     "ManagerMixin",

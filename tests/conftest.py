@@ -74,6 +74,22 @@ def _no_inherited_identity(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _hubs_start_empty():
+    """Each test's hubs start empty, as in a new process.
+
+    A hub keeps what a session held after it closes, and brings what it
+    holds into the next session this process opens: without this, a test
+    would see the scalars of the tests before it.
+    """
+    from shmlog import MessageHub
+
+    for hub in list(MessageHub._instance_dict.values()):
+        hub._log_scalars.clear()
+        hub._runtime_info.clear()
+        hub._resumed_keys.clear()
+
+
 @pytest.fixture
 def single_process_env(monkeypatch: pytest.MonkeyPatch):
     """No rank or session in this process's environment; MMLoggers made here are closed."""
@@ -112,6 +128,10 @@ _ABSENT = object()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # The processes a test starts stand for the ranks of one job started by
+    # hand: they join each other's sessions by name.  Tests of jobs kept apart
+    # give their processes other values (or none).
+    os.environ.setdefault("SHMLOG_JOB", f"pytest-{os.getpid()}")
     _before_session.clear()
     _before_session.update(_shmlog_entries())
 

@@ -34,6 +34,9 @@ from ..shm.session import (
 )
 from ..stats.shared_hub import SharedHub
 from . import options as _options
+from . import retention
+from .job import admit, this_job
+from .nesting import NestedSession
 from .process import ENV_SESSION, PROCESS, identity, reader_rank
 from .record_handler import wait_drained
 
@@ -61,6 +64,10 @@ class Session:
         self._standby: Any = None
         self._sidecar: Any = None
         self._creator_pid = os.getpid()
+        # Handles open on this membership: this one and those that nested
+        # ``init`` calls returned (see shmlog.api.nesting).
+        self._handles = 1
+        self._released = False
         segments.identity = self._identity
         segments.reader_rank = reader_rank
 
@@ -137,11 +144,33 @@ class Session:
         self._segments.update_options(capacities=capacities)
 
     def close(self) -> None:
+        """Close this handle; the process leaves once every handle ``init`` gave is closed."""
+        with PROCESS.lock:
+            if self.closed or self._released:
+                return
+            self._released = True
+            self._release_handle()
+
+    def _nest(self) -> NestedSession:
+        """Another handle on this membership, for a nested ``init`` of the same name."""
+        self._handles += 1
+        return NestedSession(self)
+
+    def _release_handle(self) -> None:
+        with PROCESS.lock:
+            self._handles -= 1
+            if self._handles <= 0:
+                self._close_now()
+
+    def _close_now(self) -> None:
+        """Leave the session now, whatever handles are open (exit, signals, a forked child)."""
         with PROCESS.lock:
             if self.closed:
                 return
             try:
                 self._leave_writing()
+                if self._member and self._creator_pid == os.getpid():
+                    retention.carry_out(self)
             finally:
                 # Whatever flushing raised, leave the session: a member that
                 # stayed would keep its shared memory alive.
@@ -221,6 +250,7 @@ def init(
     tensorboard: bool | None = None,
     metrics_port: int | None = None,
     metrics_host: str = DEFAULT_HOST,
+    join: bool = False,
 ) -> Session:
     """Create or join the node's session ``name`` and share every MessageHub through it.
 
@@ -262,9 +292,13 @@ def init(
             prometheus_client (``pip install 'shmlog[metrics]'``) and a log
             writer.
         metrics_host: the address it listens on; loopback by default.
+        join: join ``name`` although another job created it (ranks started
+            by hand); otherwise a name another live job holds raises
+            :class:`shmlog.JobConflict` (``shmlog.api.job``).
 
     Options apply when this call creates the session; joining processes use
-    the creator's.
+    the creator's.  Nested ``init`` of this process's session: see
+    ``shmlog.api.nesting``; hubs before and after: ``shmlog.api.retention``.
     """
     options = _options.session_options(
         capacity=capacity, capacities=capacities, segment_bytes=segment_bytes,
@@ -278,20 +312,21 @@ def init(
         active = PROCESS.session
         if active is not None and not active.closed:
             if active.name == name and active._member:
-                return active
+                return active._nest()
             if active._member:
                 raise SessionError(
                     f"this process is already in shmlog session {active.name!r}; close it "
                     f"before calling shmlog.init({name!r})"
                 )
             active.close()
+        previous = os.environ.get(ENV_SESSION)
         segments = SessionSegments.open(
-            name, member=True, create=True, options=options,
+            name, member=True, create=True, options={**options, "job": this_job()},
             writer_placeholder=options["log_writer"] == "sidecar",
         )
-        previous = os.environ.get(ENV_SESSION)
         stored = segments.options()
         if not segments.created:
+            admit(segments, stored.get("job"), previous, join)
             # Joining: the creator's options rule.  Say so when this call asked
             # for something else.
             ignored = _options.ignored(options, stored)
@@ -306,6 +341,7 @@ def init(
         os.environ[ENV_SESSION] = name
         PROCESS.tell_multiprocessing(name)
         _activate(session)
+        retention.carry_in(session)
         mode = stored.get("log_writer", "sidecar")
         if mode != "none":
             # Only members load the log writer: a DataLoader worker never does.
@@ -362,7 +398,7 @@ def _attach_from_env() -> Session:
 def _close_active() -> None:
     session = PROCESS.session
     if session is not None:
-        session.close()
+        session._close_now()
 
 
 PROCESS.current = current_session

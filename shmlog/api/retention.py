@@ -1,0 +1,81 @@
+"""A run stays readable: hubs carry their history into a session and out of it.
+
+Inside a session a MessageHub reads and writes shared memory; outside, its
+own dicts.  Two moments connect them, both for the MessageHubs of a member
+process (the one that called ``shmlog.init``):
+
+* joining: what a hub held before ``init`` (values logged at import time, a
+  state dict loaded early) becomes part of the session's history, in this
+  process's own rings, so every process sees it;
+* leaving: each hub gets back what the session held for it as this process
+  reads it (its rank's writers, or every writer outside distributed
+  training): the retained history of every key with its exact totals, and
+  the runtime info.  ``get_scalar``, ``state_dict()`` and final summaries
+  after the ``with`` block see the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+from ..shm.names import SessionError
+from .message_hub import MessageHub
+
+
+def carry_in(session: Any) -> None:
+    """Move what this process's hubs hold into ``session`` (see the module docstring)."""
+    for hub in list(MessageHub._instance_dict.values()):
+        scalars, info = hub._log_scalars, hub._runtime_info
+        if not scalars and not info:
+            continue
+        shared = session.hub(hub.instance_name)
+        for key, buffer in list(scalars.items()):
+            try:
+                shared.load_scalar(key, buffer)
+            except ValueError:
+                warnings.warn(
+                    f"MessageHub {hub.instance_name!r}: {key!r} logged before shmlog.init "
+                    f"could not join the session's history (this process already logged it "
+                    f"there); its {len(buffer)} retained values stay out of the session",
+                    stacklevel=3,
+                )
+        for key, value in list(info.items()):
+            if shared.get_info(key, _MISSING) is _MISSING:
+                shared.update_info(key, value)
+
+
+def carry_out(session: Any) -> None:
+    """Copy what ``session`` holds for each hub of this process into the hub.
+
+    Leaving goes on whatever this meets: it only warns.
+    """
+    try:
+        _carry_out(session)
+    except (SessionError, ValueError, OSError) as exc:
+        warnings.warn(
+            f"shmlog session {session.name!r}: the hubs could not keep the session's "
+            f"history after close ({exc})",
+            stacklevel=4,
+        )
+
+
+def _carry_out(session: Any) -> None:
+    for hub in list(MessageHub._instance_dict.values()):
+        shared = session.hub(hub.instance_name)
+        scalars = {key: copy.deepcopy(buffer) for key, buffer in shared.log_scalars().items()}
+        for key, buffer in scalars.items():
+            buffer._name = key
+        info = shared.runtime_info()
+        hub._log_scalars.clear()
+        hub._log_scalars.update(scalars)
+        hub._runtime_info.clear()
+        hub._runtime_info.update(info)
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
