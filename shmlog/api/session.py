@@ -270,18 +270,20 @@ def init(
             ``'sidecar'`` (a process started here), ``'thread'`` (a thread of
             a member), or ``'none'`` (each process writes its own, as without
             a session).
-        log_file: the run's log file (``work/exp.log`` writes
-            ``work/exp/exp.log``); with ``log_processor`` the writer puts its
-            iteration lines there and the exported scalars beside it.
+        log_file: the run's log file, in a folder named after it:
+            ``work/exp.log`` writes ``work/exp/exp.log`` (MMEngine's MMLogger
+            writes the path given); with ``log_processor`` the writer puts its
+            iteration lines there and ``scalars.jsonl`` and ``tensorboard/``
+            beside it.
         log_processor: a LogProcessor config dict (as in MMEngine configs):
             the log writer then formats iteration/epoch lines itself from the
             shared scalars, whenever the training loop's
             :func:`report_progress` reaches a multiple of ``log_interval``.
         hub: the MessageHub whose scalars and progress those lines use.
         shared_storage: whether the log directory is shared by all nodes;
-            when False each node writes ``<stem>_logs/`` (the seed's
-            multi-node layout).  Default: True on one node (torchrun's
-            NNODES), otherwise False unless SHMLOG_SHARED_STORAGE=1.
+            when False each node writes its own ``<stem>_logs/`` folder.
+            Default: True on one node (torchrun's NNODES), otherwise False
+            unless SHMLOG_SHARED_STORAGE=1.
         tensorboard: export the logged steps to TensorBoard event files too
             (None: when tensorboardX is installed; True: ImportError here
             when neither tensorboardX nor torch with tensorboard is).
