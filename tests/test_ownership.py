@@ -194,6 +194,19 @@ def test_hubs_keep_the_run_after_close(name: str) -> None:
     assert saved["runtime_info"]["epoch"] == 3
 
 
+def test_a_later_session_starts_with_what_was_logged_since_not_the_last_one(name: str) -> None:
+    hub = MessageHub.get_instance(f"again-{name}")
+    with shmlog.init(name):
+        hub.update_scalar("loss", 1.0)
+        hub.update_scalar("kept", 5.0)
+    hub.update_scalar("loss", 2.0)  # between the sessions
+    with shmlog.init(f"{name}-2"):
+        assert hub.get_scalar("loss").data[0].tolist() == [1.0, 2.0]
+        with pytest.raises(KeyError):
+            hub.get_scalar("kept")  # the first session's, untouched since
+    assert hub.get_scalar("loss").data[0].tolist() == [1.0, 2.0]
+
+
 def _log_in_hub(hub_name: str, key: str, value: float) -> None:
     MessageHub.get_instance(hub_name).update_scalar(key, value)
 

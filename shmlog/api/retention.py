@@ -18,20 +18,31 @@ from __future__ import annotations
 
 import copy
 import warnings
+import weakref
 from typing import Any
 
 from ..shm.names import SessionError
 from .message_hub import MessageHub
 
+# hub -> what it got from the last session it left: {key: (buffer, totals)}
+# and {key: value}.  That is the earlier session's, not this process's to
+# bring into the next one (other processes' values among it): only what was
+# logged since goes in.
+_KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 def carry_in(session: Any) -> None:
     """Move what this process's hubs hold into ``session`` (see the module docstring)."""
     for hub in list(MessageHub._instance_dict.values()):
-        scalars, info = hub._log_scalars, hub._runtime_info
+        scalars, info = hub.kept_here()
         if not scalars and not info:
             continue
+        kept_scalars, kept_info = _KEPT.pop(hub, ({}, {}))
         shared = session.hub(hub.instance_name)
         for key, buffer in list(scalars.items()):
+            kept = kept_scalars.get(key)
+            if kept is not None and kept[0] is buffer and tuple(buffer.totals()) == kept[1]:
+                continue  # as the last session left it
             try:
                 shared.load_scalar(key, buffer)
             except ValueError:
@@ -42,6 +53,8 @@ def carry_in(session: Any) -> None:
                     stacklevel=3,
                 )
         for key, value in list(info.items()):
+            if key in kept_info and kept_info[key] is value:
+                continue
             if shared.get_info(key, _MISSING) is _MISSING:
                 shared.update_info(key, value)
 
@@ -64,14 +77,15 @@ def carry_out(session: Any) -> None:
 def _carry_out(session: Any) -> None:
     for hub in list(MessageHub._instance_dict.values()):
         shared = session.hub(hub.instance_name)
+        # Copies own their records (and keep the key as their name).
         scalars = {key: copy.deepcopy(buffer) for key, buffer in shared.log_scalars().items()}
-        for key, buffer in scalars.items():
-            buffer._name = key
         info = shared.runtime_info()
-        hub._log_scalars.clear()
-        hub._log_scalars.update(scalars)
-        hub._runtime_info.clear()
-        hub._runtime_info.update(info)
+        local_scalars, local_info = hub.kept_here()
+        local_scalars.clear()
+        local_scalars.update(scalars)
+        local_info.clear()
+        local_info.update(info)
+        _KEPT[hub] = ({key: (b, tuple(b.totals())) for key, b in scalars.items()}, dict(info))
 
 
 class _Missing:
