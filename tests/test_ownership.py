@@ -107,11 +107,15 @@ def test_ranks_of_one_torchrun_launch_join_and_another_launch_is_refused(name: s
         holder.wait(TIMEOUT)
 
 
-def test_default_names_of_two_torchrun_launches_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ranks_of_a_torchrun_launch_share_their_default_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two launches running at once cannot share a master port, so the port sets them apart."""
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     monkeypatch.setenv("MASTER_PORT", "29500")
     here = default_name()
-    monkeypatch.setattr(os, "getppid", lambda: 1)
+    assert here == default_name() and here.startswith("torchrun-none-29500")
+    monkeypatch.setenv("MASTER_PORT", "29501")
     assert default_name() != here
 
 

@@ -142,11 +142,9 @@ def default_name() -> str:
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
     if run_id:
         # Every rank of one torchrun launch on a node sees the same run id and
-        # master port, and has the same parent (the launch's agent), which
-        # sets it apart from another launch with the same run id ('none'
-        # unless given) and port; a restart gets new workers and a new session.
+        # master port; a restart gets new workers and a new session.
         parts = [run_id, os.environ.get("MASTER_PORT", ""),
-                 os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"), str(os.getppid())]
+                 os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")]
         return _sanitize("torchrun-" + "-".join(p for p in parts if p))
     return f"run-{os.getpid()}-{secrets.token_hex(4)}"
 
