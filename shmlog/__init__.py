@@ -14,6 +14,7 @@ from .api.manager import ManagerMixin
 from .api.message_hub import MessageHub
 from .api.progress import report_progress
 from .api.session import Session, current_session, init
+from .api.steps import log_step
 from .format.log_processor import LogProcessor
 from .stats.history_buffer import HistoryBuffer
 
@@ -28,6 +29,7 @@ __all__ = [
     "__version__",
     "current_session",
     "init",
+    "log_step",
     "print_log",
     "report_progress",
     "track_data_time",

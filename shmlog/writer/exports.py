@@ -136,11 +136,13 @@ class Exports:
         if tensorboard is not False and (tensorboard or tensorboard_installed()):
             self._tb = TensorBoardThread(export_dir, tensorboard)
 
-    def write(self, tag: dict[str, Any], progress: Progress) -> None:
+    def write(self, tag: dict[str, Any], progress: Progress,
+              workers: dict[str, float] | None = None) -> None:
         step = progress.iter + 1
         values = {k: _plain(v) for k, v in tag.items()}
-        # Every rank's workers (of every node), when the ranks exchanged them.
-        workers = (progress.reduced or {}).get("workers") or {}
+        # Every rank's workers (of every node), when the ranks exchanged them;
+        # else ``workers``: the logging rank's own.
+        workers = (progress.reduced or {}).get("workers") or workers or {}
         values.update((f"{WORKER_EXPORT_PREFIX}{label}", v) for label, v in sorted(workers.items()))
         row = {"step": step, "mode": progress.mode, **values}
         self._jsonl.add(json.dumps(row) + "\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from typing import Any
 
 from ..format.formatter import TERMINAL_DATEFMT, MMFormatter, TerminalHandler
@@ -23,6 +24,8 @@ from ..wire import REDUCED_INFO_KEY, Progress, Route
 from .drain import LogWriter
 from .exports import Exports
 from .sinks import LogSink
+
+WORKER_KEY = "worker_data_time"  # per worker: shmlog.track_data_time
 
 
 class ProgressLines:
@@ -68,7 +71,7 @@ class ProgressLines:
         if writer is not None and self._export_dir is not None:
             self._exports = Exports(writer, self._export_dir, self._tensorboard)
         if tag is not None and self._exports is not None:
-            self._exports.write(tag, progress)
+            self._exports.write(tag, progress, self._workers(progress, rank))
 
     def _open(self) -> LogWriter | None:
         """Open the log file at the first line; returns the writer then, else None."""
@@ -80,6 +83,28 @@ class ProgressLines:
             route = Route(self._log_file, False, 1, "w", None, logging.INFO)
             self._file = writer.sink_for(route, 0)
         return writer
+
+    def _workers(self, p: Progress, rank: int) -> dict[str, float]:
+        """Each DataLoader worker's window mean of ``<mode>/worker_data_time`` at the step.
+
+        What the ranks exchanged when they did (every rank's workers), else
+        the marker's rank's own workers, as they were at the marker's time.
+        """
+        if p.reduced and p.reduced.get("workers"):
+            return {}  # Exports takes them from the exchange
+        buffer = self._hub.log_scalars(until=p.at_ns, rank=rank).get(f"{p.mode}/{WORKER_KEY}")
+        if buffer is None:
+            return {}
+        values = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a window longer than a small ring retains
+            for label, writer in sorted(buffer.per_writer().items()):
+                parts = label.split("/")
+                if rank >= 0 and parts[0] != f"rank{rank}":
+                    continue  # per_writer() lists every rank's
+                if parts[-1].startswith("worker") and writer.totals().updates:
+                    values[label] = float(writer.mean(self.processor.window_size))
+        return values
 
     def _format(self, p: Progress, rank: int) -> tuple[dict, str]:
         view = _HubAsOf(self._hub, p, self.processor.window_size, rank)
