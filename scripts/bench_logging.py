@@ -36,6 +36,10 @@ number is hard-coded):
     any session; and how long a record logged into the idle session takes to
     reach its file, next to a QueueListener thread writing a FileHandler.
 
+(d) The time from ``report_progress`` to the iteration line in the log
+    file, idle and under load, with and without the TensorBoard export
+    (``bench_line_latency.py``).
+
 Usage::
 
     python scripts/bench_logging.py            # the full run (about a minute on 2 cores)
@@ -59,6 +63,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench_line_latency import print_d, section_d
 from benchkit import (
     CHILD_TIMEOUT,
     fork_context,
@@ -73,9 +78,9 @@ from benchkit import (
 SHM_DIR = "/dev/shm"
 
 FULL = {"processes": 8, "records": 20_000, "repeats": 3, "calls": 20_000, "batch": 500,
-        "idle_seconds": 5.0, "pings": 40}
+        "idle_seconds": 5.0, "pings": 40, "line_steps": 20}
 QUICK = {"processes": 8, "records": 500, "repeats": 1, "calls": 2_000, "batch": 500,
-         "idle_seconds": 0.5, "pings": 5}
+         "idle_seconds": 0.5, "pings": 5, "line_steps": 3}
 
 MESSAGE = "Epoch(train) [%d][%d/%d]  lr: %.4e  loss: %.4f  data_time: %.4f"
 SESSIONS: list[str] = []  # names of the sessions this run created, for the /dev/shm check
@@ -645,9 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         print()
         c = section_c(sizes, workdir)
         print_c(c, sizes)
+        print()
+        d = section_d(sizes, workdir, SESSIONS)
+        print_d(d)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    report["a"], report["b"], report["c"] = a, b, c
+    report["a"], report["b"], report["c"], report["d"] = a, b, c, d
 
     print()
     from shmlog.shm.session import prefix

@@ -14,11 +14,13 @@ from .api.manager import ManagerMeta, ManagerMixin
 from .api.message_hub import MessageHub
 from .api.progress import report_progress
 from .api.session import Session, current_session, init
+from .api.steps import log_step
 from .errors import (
     DescriptorLimitError,
     InvalidKey,
     InvalidType,
     InvalidValue,
+    JobConflict,
     LogPathError,
     MetricsUnavailable,
     NotAScalar,
@@ -39,6 +41,7 @@ __all__ = [
     "InvalidType",
     "InvalidValue",
     "LogPathError",
+    "JobConflict",
     "LogProcessor",
     "MMLogger",
     "ManagerMeta",
@@ -57,6 +60,7 @@ __all__ = [
     "current_session",
     "device_values_stats",
     "init",
+    "log_step",
     "print_log",
     "report_progress",
     "set_device_slots",

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidKey",
     "InvalidType",
     "InvalidValue",
+    "JobConflict",
     "LogPathError",
     "MetricsUnavailable",
     "NotAScalar",
@@ -62,6 +63,10 @@ class NotAScalar(TypeError, ValueError, AssertionError):
 
 class SessionError(RuntimeError):
     """A session could not be opened, or was used after it closed."""
+
+
+class JobConflict(SessionError):
+    """Another live job holds the session name asked for."""
 
 
 class SegmentError(RuntimeError):

@@ -126,7 +126,7 @@ def join_all(processes: list, expected: int = 0) -> None:
 def child_env(**extra: str) -> dict[str, str]:
     """This process's environment without shmlog/torchrun variables, plus ``extra``."""
     drop = ("SHMLOG_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "TORCHELASTIC_", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop) or k == "SHMLOG_JOB"}
     env.update(extra)
     return env
 

@@ -74,6 +74,22 @@ def _no_inherited_identity(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _hubs_start_empty():
+    """Each test's hubs start empty, as in a new process.
+
+    A hub keeps what a session held after it closes, and brings what it
+    holds into the next session this process opens: without this, a test
+    would see the scalars of the tests before it.
+    """
+    from shmlog import MessageHub
+
+    for hub in list(MessageHub._instance_dict.values()):
+        hub._log_scalars.clear()
+        hub._runtime_info.clear()
+        hub._resumed_keys.clear()
+
+
 @pytest.fixture
 def single_process_env(monkeypatch: pytest.MonkeyPatch):
     """No rank or session in this process's environment; MMLoggers made here are closed."""
@@ -112,6 +128,10 @@ _ABSENT = object()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # The processes a test starts stand for the ranks of one job started by
+    # hand: they join each other's sessions by name.  Tests of jobs kept apart
+    # give their processes other values (or none).
+    os.environ.setdefault("SHMLOG_JOB", f"pytest-{os.getpid()}")
     _before_session.clear()
     _before_session.update(_shmlog_entries())
 
@@ -136,3 +156,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(message, red=True)
         else:
             print(message)
+
+
+# CI runs the suite without PyTorch and MMEngine, then only the tests marked
+# needs_torch with both installed (.ci/run): a test that skips for want of
+# them must carry the mark, or it would never run.  With
+# SHMLOG_REQUIRE_TORCH=1 (CI's second phase) such a skip is a failure.
+_EXTRAS = ("torch", "mmengine")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not isinstance(report.longrepr, tuple):
+        return
+    reason = str(report.longrepr[2]).lower()
+    if not any(extra in reason for extra in _EXTRAS):
+        return
+    marked = item.get_closest_marker("needs_torch") is not None
+    if not marked:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} skips for want of torch/mmengine "
+                           f"({report.longrepr[2]}) but is not marked needs_torch")
+    elif os.environ.get("SHMLOG_REQUIRE_TORCH") == "1":
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} skipped although torch and mmengine should be "
+                           f"installed (SHMLOG_REQUIRE_TORCH=1): {report.longrepr[2]}")

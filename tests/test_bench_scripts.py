@@ -65,6 +65,7 @@ def test_bench_metrics_quick(tmp_path: Path) -> None:
         assert figures[phase]["read_ms"] > 0
 
 
+@pytest.mark.needs_torch
 @pytest.mark.timeout(300)
 def test_bench_training_job_runs_and_counts_its_lines() -> None:
     """One job of the training benchmark (the comparison alternates such jobs)."""

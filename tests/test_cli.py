@@ -116,6 +116,12 @@ def test_console_script_is_installed() -> None:
     assert usage.returncode == 2 and "usage: shmlog" in usage.stderr
 
 
+def test_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "shmlog", "--version"], capture_output=True,
+                          text=True, timeout=TIMEOUT, check=False)
+    assert (done.returncode, done.stdout) == (0, f"shmlog {shmlog.__version__}\n"), done.stderr
+
+
 def test_ls_reports_a_broken_session_without_failing() -> None:
     """A control segment shmlog cannot read shows as 'broken: <why>' instead of crashing ls."""
     name = unique_name()

@@ -27,7 +27,7 @@ from shmlog import MessageHub
 from shmlog.api.process import PROCESS
 from shmlog.wire import SEPARATOR
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.needs_torch]
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 METHODS = ["fork", "spawn", "forkserver"]

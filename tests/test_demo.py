@@ -45,6 +45,7 @@ def test_demo_without_torch(tmp_path: Path) -> None:
     _check_run_dir(run, out)
 
 
+@pytest.mark.needs_torch
 @pytest.mark.timeout(180)
 def test_demo_with_torch_and_plot(tmp_path: Path) -> None:
     pytest.importorskip("torch")

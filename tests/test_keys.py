@@ -83,7 +83,7 @@ def _meta_tensors() -> list[Any]:
 
         return torch.empty((), device="meta")
 
-    tensors.append(pytest.param(torch_meta, id="torch-meta", marks=mark))
+    tensors.append(pytest.param(torch_meta, id="torch-meta", marks=[mark, pytest.mark.needs_torch]))
     return tensors
 
 

@@ -782,7 +782,8 @@ def test_bench_logging_quick() -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert "complete: yes" in done.stdout
     assert "complete: no" not in done.stdout
-    for needle in ("records/s", "per logger.info call", "writer CPU"):
+    for needle in ("records/s", "per logger.info call", "writer CPU",
+                   "report_progress -> the iteration line", "without TensorBoard: first line"):
         assert needle in done.stdout, done.stdout
 
 

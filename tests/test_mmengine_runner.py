@@ -33,6 +33,7 @@ pytestmark = [
         reason="needs torch and mmengine (pip install -e '.[mmengine]')",
     ),
     pytest.mark.timeout(240),
+    pytest.mark.needs_torch,
 ]
 
 RUN = str(Path(__file__).resolve().parent / "_mmengine_run.py")

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 
 # Checked without importing them here: MMEngine's tests run in a child process.
-pytestmark = pytest.mark.skipif(
-    not (importlib.util.find_spec("torch") and importlib.util.find_spec("mmengine")),
-    reason="needs torch and mmengine (pip install -e '.[mmengine]')",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (importlib.util.find_spec("torch") and importlib.util.find_spec("mmengine")),
+        reason="needs torch and mmengine (pip install -e '.[mmengine]')",
+    ),
+    pytest.mark.needs_torch,
+]
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "mmengine_tests.py"
 

@@ -33,6 +33,17 @@ def foreign(monkeypatch: pytest.MonkeyPatch) -> type:
     ForeignBuffer.__module__ = MMENGINE_MODULE
     ForeignBuffer.__qualname__ = ForeignBuffer.__name__ = "HistoryBuffer"
     module.HistoryBuffer = ForeignBuffer
+    # pickle imports the module by name, which imports its packages first:
+    # where MMEngine is not installed they are stood in for too.
+    parts = MMENGINE_MODULE.split(".")
+    for depth in range(1, len(parts)):
+        package = ".".join(parts[:depth])
+        if package not in sys.modules and importlib.util.find_spec(package) is None:
+            stand_in = types.ModuleType(package)
+            stand_in.__path__ = []  # a package, so that its submodules import
+            monkeypatch.setitem(sys.modules, package, stand_in)
+        elif package not in sys.modules:
+            break  # the real package: importing it finds the real submodules
     monkeypatch.setitem(sys.modules, MMENGINE_MODULE, module)
     return ForeignBuffer
 
@@ -120,6 +131,7 @@ print(type(buffer).__module__, buffer.mean(), buffer.mean(2), len(buffer._log_hi
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.needs_torch
 @pytest.mark.skipif(importlib.util.find_spec("mmengine") is None, reason="needs mmengine")
 def test_a_hub_state_saved_with_mmengine_loads_where_shmlog_is_not(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
@@ -148,3 +160,39 @@ def test_statistics_registered_with_mmengines_class_are_found(foreign: type) -> 
     assert buffer.statistics("spread") == 4.0 and buffer.statistics("spread", 2) == 3.0
     with pytest.raises(KeyError, match="'nothing' is not a registered HistoryBuffer statistic"):
         buffer.statistics("nothing")
+
+
+# Saves a hub's state as the Runner does, then loads it with weights_only=True
+# and the allow-list docs/mmengine.md gives.
+WEIGHTS_ONLY = """
+import copyreg, os, sys, numpy, torch
+import mmengine.logging.history_buffer as mmengine_buffer
+from shmlog import MessageHub
+hub = MessageHub.get_instance('ck')
+for value in (1.0, 2.0, 3.0):
+    hub.update_scalar('train/loss', value)
+path = os.path.join(sys.argv[1], 'ck.pth')
+torch.save({'message_hub': hub.state_dict()}, path)
+print(sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path)))
+allowed = [mmengine_buffer.HistoryBuffer, numpy.ndarray, numpy.dtype,
+           type(numpy.dtype('float64')), numpy.core.multiarray._reconstruct,
+           copyreg._reconstructor, object]
+with torch.serialization.safe_globals(allowed):
+    state = torch.load(path, weights_only=True)['message_hub']
+print(type(state['log_scalars']['train/loss']).__module__,
+      state['log_scalars']['train/loss']._log_history.tolist())
+"""
+
+
+@pytest.mark.needs_torch
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not (importlib.util.find_spec("torch") and importlib.util.find_spec("mmengine")),
+                    reason="needs torch and mmengine")
+def test_a_checkpoint_loads_with_weights_only_and_the_documented_allow_list(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", WEIGHTS_ONLY, str(tmp_path)],
+                          capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr
+    listed, loaded = done.stdout.splitlines()[-2:]
+    # What MMEngine's own HistoryBuffer needs, and the two that shmlog's pickling adds.
+    assert "'copyreg._reconstructor'" in listed and "'builtins.object'" in listed
+    assert loaded == "mmengine.logging.history_buffer [1.0, 2.0, 3.0]"

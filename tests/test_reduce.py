@@ -149,6 +149,7 @@ def _figure(line: str, name: str) -> float:
     return float(re.search(rf"\b{name}: ([-\d.]+)", line).group(1))
 
 
+@pytest.mark.needs_torch
 @pytest.mark.timeout(TIMEOUT)
 def test_two_ranks_on_one_node_show_the_mean_over_both(tmp_path: Path) -> None:
     pytest.importorskip("torch")
@@ -177,6 +178,7 @@ def _namespaces() -> bool:
 
 
 @pytest.mark.timeout(TIMEOUT)
+@pytest.mark.needs_torch
 @pytest.mark.skipif(not _namespaces(), reason="needs root and unshare -m for private /dev/shm")
 def test_two_simulated_nodes_keep_their_sessions_apart_and_reduce_over_all_four_ranks(
     tmp_path: Path,

@@ -331,6 +331,14 @@ class MessageHub(ManagerMixin):
         self._bound_token = None
         self._bound_local = None
 
+    def kept_here(self) -> tuple[OrderedDict[str, HistoryBuffer], OrderedDict[str, Any]]:
+        """The dicts of scalars and runtime info this hub keeps in this process.
+
+        What it serves outside a session; ``shmlog.api.retention`` moves them
+        into a session and fills them from it when the process leaves.
+        """
+        return self._log_scalars, self._runtime_info
+
 
 def _is_hub(obj: Any) -> bool:
     """Whether ``obj`` is a hub of MMEngine's kind (its checkpoints may hold one whole)."""

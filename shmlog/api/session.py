@@ -33,7 +33,10 @@ from ..shm.session import (
 )
 from ..stats.shared_hub import SharedHub
 from . import options as _options
+from . import retention
 from .device import settle as settle_device_values
+from .job import admit, this_job
+from .nesting import NestedSession
 from .process import ENV_SESSION, PROCESS, identity, reader_rank
 from .record_handler import wait_drained
 
@@ -61,6 +64,10 @@ class Session:
         self._standby: Any = None
         self._sidecar: Any = None
         self._creator_pid = os.getpid()
+        # Handles open on this membership: this one and those that nested
+        # ``init`` calls returned (see shmlog.api.nesting).
+        self._handles = 1
+        self._released = False
         segments.identity = self._identity
         segments.reader_rank = reader_rank
 
@@ -142,6 +149,28 @@ class Session:
         self._segments.update_options(capacities=capacities)
 
     def close(self) -> None:
+        """Close this handle; the process leaves once every handle ``init`` gave is closed."""
+        with PROCESS.lock:
+            if self.closed or self._released:
+                return
+            self._released = True
+            self.release_handle()
+
+    def _nest(self) -> NestedSession:
+        """Another handle on this membership, for a nested ``init`` of the same name."""
+        self._handles += 1
+        return NestedSession(self)
+
+    def release_handle(self) -> None:
+        """Close one of the handles ``init`` gave (the session's own or a nested one's);
+        the process leaves the session with the last."""
+        with PROCESS.lock:
+            self._handles -= 1
+            if self._handles <= 0:
+                self._close_now()
+
+    def _close_now(self) -> None:
+        """Leave the session now, whatever handles are open (exit, signals, a forked child)."""
         if not self.closed:
             settle_device_values()  # what this process logged on a device lands first
         with PROCESS.lock:
@@ -149,6 +178,8 @@ class Session:
                 return
             try:
                 self._leave_writing()
+                if self._member and self._creator_pid == os.getpid():
+                    retention.carry_out(self)
             finally:
                 # Whatever flushing raised, leave the session: a member that
                 # stayed would keep its shared memory alive.
@@ -227,6 +258,7 @@ def init(
     tensorboard: bool | None = None,
     metrics_port: int | None = None,
     metrics_host: str = DEFAULT_HOST,
+    join: bool = False,
 ) -> Session:
     """Create or join the node's session ``name`` and share every MessageHub through it.
 
@@ -246,18 +278,20 @@ def init(
             ``'sidecar'`` (a process started here), ``'thread'`` (a thread of
             a member), or ``'none'`` (each process writes its own, as without
             a session).
-        log_file: the run's log file (``work/exp.log`` writes
-            ``work/exp/exp.log``); with ``log_processor`` the writer puts its
-            iteration lines there and the exported scalars beside it.
+        log_file: the run's log file, in a folder named after it:
+            ``work/exp.log`` writes ``work/exp/exp.log`` (MMEngine's MMLogger
+            writes the path given); with ``log_processor`` the writer puts its
+            iteration lines there and ``scalars.jsonl`` and ``tensorboard/``
+            beside it.
         log_processor: a LogProcessor config dict (as in MMEngine configs):
             the log writer then formats iteration/epoch lines itself from the
             shared scalars, whenever the training loop's
             :func:`report_progress` reaches a multiple of ``log_interval``.
         hub: the MessageHub whose scalars and progress those lines use.
         shared_storage: whether the log directory is shared by all nodes;
-            when False each node writes ``<stem>_logs/`` (the seed's
-            multi-node layout).  Default: True on one node (torchrun's
-            NNODES), otherwise False unless SHMLOG_SHARED_STORAGE=1.
+            when False each node writes its own ``<stem>_logs/`` folder.
+            Default: True on one node (torchrun's NNODES), otherwise False
+            unless SHMLOG_SHARED_STORAGE=1.
         tensorboard: export the logged steps to TensorBoard event files too
             (None: when tensorboardX is installed; True: ImportError here
             when neither tensorboardX nor torch with tensorboard is).
@@ -268,9 +302,13 @@ def init(
             prometheus_client (``pip install 'shmlog[metrics]'``) and a log
             writer.
         metrics_host: the address it listens on; loopback by default.
+        join: join ``name`` although another job created it (ranks started
+            by hand); otherwise a name another live job holds raises
+            :class:`shmlog.JobConflict`.
 
     Options apply when this call creates the session; joining processes use
-    the creator's.
+    the creator's.  Nested ``init`` of this process's session: see
+    ``shmlog.api.nesting``; hubs before and after: ``shmlog.api.retention``.
     """
     options = _options.session_options(
         capacity=capacity, capacities=capacities, segment_bytes=segment_bytes,
@@ -284,20 +322,21 @@ def init(
         active = PROCESS.session
         if active is not None and not active.closed:
             if active.name == name and active._member:
-                return active
+                return active._nest()
             if active._member:
                 raise SessionError(
                     f"this process is already in shmlog session {active.name!r}; close it "
                     f"before calling shmlog.init({name!r})"
                 )
             active.close()
+        previous = os.environ.get(ENV_SESSION)
         segments = SessionSegments.open(
-            name, member=True, create=True, options=options,
+            name, member=True, create=True, options={**options, "job": this_job()},
             writer_placeholder=options["log_writer"] == "sidecar",
         )
-        previous = os.environ.get(ENV_SESSION)
         stored = segments.options()
         if not segments.created:
+            admit(segments, stored.get("job"), previous, join)
             # Joining: the creator's options rule.  Say so when this call asked
             # for something else.
             ignored = _options.ignored(options, stored)
@@ -312,6 +351,7 @@ def init(
         os.environ[ENV_SESSION] = name
         PROCESS.tell_multiprocessing(name)
         _activate(session)
+        retention.carry_in(session)
         mode = stored.get("log_writer", "sidecar")
         if mode != "none":
             # Only members load the log writer: a DataLoader worker never does.
@@ -367,7 +407,7 @@ def _attach_from_env() -> Session:
 def _close_active() -> None:
     session = PROCESS.session
     if session is not None:
-        session.close()
+        session._close_now()
 
 
 PROCESS.current = current_session

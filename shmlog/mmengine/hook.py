@@ -178,6 +178,10 @@ def worker_values(hub: Any, window: int) -> dict[str, float]:
         for label, writer in sorted(buffer.per_writer().items()):
             if mine is not None and label.split("/")[0] != mine:
                 continue
+            if not label.split("/")[-1].startswith("worker"):
+                # A rank's own process: the history a resume restored, which
+                # no worker adds to (it would plot as a frozen series).
+                continue
             if writer.totals().updates:
                 values[EXPORT_PREFIX + label] = float(writer.mean(window))
     return values

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .._version import __version__
 from ..errors import PlotError
 from ..format.exposition import DEFAULT_HOST, check_port
 from .sessions import clean, list_sessions
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shmlog",
         description="Inspect, watch and clean shmlog sessions; follow and plot runs.",
     )
+    parser.add_argument("--version", action="version", version=f"shmlog {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list this user's sessions")
     ls.set_defaults(func=cmd_ls)

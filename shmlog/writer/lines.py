@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+import warnings
 from typing import Any
 
 from ..format.formatter import TERMINAL_DATEFMT, MMFormatter, TerminalHandler
@@ -22,6 +24,8 @@ from ..wire import COMPUTED_INFO, REDUCED_INFO_KEY, Progress, Route
 from .drain import LogWriter
 from .exports import Exports
 from .sinks import LogSink
+
+WORKER_KEY = "worker_data_time"  # per worker: shmlog.track_data_time
 
 
 class ProgressLines:
@@ -61,21 +65,46 @@ class ProgressLines:
             tag, line = self._format(progress, rank)
         except (KeyError, ValueError, TypeError) as exc:
             line, tag = f"shmlog: cannot format the line for {progress._asdict()}: {exc}", None
-        self._open()
-        self._emit(line)
+        writer = self._open()
+        # The line first: exports (and opening them) never hold it up.
+        self._emit(line, reported_at(progress))
+        if writer is not None and self._export_dir is not None:
+            self._exports = Exports(writer, self._export_dir, self._tensorboard)
         if tag is not None and self._exports is not None:
-            self._exports.write(tag, progress)
+            self._exports.write(tag, progress, self._workers(progress, rank))
 
-    def _open(self) -> None:
+    def _open(self) -> LogWriter | None:
+        """Open the log file at the first line; returns the writer then, else None."""
         writer = getattr(self, "_writer", None)
         if writer is None:
-            return
+            return None
         self._writer = None
         if self._log_file is not None:
             route = Route(self._log_file, False, 1, "w", None, logging.INFO)
             self._file = writer.sink_for(route, 0)
-        if self._export_dir is not None:
-            self._exports = Exports(writer, self._export_dir, self._tensorboard)
+        return writer
+
+    def _workers(self, p: Progress, rank: int) -> dict[str, float]:
+        """Each DataLoader worker's window mean of ``<mode>/worker_data_time`` at the step.
+
+        What the ranks exchanged when they did (every rank's workers), else
+        the marker's rank's own workers, as they were at the marker's time.
+        """
+        if p.reduced and p.reduced.get("workers"):
+            return {}  # Exports takes them from the exchange
+        buffer = self._hub.log_scalars(until=p.at_ns, rank=rank).get(f"{p.mode}/{WORKER_KEY}")
+        if buffer is None:
+            return {}
+        values = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a window longer than a small ring retains
+            for label, writer in sorted(buffer.per_writer().items()):
+                parts = label.split("/")
+                if rank >= 0 and parts[0] != f"rank{rank}":
+                    continue  # per_writer() lists every rank's
+                if parts[-1].startswith("worker") and writer.totals().updates:
+                    values[label] = float(writer.mean(self.processor.window_size))
+        return values
 
     def _format(self, p: Progress, rank: int) -> tuple[dict, str]:
         view = _HubAsOf(self._hub, p, self.processor.window_size, rank)
@@ -87,11 +116,17 @@ class ProgressLines:
             return self.processor.format_epoch(view, p.mode, p.batch_idx, **common)
         return self.processor.format_iter(view, p.mode, p.batch_idx, **common)
 
-    def _emit(self, line: str) -> None:
+    def _emit(self, line: str, created: float | None = None) -> None:
         record = logging.makeLogRecord({
             "name": self._logger_name, "msg": line, "levelno": logging.INFO,
             "levelname": "INFO",
         })
+        if created is not None:
+            # Stamped with when the step was reported, as MMEngine's line is
+            # (it is logged then), not when the writer got to it: the line
+            # sorts among the records around it.
+            record.created = created
+            record.msecs = (created - int(created)) * 1000
         self._terminal.handle(record)
         if self._file is not None:
             self._file.write_record(record)
@@ -100,6 +135,13 @@ class ProgressLines:
         if self._exports is not None:
             self._exports.close()
             self._exports = None
+
+
+def reported_at(progress: Progress) -> float | None:
+    """The wall-clock time ``progress`` was reported (its ``at_ns`` is CLOCK_MONOTONIC)."""
+    if progress.at_ns is None:
+        return None
+    return time.time() - max(0, time.monotonic_ns() - progress.at_ns) / 1e9
 
 
 class _HubAsOf:
