@@ -168,7 +168,8 @@ FOREIGN_PRIVATE: dict[tuple[str, str], str] = {
     ("shmlog/mmengine/hub.py", "_log_scalars"): "MMEngine's MessageHub, made to store in a session",
     ("shmlog/mmengine/hub.py", "_runtime_info"): "MMEngine's MessageHub",
     ("shmlog/mmengine/hub.py", "_resumed_keys"): "MMEngine's MessageHub",
-    ("shmlog/mmengine/hub.py", "_set_resumed_keys"): "MMEngine's MessageHub, whose resumed flags a staged update keeps",
+    ("shmlog/mmengine/hub.py", "_set_resumed_keys"):
+        "MMEngine's MessageHub, whose resumed flags a staged update keeps",
     ("shmlog/mmengine/workers.py", "_instance_dict"): "MMEngine's ManagerMixin registry",
     ("shmlog/stats/portable.py", "_reconstructor"): "copyreg's reconstructor, for pickles MMEngine reads",
     ("shmlog/writer/sinks.py", "_open"): "logging.FileHandler's way to (re)open its stream",
