@@ -34,7 +34,7 @@ from ..shm.session import (
 from ..stats.shared_hub import SharedHub
 from . import options as _options
 from .device import settle as settle_device_values
-from .process import ENV_SESSION, PROCESS, identity, reader_rank
+from .process import ENV_SESSION, PROCESS, SessionIdentity
 from .record_handler import wait_drained
 
 FLUSH_SECONDS = 10.0
@@ -60,15 +60,6 @@ class Session:
         self.ships_records = self._options.get("log_writer", "sidecar") != "none"
         self._standby: Any = None
         self._sidecar: Any = None
-        self._creator_pid = os.getpid()
-        segments.identity = self._identity
-        segments.reader_rank = reader_rank
-
-    def _identity(self) -> tuple[int, int, str]:
-        """(rank, worker, label) of the writer slots this process claims."""
-        me = identity()
-        own = "" if self._member and os.getpid() == self._creator_pid else f"pid{os.getpid()}"
-        return (me.rank if me.distributed else -1), me.worker, me.label(own)
 
     @property
     def writer_pid(self) -> int:
@@ -294,6 +285,7 @@ def init(
         segments = SessionSegments.open(
             name, member=True, create=True, options=options,
             writer_placeholder=options["log_writer"] == "sidecar",
+            identity=SessionIdentity(member=True),
         )
         previous = os.environ.get(ENV_SESSION)
         stored = segments.options()
@@ -354,7 +346,8 @@ def _resolver(hub_name: str) -> SharedHub | None:
 def _attach_from_env() -> Session:
     name = os.environ[ENV_SESSION]
     try:
-        segments = SessionSegments.open(name, member=False, create=False)
+        segments = SessionSegments.open(name, member=False, create=False,
+                                        identity=SessionIdentity(member=False))
     except (SessionError, ValueError) as exc:
         raise SessionError(
             f"{ENV_SESSION}={name!r} is set in this process's environment, but: {exc}"
