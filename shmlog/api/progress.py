@@ -17,6 +17,7 @@ from ..errors import InvalidValue
 from ..format.log_processor import LogProcessor
 from ..format.progress import progress_due
 from ..format.reduce import empty, value
+from ..stats.history_buffer import per_writer_means
 from ..wire import PROGRESS_KEY, Progress
 from .device import settle
 from .message_hub import MessageHub
@@ -99,24 +100,20 @@ def _exchange(session: Any, processor: LogProcessor, hub: Any, progress: Progres
     shares = processor.job_shares(hub, progress.mode, progress.batch_idx, progress.iter)
     exchange = processor.exchange
     total = exchange(progress.step(), {n: s for n, (_r, s) in shares.items()},
-                     _workers(hub, progress.mode))
+                     _workers(hub, progress.mode, processor.window_size))
     if total is None:  # another rank of this node takes the job's figures
         total = {n: s for n, (_r, s) in shares.items()}
     values = {n: value(r, total.get(n, empty())) for n, (r, _s) in shares.items()}
     return {"values": values, "workers": dict(exchange.workers)}
 
 
-def _workers(hub: Any, mode: str) -> dict[str, float]:
-    """This rank's workers' window mean of ``<mode>/worker_data_time``, by node and label."""
+def _workers(hub: Any, mode: str, window: int) -> dict[str, float]:
+    """This rank's writers' mean of ``<mode>/worker_data_time`` over the LogProcessor's
+    window, by node and label."""
     try:
         buffer = hub.get_scalar(f"{mode}/worker_data_time")
     except KeyError:
         return {}
-    me = identity()
     node = f"node{env_int('GROUP_RANK', 0, 0)}"
-    mine = f"rank{me.rank}/" if me.distributed else ""
-    found = {}
-    for label, writer in buffer.per_writer().items():
-        if label.startswith(mine) and writer.totals().updates:
-            found[f"{node}/{label}"] = float(writer.mean(10))
-    return found
+    means = per_writer_means(buffer, window, identity().slot_rank)
+    return {f"{node}/{label}": mean for label, mean in means.items()}

@@ -46,6 +46,7 @@ from ..api.reduce import JobReducer
 from ..api.session import current_session, init
 from ..errors import InvalidType, InvalidValue
 from ..format.reduce import JobStatistics
+from ..stats.history_buffer import per_writer_means
 from . import logs
 from .hub import share, unshare
 from .workers import track_runner_loaders
@@ -170,14 +171,5 @@ def worker_values(hub: Any, window: int) -> dict[str, float]:
         buffer = hub.get_scalar(KEY)
     except KeyError:
         return {}
-    me = identity()
-    mine = f"rank{me.rank}" if me.distributed else None
-    values = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a window longer than a small ring retains
-        for label, writer in sorted(buffer.per_writer().items()):
-            if mine is not None and label.split("/")[0] != mine:
-                continue
-            if writer.totals().updates:
-                values[EXPORT_PREFIX + label] = float(writer.mean(window))
-    return values
+    means = per_writer_means(buffer, window, identity().slot_rank)
+    return {EXPORT_PREFIX + label: mean for label, mean in means.items()}
