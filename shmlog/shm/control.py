@@ -26,7 +26,7 @@ its tables::
 
 Members are the processes that called ``shmlog.init``; the session lives while
 one of them does.  Writers are the threads that write to the session's rings,
-one slot per thread (``SessionSegments.writer_slot``).  A pid is matched with the
+one slot per thread (``SessionSegments.thread_slot``).  A pid is matched with the
 process start time (``/proc/<pid>/stat``), so a recycled pid never passes for
 a live member.
 

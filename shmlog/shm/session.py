@@ -5,7 +5,7 @@ Segments of session ``S`` of user ``U`` are named ``/shmlog-U-S@<part>``
 ``shmlog.shm.control``), ``@r<i>`` (scalar rings: ``shmlog.shm.scalar_rings``),
 ``@i<i>`` (runtime info: ``shmlog.shm.info``) and ``@l<i>`` (log record
 rings: ``shmlog.shm.record_rings``).  Ring, info and record segments are added as
-they fill up, so there is no fixed limit on keys or writers' rings.  The
+they fill up, so there is no fixed limit on keys or slots' rings.  The
 control segment also holds the log writer's doorbell and election lock
 (``shmlog.shm.doorbell``, ``shmlog.shm.exclusive``): a session has no other
 names in /dev/shm.
@@ -105,7 +105,7 @@ class SessionSegments:
         # must be emptied in a forked child.
         self._fork_caches: list[dict] = []
         self.doorbell = Doorbell(control.segment.buf)
-        self._claimed = False  # whether this process took a writer slot
+        self._claimed = False  # whether this process took a slot
         self._init_stores()
 
     def _init_stores(self) -> None:
@@ -150,7 +150,7 @@ class SessionSegments:
 
     @classmethod
     def attach_readonly(cls, name: str) -> SessionSegments:
-        """A handle for reading only: no member, no writer slot, no store, no lock taken."""
+        """A handle for reading only: no member, no slot, no store, no lock taken."""
         return cls(name, attach_control(name), None)
 
     def close(self) -> None:
@@ -251,8 +251,8 @@ class SessionSegments:
 
     # -- writers -------------------------------------------------------------------
 
-    def writer_slot(self) -> int:
-        """This thread's writer slot, claimed on first use."""
+    def thread_slot(self) -> int:
+        """This thread's slot, claimed on first use."""
         self._check_pid()
         slot = getattr(self._local, "slot", None)
         if slot is None:
@@ -276,11 +276,11 @@ class SessionSegments:
     def slots(self) -> list[Slot]:
         return self.control.slots()
 
-    def writer_labels(self, writers: list[Slot] | None = None) -> dict[int, str]:
-        """A distinct readable label per writer slot (of ``writers`` when given, read once)."""
+    def slot_labels(self, slots: list[Slot] | None = None) -> dict[int, str]:
+        """A distinct readable label per slot (of ``slots`` when given, read once)."""
         labels: dict[int, str] = {}
         seen: set[str] = set()
-        for w in self.control.slots() if writers is None else writers:
+        for w in self.control.slots() if slots is None else slots:
             label = w.label or f"pid{w.pid}"
             if label in seen:
                 label = f"{label}#{w.slot}"
@@ -296,7 +296,7 @@ class SessionSegments:
         ``capacity`` applies only when the ring is created here.
         """
         with self._lock:
-            slot = self.writer_slot()
+            slot = self.thread_slot()
             with self.control:
                 self.check_open()
                 return self.rings.writer(key, slot, capacity, self._segment_bytes())
@@ -353,7 +353,7 @@ class SessionSegments:
         with self._lock:
             self._check_pid()
             if self._producer is None:
-                slot = self.writer_slot()
+                slot = self.thread_slot()
                 with self.control:
                     self.check_open()
                     self._producer = self.records.producer(slot, capacity, self._segment_bytes())
