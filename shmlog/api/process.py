@@ -34,6 +34,7 @@ from typing import Any
 
 from .. import forks
 from ..shm.session import SlotOwner
+from .config import ENV_SESSION, ENV_WORKER, env_int
 
 __all__ = [
     "ENV_SESSION",
@@ -47,29 +48,11 @@ __all__ = [
     "identity",
 ]
 
-ENV_SESSION = "SHMLOG_SESSION"
-ENV_WORKER = "SHMLOG_WORKER_ID"
 # Where multiprocessing carries the session name to spawn and forkserver children.
 _MP_CONFIG_KEY = "shmlog_session"
 
 
 # -- identity -------------------------------------------------------------------------
-
-
-def env_int(name: str, default: int, minimum: int) -> int:
-    """Integer environment variable ``name``; ValueError naming it when malformed."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ValueError(
-            f"environment variable {name}={raw!r}: expected an integer >= {minimum}"
-        )
-    return value
 
 
 def _initialised_torch_dist() -> Any | None:

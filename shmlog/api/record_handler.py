@@ -31,10 +31,10 @@ from ..format.formatter import DuplicateWarningFilter, FileLines, formats_file_l
 from ..shm import codec
 from ..shm.liveness import is_alive
 from ..wire import Progress, Route, encode_line, encode_progress, encode_record, route_id, route_key
+from .config import RECORD_RING_BYTES
 from .process import PROCESS, identity
 
 BLOCK_SECONDS = 0.2
-RING_BYTES = 256 << 10
 
 
 def make_route(
@@ -267,7 +267,7 @@ def _put(shared: Any, data: tuple[Any, ...]) -> bool:
 
 def _ring_of(shared: Any) -> tuple[Any, Any]:
     """(this process's record producer, the doorbell) of session segments ``shared``."""
-    return shared.record_producer(RING_BYTES), shared.doorbell
+    return shared.record_producer(RECORD_RING_BYTES), shared.doorbell
 
 
 def _put_into(ring: tuple[Any, Any], data: tuple[Any, ...]) -> bool:

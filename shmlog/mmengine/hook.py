@@ -40,6 +40,7 @@ from typing import Any
 
 from mmengine.hooks import Hook, LoggerHook
 
+from ..api.config import Config
 from ..api.options import LOG_WRITERS, default_name
 from ..api.process import ENV_SESSION, PROCESS, identity
 from ..api.reduce import JobReducer
@@ -126,7 +127,7 @@ class ShmlogHook(Hook):
         if isinstance(processor, JobStatistics) and processor.has_job_statistics():
             # Every rank's LoggerHook asks its LogProcessor for the line at the
             # same iterations: that is where the ranks exchange their shares.
-            processor.exchange = JobReducer(active)
+            processor.exchange = JobReducer(active, Config.from_env())
         self._logger_hook = next((h for h in runner.hooks if isinstance(h, LoggerHook)), None)
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
