@@ -311,7 +311,18 @@ class ProcessState:
         return None if session is None else session.hub(hub_name)
 
     def start(self) -> None:
-        """Hook into fork and multiprocessing; follow the session the environment names."""
+        """Hook into fork and multiprocessing; follow the session the environment names.
+
+        Called once, when ``shmlog.api.session`` is imported (so by ``import
+        shmlog``), and it cannot wait for a first call into shmlog: a forked
+        child must get new locks and its own slots before it logs anything,
+        and a DataLoader worker or other child that a session's process
+        starts may do nothing but update a MessageHub, so it must already
+        be pointed at the session that ``SHMLOG_SESSION`` or its Process
+        object names, and each child multiprocessing starts after this one
+        must take the parent's session before its target runs.  It
+        registers hooks and reads the environment; it opens nothing.
+        """
         forks.on_fork(self._after_fork_in_child)
         # Runs in every multiprocessing child once its Process object is
         # current (for targets whose module imports shmlog); a target that

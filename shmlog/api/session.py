@@ -364,4 +364,4 @@ def _close_active() -> None:
 
 
 PROCESS.current = current_session
-PROCESS.start()
+PROCESS.start()  # at import: see ProcessState.start
