@@ -78,7 +78,7 @@ class MarkWorker:
         session = shmlog.current_session()
         label = ""
         if session is not None:
-            label = session.shared.writer_labels()[session.shared.writer_slot()]
+            label = session.shared.slot_labels()[session.shared.thread_slot()]
         path = os.path.join(self.directory, f"{worker_id}-{os.getpid()}")
         with open(path, "w") as f:
             f.write(label)

@@ -137,3 +137,20 @@ def test_every_exception_shmlog_defines_is_in_errors_exported_and_documented() -
         assert issubclass(cls, Exception)
         assert getattr(shmlog, name) is cls, f"shmlog.{name} is not exported"
         assert f"`{name}`" in api, f"{name} is not listed in docs/api.md"
+
+
+def test_process_config_reads_the_environment_and_names_a_malformed_variable() -> None:
+    from shmlog.api.config import RECORD_RING_BYTES, Config
+
+    config = Config.from_env({"SHMLOG_SESSION": "s1", "GROUP_RANK": "2", "LOCAL_WORLD_SIZE": "4",
+                              "NNODES": "3"})
+    assert config == Config(session="s1", shared_storage=False, node_rank=2,
+                            local_world_size=4, record_ring_bytes=RECORD_RING_BYTES)
+    assert Config.from_env({}) == Config("", True, 0, 1)
+    assert Config.from_env({"NNODES": "3", "SHMLOG_SHARED_STORAGE": "1"}).shared_storage
+    with pytest.raises(ValueError, match=r"LOCAL_WORLD_SIZE='0'.*integer >= 1"):
+        Config.from_env({"LOCAL_WORLD_SIZE": "0"})
+    with pytest.raises(ValueError, match=r"GROUP_RANK='x'"):
+        Config.from_env({"GROUP_RANK": "x"})
+    with pytest.raises(AttributeError):
+        config.node_rank = 0  # frozen: passed around, never changed

@@ -21,7 +21,9 @@ from _writer_workers import messages_of, numbered
 
 import shmlog
 from shmlog import HistoryBuffer, MessageHub, MMLogger
-from shmlog.api.shipping import ENV_RING_BYTES, RING_BYTES, ring_bytes
+from shmlog.api.config import ENV_RECORD_RING_BYTES as ENV_RING_BYTES
+from shmlog.api.config import RECORD_RING_BYTES as RING_BYTES
+from shmlog.api.shipping import ring_bytes
 from shmlog.shm.record_rings import longest_text
 from shmlog.shm.session import destroy
 

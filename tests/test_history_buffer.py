@@ -937,3 +937,28 @@ class HistoryBufferMachine(RuleBasedStateMachine):
 
 TestHistoryBufferMachine = HistoryBufferMachine.TestCase
 TestHistoryBufferMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+def test_per_writer_means_takes_the_window_and_the_rank_s_writers() -> None:
+    from shmlog.stats.history_buffer import per_writer_means
+
+    def buffer_of(values: list[float]) -> HistoryBuffer:
+        buffer = HistoryBuffer(max_length=4)
+        for v in values:
+            buffer.update(v)
+        return buffer
+
+    class Writers:
+        def per_writer(self) -> dict[str, HistoryBuffer]:
+            return {"rank1/worker0": buffer_of([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+                    "rank0/worker0": buffer_of([10.0, 20.0]), "rank0": buffer_of([7.0]),
+                    "rank0/worker1": HistoryBuffer()}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a window past what a ring retains: no warning
+        assert per_writer_means(Writers(), 2, rank=0) == {"rank0": 7.0, "rank0/worker0": 15.0}
+        assert per_writer_means(Writers(), 2, rank=1) == {"rank1/worker0": 5.5}
+        # 5 of 6 updates, 4 retained: the retained ones; every update: the running totals.
+        assert per_writer_means(Writers(), 5) == {
+            "rank0": 7.0, "rank0/worker0": 15.0, "rank1/worker0": 4.5}
+        assert per_writer_means(Writers(), 6)["rank1/worker0"] == 3.5

@@ -246,7 +246,7 @@ class _Ring:
     capacity = 1 << 30
 
     def __init__(self, writer: int, created: list[float]) -> None:
-        self.writer = writer
+        self.slot = writer
         self.ident = f"fake{writer}"
         self.records = [_marker(writer, t) for t in created]
         self.cursor = self.committed = self.reported = 0

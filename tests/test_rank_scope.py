@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import re
 
 import pytest
@@ -52,3 +53,28 @@ def test_a_scope_other_than_the_rank_is_refused(name: str) -> None:
             SharedHub(session.shared, "hub", session.capacity_of, scope="job")
     finally:
         session.close()
+
+
+def test_identity_is_one_frozen_object_made_by_the_rank_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shmlog.api.process import SessionIdentity, identity
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SHMLOG_WORKER_ID"):
+        monkeypatch.delenv(var, raising=False)
+    me = identity()
+    assert (me.rank, me.world_size, me.local_rank, me.worker, me.distributed, me.label) == (
+        0, 1, 0, -1, False, "main")
+    assert me.slot_rank == -1 and identity("pid7").label == "pid7"
+    with pytest.raises(AttributeError):
+        me.rank = 1  # frozen
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("SHMLOG_WORKER_ID", "2")
+    me = identity("pid7")
+    assert (me.rank, me.world_size, me.local_rank, me.worker, me.distributed, me.label) == (
+        3, 4, 1, 2, True, "rank3/worker2")
+    # What a session's slots record: a member's own process is its rank's main process.
+    monkeypatch.delenv("SHMLOG_WORKER_ID")
+    assert SessionIdentity(member=True).slot_owner() == (3, -1, "rank3")
+    assert SessionIdentity(member=False).slot_owner()[2] == f"rank3/pid{os.getpid()}"
+    assert SessionIdentity(member=False).reader_rank() == 3

@@ -32,11 +32,11 @@ iterator the loader creates, whose values are recorded under the main
 process's own label (``'main'``, or ``'rank<r>'`` under torchrun); see
 ``shmlog.api.fetch_timer``.
 
-Labels: each worker claims its writer slot in the session before the user's
+Labels: each worker claims its slot in the session before the user's
 ``worker_init_fn`` runs, labelled ``'worker<id>'`` (``'rank<r>/worker<id>'``
 when ``RANK`` is set).  Non-persistent workers are new processes every epoch;
 the session hands a new worker the slot (and rings) of the dead worker with
-the same label, so the writer table and the number of rings stay bounded.
+the same label, so the slot table and the number of rings stay bounded.
 
 Outside a session all of this still runs, but a worker's MessageHub is private
 to that worker process: the values never reach the main process (a warning
@@ -127,7 +127,7 @@ class WorkerInit:
     """A DataLoader ``worker_init_fn`` that labels the worker and times its batches.
 
     In each worker, in this order: make sure the worker is in the main
-    process's session (see below); claim the worker's writer slot (label
+    process's session (see below); claim the worker's slot (label
     ``'worker<id>'`` / ``'rank<r>/worker<id>'``), so the label is fixed before
     any user code writes; arrange for every batch the worker builds to be
     timed into ``hub``/``key``; then call ``user_fn(worker_id)``.  The user's
@@ -172,7 +172,7 @@ class WorkerInit:
     def __call__(self, worker_id: int) -> None:
         if self._sent_from is not None and os.getppid() != self._sent_from[1]:
             _use_session(self._sent_from[0])
-        _claim_writer_slot()
+        _claim_slot()
         if in_dataloader_worker():
             install_fetch_timer(Recorder(self.key, self.hub))
         if self.user_fn is not None:
@@ -200,13 +200,13 @@ def _use_session(name: str | None) -> None:
         os.environ[ENV_SESSION] = name
 
 
-def _claim_writer_slot() -> None:
+def _claim_slot() -> None:
     # Attaches a spawned worker (SHMLOG_SESSION) and takes its slot now: the
     # label is then 'worker<id>' whoever writes first, and a restarted worker
     # adopts its predecessor's slot before logging anything.
     session = PROCESS.current()
     if session is not None:
-        session.shared.writer_slot()
+        session.shared.thread_slot()
 
 
 def worker_init_fn(

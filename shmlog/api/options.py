@@ -18,7 +18,7 @@ from ..format.log_processor import LogProcessor
 from ..format.registered import check_known
 from ..shm.session import DEFAULT_CAPACITY, DEFAULT_SEGMENT_BYTES, check_capacity
 from ..stats.values import check_hub_name
-from .process import ENV_SESSION
+from .config import ENV_SESSION, shared_storage_from_env
 
 LOG_WRITERS = ("sidecar", "thread", "none")
 MIN_SEGMENT_BYTES = 4096
@@ -26,13 +26,7 @@ MIN_SEGMENT_BYTES = 4096
 
 def default_shared_storage() -> bool:
     """True on one node (torchrun's NNODES), else False unless SHMLOG_SHARED_STORAGE=1."""
-    explicit = os.environ.get("SHMLOG_SHARED_STORAGE")
-    if explicit is not None:
-        return explicit not in ("0", "false", "False", "no")
-    try:
-        return int(os.environ.get("NNODES", os.environ.get("GROUP_WORLD_SIZE", "1"))) <= 1
-    except ValueError:
-        return True
+    return shared_storage_from_env()
 
 
 def defaults() -> dict[str, Any]:

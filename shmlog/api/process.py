@@ -1,10 +1,16 @@
 """This process: who it is in the job, and everything it holds for a session.
 
-Identity has one rule, used by MMLogger, by log records and by the labels of
-writer slots alike: the rank is torch.distributed's when the program has
-imported torch and initialised a process group, else the launcher's ``RANK``
-(torchrun, MMEngine's launchers and SLURM wrappers all export it), else 0.
-torch is never imported here: logging starts before it, or without it.
+Identity has one rule (:func:`given_rank`), used by MMLogger, by log records
+and by the labels of slots alike: the rank is torch.distributed's when the
+program has imported torch and initialised a process group, else the
+launcher's ``RANK`` (torchrun, MMEngine's launchers and SLURM wrappers all
+export it), else none (0 where a number is needed).  torch is never imported
+here: logging starts before it, or without it.  :func:`identity` gives it as
+one frozen :class:`Identity` (rank, world size, local rank, worker, label,
+whether distributed), found anew on each call since a rank can be given
+late; :class:`SessionIdentity` is how a session's segments ask for it: it is
+passed to ``SessionSegments.open``, and the shared-memory layer never
+imports this one.
 
 Every other piece of per-process state lives in one object, :data:`PROCESS`:
 the active session, the locks of this layer, the resolver that MessageHub
@@ -23,44 +29,30 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from .. import forks
+from ..shm.session import SlotOwner
+from .config import ENV_SESSION, ENV_WORKER, env_int
 
 __all__ = [
     "ENV_SESSION",
     "ENV_WORKER",
     "PROCESS",
     "Identity",
+    "SessionIdentity",
     "get_local_rank",
     "get_rank",
     "get_world_size",
     "identity",
 ]
 
-ENV_SESSION = "SHMLOG_SESSION"
-ENV_WORKER = "SHMLOG_WORKER_ID"
 # Where multiprocessing carries the session name to spawn and forkserver children.
 _MP_CONFIG_KEY = "shmlog_session"
 
 
 # -- identity -------------------------------------------------------------------------
-
-
-def env_int(name: str, default: int, minimum: int) -> int:
-    """Integer environment variable ``name``; ValueError naming it when malformed."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ValueError(
-            f"environment variable {name}={raw!r}: expected an integer >= {minimum}"
-        )
-    return value
 
 
 def _initialised_torch_dist() -> Any | None:
@@ -133,34 +125,63 @@ def get_worker_id() -> int:
     return -1
 
 
-class Identity(NamedTuple):
-    """Who this process is in the job."""
+@dataclass(frozen=True)
+class Identity:
+    """Who this process is in the job, as the rule in the module docstring finds it now."""
 
     rank: int  # 0 when not distributed
     world_size: int
     local_rank: int
     worker: int  # DataLoader worker id, -1 outside workers
     distributed: bool  # a rank was given, by torch.distributed or RANK
+    # The slot label: ``rank1/worker0``, ``rank1``, ``worker2``, ``pid42``, ``main``.
+    label: str
 
-    def label(self, own: str = "") -> str:
-        """The writer label: ``rank1/worker0``, ``rank1``, ``worker2``, ``pid42``, ``main``.
-
-        ``own`` names a process that is neither a rank's main process nor a
-        worker (``pid<N>``).
-        """
-        parts = [f"rank{self.rank}"] if self.distributed else []
-        if self.worker >= 0:
-            parts.append(f"worker{self.worker}")
-        elif own:
-            parts.append(own)
-        return "/".join(parts) or "main"
+    @property
+    def slot_rank(self) -> int:
+        """The rank a slot records: the rank when distributed, else -1."""
+        return self.rank if self.distributed else -1
 
 
-def identity() -> Identity:
-    """This process's identity, by the rule in the module docstring."""
+def identity(own: str = "") -> Identity:
+    """This process's identity, by the rule in the module docstring.
+
+    ``own`` names, in the label, a process that is neither a rank's main
+    process nor a worker (``pid<N>``).
+    """
     rank = given_rank()
-    return Identity(0 if rank is None else rank, get_world_size(), get_local_rank(),
-                    get_worker_id(), rank is not None)
+    distributed = rank is not None
+    rank = 0 if rank is None else rank
+    worker = get_worker_id()
+    parts = [f"rank{rank}"] if distributed else []
+    if worker >= 0:
+        parts.append(f"worker{worker}")
+    elif own:
+        parts.append(own)
+    return Identity(rank, get_world_size(), get_local_rank(), worker, distributed,
+                    "/".join(parts) or "main")
+
+
+class SessionIdentity:
+    """This process's identity as a session's slots record it (``shmlog.shm.session``'s
+    ``IdentitySource``), given to the session's segments when they are opened.
+
+    The process that opened the session as a member is its rank's main
+    process (``rank1``, ``main``); any other (a child forked from it, a
+    process attached through the environment) is labelled by its pid
+    unless it is a DataLoader worker.
+    """
+
+    def __init__(self, member: bool) -> None:
+        self._member_pid = os.getpid() if member else 0
+
+    def slot_owner(self) -> SlotOwner:
+        pid = os.getpid()
+        me = identity("" if pid == self._member_pid else f"pid{pid}")
+        return SlotOwner(me.slot_rank, me.worker, me.label)
+
+    def reader_rank(self) -> int:
+        return reader_rank()
 
 
 # -- process state ----------------------------------------------------------------------
@@ -297,7 +318,18 @@ class ProcessState:
         return None if session is None else session.hub(hub_name)
 
     def start(self) -> None:
-        """Hook into fork and multiprocessing; follow the session the environment names."""
+        """Hook into fork and multiprocessing; follow the session the environment names.
+
+        Called once, when ``shmlog.api.session`` is imported (so by ``import
+        shmlog``), and it cannot wait for a first call into shmlog: a forked
+        child must get new locks and its own slots before it logs anything,
+        and a DataLoader worker or other child that a session's process
+        starts may do nothing but update a MessageHub, so it must already
+        be pointed at the session that ``SHMLOG_SESSION`` or its Process
+        object names, and each child multiprocessing starts after this one
+        must take the parent's session before its target runs.  It
+        registers hooks and reads the environment; it opens nothing.
+        """
         forks.on_fork(self._after_fork_in_child)
         # Runs in every multiprocessing child once its Process object is
         # current (for targets whose module imports shmlog); a target that

@@ -17,10 +17,12 @@ from ..errors import InvalidValue
 from ..format.log_processor import LogProcessor
 from ..format.progress import progress_due
 from ..format.reduce import empty, value
+from ..stats.history_buffer import per_writer_means
 from ..wire import PROGRESS_KEY, Progress
+from .config import Config
 from .device import settle
 from .message_hub import MessageHub
-from .process import PROCESS, env_int, identity
+from .process import PROCESS, identity
 from .record_handler import ship_progress
 from .reduce import JobReducer
 
@@ -92,7 +94,7 @@ def _processor(session: Any, cfg: dict[str, Any]) -> LogProcessor | None:
     made = getattr(session, "_processor", None)
     if made is None:
         made = session._processor = LogProcessor(**cfg)
-        made.exchange = JobReducer(session)
+        made.exchange = JobReducer(session, Config.from_env())
     return made
 
 
@@ -101,7 +103,7 @@ def _exchange(session: Any, processor: LogProcessor, hub: Any, progress: Progres
     shares = processor.job_shares(hub, progress.mode, progress.batch_idx, progress.iter)
     exchange = processor.exchange
     total = exchange(progress.step(), {n: s for n, (_r, s) in shares.items()},
-                     _workers(hub, progress.mode))
+                     _workers(hub, progress.mode, processor.window_size, exchange.config))
     if total is None:  # another rank of this node takes the job's figures
         total = {n: s for n, (_r, s) in shares.items()}
     values = {n: value(r, total.get(n, empty())) for n, (r, _s) in shares.items()}
@@ -117,17 +119,13 @@ def _with_registered(processor: LogProcessor, hub: Any, progress: Progress) -> P
     return progress._replace(computed=values)
 
 
-def _workers(hub: Any, mode: str) -> dict[str, float]:
-    """This rank's workers' window mean of ``<mode>/worker_data_time``, by node and label."""
+def _workers(hub: Any, mode: str, window: int, config: Config) -> dict[str, float]:
+    """This rank's writers' mean of ``<mode>/worker_data_time`` over the LogProcessor's
+    window, by node and label."""
     try:
         buffer = hub.get_scalar(f"{mode}/worker_data_time")
     except KeyError:
         return {}
-    me = identity()
-    node = f"node{env_int('GROUP_RANK', 0, 0)}"
-    mine = f"rank{me.rank}/" if me.distributed else ""
-    found = {}
-    for label, writer in buffer.per_writer().items():
-        if label.startswith(mine) and writer.totals().updates:
-            found[f"{node}/{label}"] = float(writer.mean(10))
-    return found
+    node = f"node{config.node_rank}"
+    means = per_writer_means(buffer, window, identity().slot_rank)
+    return {f"{node}/{label}": mean for label, mean in means.items()}

@@ -46,7 +46,8 @@ from typing import Any
 from ..format.reduce import Share, add, empty
 from ..shm import codec
 from ..wire import REDUCE_PART_PREFIX
-from .process import env_int
+from .config import Config
+from .process import get_local_rank
 
 # How long a node's local rank 0 waits for the node's other ranks' shares.
 WAIT_SECONDS = 60.0
@@ -79,8 +80,10 @@ def object_backend(dist: Any) -> str | None:
 class JobReducer:
     """One process's part in the job-wide exchange (callable as a LogProcessor's ``exchange``)."""
 
-    def __init__(self, session: Any = None) -> None:
+    def __init__(self, session: Any = None, config: Config | None = None) -> None:
         self._session = session  # shmlog.api.session.Session, or None: no node combine
+        # The node's settings; None: read from the environment at each exchange.
+        self.config = config
         self._group: Any = None
         self._leaders: list[int] | None = None
         self._broken = False  # an exchange between nodes failed: nodes go on alone
@@ -105,8 +108,8 @@ class JobReducer:
 
     def _exchange(self, dist: Any, key: tuple, shares: dict[str, Share],
                   workers: dict[str, float]) -> dict[str, Share] | None:
-        local_rank = env_int("LOCAL_RANK", 0, 0)
-        local_size = env_int("LOCAL_WORLD_SIZE", 1, 1)
+        local_rank = get_local_rank()
+        local_size = (self.config or Config.from_env()).local_world_size
         session = self._session if self._session is not None and not self._session.closed else None
         if session is None:  # no shared memory to combine in: every rank takes part
             local_rank, local_size = 0, 1

@@ -37,7 +37,7 @@ from . import retention
 from .device import settle as settle_device_values
 from .job import admit, this_job
 from .nesting import NestedSession
-from .process import ENV_SESSION, PROCESS, identity, reader_rank
+from .process import ENV_SESSION, PROCESS, SessionIdentity
 from .record_handler import wait_drained
 
 FLUSH_SECONDS = 10.0
@@ -68,14 +68,6 @@ class Session:
         # ``init`` calls returned (see shmlog.api.nesting).
         self._handles = 1
         self._released = False
-        segments.identity = self._identity
-        segments.reader_rank = reader_rank
-
-    def _identity(self) -> tuple[int, int, str]:
-        """(rank, worker, label) of the writer slots this process claims."""
-        me = identity()
-        own = "" if self._member and os.getpid() == self._creator_pid else f"pid{os.getpid()}"
-        return (me.rank if me.distributed else -1), me.worker, me.label(own)
 
     @property
     def writer_pid(self) -> int:
@@ -333,6 +325,7 @@ def init(
         segments = SessionSegments.open(
             name, member=True, create=True, options={**options, "job": this_job()},
             writer_placeholder=options["log_writer"] == "sidecar",
+            identity=SessionIdentity(member=True),
         )
         stored = segments.options()
         if not segments.created:
@@ -394,7 +387,8 @@ def _resolver(hub_name: str) -> SharedHub | None:
 def _attach_from_env() -> Session:
     name = os.environ[ENV_SESSION]
     try:
-        segments = SessionSegments.open(name, member=False, create=False)
+        segments = SessionSegments.open(name, member=False, create=False,
+                                        identity=SessionIdentity(member=False))
     except (SessionError, ValueError) as exc:
         raise SessionError(
             f"{ENV_SESSION}={name!r} is set in this process's environment, but: {exc}"
@@ -411,4 +405,4 @@ def _close_active() -> None:
 
 
 PROCESS.current = current_session
-PROCESS.start()
+PROCESS.start()  # at import: see ProcessState.start

@@ -10,45 +10,20 @@ record is put right after the interrupted one.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from .config import record_ring_bytes
 from .process import PROCESS
 
 BLOCK_SECONDS = 0.2
-RING_BYTES = 256 << 10
-# Sets the size of the record ring of each process that starts logging with
-# it in its environment (see ring_bytes()).
-ENV_RING_BYTES = "SHMLOG_RECORD_RING_BYTES"
-_RING_LIMITS = (64 << 10, 1 << 30)
 # Records signal handlers may leave for one interrupted put (beyond them,
 # dropped and counted as a full ring's are).
 _LATER_MAX = 1024
 
 
 def ring_bytes() -> int:
-    """The size of this process's record ring: ``RING_BYTES``, or ``SHMLOG_RECORD_RING_BYTES``.
-
-    A record may take a quarter of its ring; a longer one keeps the head of
-    each long text (``shmlog.shm.record_rings.longest_text``: 8,184 characters
-    at the default 256 KiB) and ends it with ``[truncated by shmlog]``.  A
-    larger ring keeps longer messages, and takes that much more of /dev/shm
-    per logging process.
-    """
-    raw = os.environ.get(ENV_RING_BYTES)
-    if raw is None:
-        return RING_BYTES
-    low, high = _RING_LIMITS
-    try:
-        size = int(raw)
-    except ValueError:
-        size = -1
-    if not low <= size <= high:
-        raise ValueError(
-            f"{ENV_RING_BYTES}={raw!r}: expected a number of bytes from {low} to {high} "
-            f"(a log record may take a quarter of it)"
-        )
-    return size
+    """The size of this process's record ring (``shmlog.api.config.record_ring_bytes``)."""
+    return record_ring_bytes()
 
 
 def put_into(ring: tuple[Any, Any], data: tuple[Any, ...]) -> bool:

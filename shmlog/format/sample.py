@@ -8,7 +8,7 @@ runtime info holds the iteration and eta, the record rings count the log
 records they dropped.  So the sampler reads them where they are and asks the
 job for nothing.  It maps the segments without joining: it is never a
 member (watching a job cannot keep a finished session alive), never claims
-a writer slot and never stores a byte into the session.
+a slot and never stores a byte into the session.
 
 Statistics are the ones LogProcessor would compute: a HistoryBuffer over the
 merged rings of each key (``shmlog.stats``), and over each ring alone for the
@@ -64,7 +64,7 @@ def _problem(control: Control, name: str, require_members: bool = True) -> str |
 
 
 def attach_readonly(name: str, require_members: bool = True) -> SessionSegments:
-    """Map session ``name`` for reading only: no member, no writer slot, no store."""
+    """Map session ``name`` for reading only: no member, no slot, no store."""
     try:
         segments = SessionSegments.attach_readonly(check_name(name))
     except posix_ipc.ExistentialError:
@@ -119,7 +119,7 @@ class KeyStat:
 class LogRingStat:
     """One process's log record ring."""
 
-    label: str  # of the writer slot that owns it
+    label: str  # of the slot that owns it
     alive: bool
     dropped: int  # records refused because the ring stayed full, ever
     backlog: int  # bytes put but not yet written by the log writer
@@ -181,8 +181,8 @@ def _key_totals(
         if at is not None and (last is None or at >= last):
             current, last = value, at
         per_writer.append(WriterStat(
-            label=labels.get(ring.writer, f"writer{ring.writer}"),
-            alive=alive.get(ring.writer, False), updates=totals.updates, current=value,
+            label=labels.get(ring.slot, f"writer{ring.slot}"),
+            alive=alive.get(ring.slot, False), updates=totals.updates, current=value,
             mean=None, last_ns=at, rate=None, totals=totals,
         ))
     per_writer.sort(key=lambda w: w.label)
@@ -210,7 +210,7 @@ class Sampler:
         self.window = window
         self.require_members = require_members
         self.windows = windows
-        # (full key, writer slot) -> (updates, time) at the previous refresh.
+        # (full key, slot) -> (updates, time) at the previous refresh.
         self._previous: dict[tuple[str, int], tuple[int, int]] = {}
 
     @classmethod
@@ -258,7 +258,7 @@ class Sampler:
         writers = session.slots()
         sees = session.control.sees_members()  # else every slot counts as alive
         alive = {w.slot: not sees or w.alive() for w in writers}
-        labels = session.writer_labels(writers)
+        labels = session.slot_labels(writers)
         keys: list[KeyStat] = []
         seen: dict[tuple[str, int], tuple[int, int]] = {}
         for full in session.scalar_keys():
@@ -271,8 +271,8 @@ class Sampler:
         keys.sort(key=lambda k: (k.hub, k.key))
         self._previous = seen
         log_rings = [
-            LogRingStat(labels.get(ring.writer, f"writer{ring.writer}"),
-                        alive.get(ring.writer, False), ring.dropped(), max(0, ring.pending()))
+            LogRingStat(labels.get(ring.slot, f"writer{ring.slot}"),
+                        alive.get(ring.slot, False), ring.dropped(), max(0, ring.pending()))
             for ring in session.record_consumers()
         ]
         log_rings.sort(key=lambda r: r.label)
@@ -308,11 +308,11 @@ class Sampler:
             storage = MergedRings([ring])
             totals, current, mean, last = _statistics(storage, key, self.window)
             _values, _counts, times = storage.records(_RATE_RECORDS)
-            rate = self._rate((full, ring.writer), totals.updates, times, now)
-            seen[(full, ring.writer)] = (totals.updates, now)
+            rate = self._rate((full, ring.slot), totals.updates, times, now)
+            seen[(full, ring.slot)] = (totals.updates, now)
             per_writer.append(WriterStat(
-                label=labels.get(ring.writer, f"writer{ring.writer}"),
-                alive=alive.get(ring.writer, False), updates=totals.updates, current=current,
+                label=labels.get(ring.slot, f"writer{ring.slot}"),
+                alive=alive.get(ring.slot, False), updates=totals.updates, current=current,
                 mean=mean, last_ns=last, rate=rate, totals=totals,
             ))
         totals, current, mean, last = _statistics(MergedRings(rings), key, self.window)

@@ -40,12 +40,14 @@ from typing import Any
 
 from mmengine.hooks import Hook, LoggerHook
 
+from ..api.config import Config
 from ..api.options import LOG_WRITERS, default_name
 from ..api.process import ENV_SESSION, PROCESS, identity
 from ..api.reduce import JobReducer
 from ..api.session import current_session, init
 from ..errors import InvalidType, InvalidValue
 from ..format.reduce import JobStatistics
+from ..stats.history_buffer import per_writer_means
 from . import logs
 from .hub import share, unshare
 from .workers import track_runner_loaders
@@ -125,7 +127,7 @@ class ShmlogHook(Hook):
         if isinstance(processor, JobStatistics) and processor.has_job_statistics():
             # Every rank's LoggerHook asks its LogProcessor for the line at the
             # same iterations: that is where the ranks exchange their shares.
-            processor.exchange = JobReducer(active)
+            processor.exchange = JobReducer(active, Config.from_env())
         self._logger_hook = next((h for h in runner.hooks if isinstance(h, LoggerHook)), None)
 
     def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
@@ -165,23 +167,13 @@ class ShmlogHook(Hook):
 
 
 def worker_values(hub: Any, window: int) -> dict[str, float]:
-    """``worker_data_time/<writer>``: the window mean of each of this rank's writers of the key."""
+    """``worker_data_time/<writer>``: the window mean of each of this rank's DataLoader workers."""
     try:
         buffer = hub.get_scalar(KEY)
     except KeyError:
         return {}
-    me = identity()
-    mine = f"rank{me.rank}" if me.distributed else None
-    values = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a window longer than a small ring retains
-        for label, writer in sorted(buffer.per_writer().items()):
-            if mine is not None and label.split("/")[0] != mine:
-                continue
-            if not label.split("/")[-1].startswith("worker"):
-                # A rank's own process: the history a resume restored, which
-                # no worker adds to (it would plot as a frozen series).
-                continue
-            if writer.totals().updates:
-                values[EXPORT_PREFIX + label] = float(writer.mean(window))
-    return values
+    means = per_writer_means(buffer, window, identity().slot_rank)
+    # DataLoader workers only: a rank's own process holds at most the history a
+    # resume restored, which no worker adds to (it would plot as a frozen series).
+    return {EXPORT_PREFIX + label: mean for label, mean in means.items()
+            if label.split("/")[-1].startswith("worker")}

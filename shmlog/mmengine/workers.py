@@ -131,6 +131,6 @@ def shmlog_worker_init_fn(
         warnings.simplefilter("ignore")
     session = PROCESS.current()
     if session is not None:
-        session.shared.writer_slot()  # labelled as this worker before anything is logged
+        session.shared.thread_slot()  # labelled as this worker before anything is logged
     if in_dataloader_worker():
         install_fetch_timer(Recorder(f"{mode}/worker_data_time", name))

@@ -27,7 +27,7 @@ its tables::
 
 Members are the processes that called ``shmlog.init``; the session lives while
 one of them does.  A slot is the place of a thread that writes to the session's
-rings, one per thread (``SessionSegments.writer_slot``).  A pid is matched with the
+rings, one per thread (``SessionSegments.thread_slot``).  A pid is matched with the
 process start time (``/proc/<pid>/stat``), so a recycled pid never passes for
 a live member.
 

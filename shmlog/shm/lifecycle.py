@@ -131,7 +131,7 @@ def open_control(
                     refuse_other_namespace(control, name)
                 if state == STATE_READY:
                     alive = control.prune_members() > 0
-                    writing = [] if alive else live_writers(control)
+                    writing = [] if alive else live_slot_pids(control)
                     if alive or writing:
                         if member:
                             control.add_member(*me)
@@ -154,7 +154,7 @@ def open_control(
             )
 
 
-def live_writers(control: Control) -> list[int]:
+def live_slot_pids(control: Control) -> list[int]:
     """Pids of the live processes that hold a slot of the session (members or not).
 
     From another PID namespace every slot's process counts as alive
@@ -248,7 +248,7 @@ def destroy(name: str, stale_only: bool = False, force: bool = False) -> bool:
 
     ``stale_only``: only when no process of it is alive, as seen under the
     session lock (a stale session that ``shmlog.init`` replaced meanwhile
-    stays): no member, and unless ``force`` no process with a writer slot
+    stays): no member, and unless ``force`` no process with a slot
     either (an orphaned session's children go on writing into it).
     """
     try:
@@ -260,7 +260,7 @@ def destroy(name: str, stale_only: bool = False, force: bool = False) -> bool:
     try:
         with control:
             if stale_only and control.read_state().state == STATE_READY and (
-                control.live_members() or (not force and live_writers(control))
+                control.live_members() or (not force and live_slot_pids(control))
             ):
                 return False
             destroy_locked(control, name)

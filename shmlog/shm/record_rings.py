@@ -6,7 +6,7 @@ process on the node (the designated log writer) reads them all.  A ring at a
 
     L+0     head      u64  bytes published by the producer (only it writes)
     L+8     capacity  u64  bytes in the data area
-    L+16    writer    u32  producer's slot in the control segment's writer table
+    L+16    slot      u32  producer's slot in the control segment's slot table
     L+20    (reserved)
     L+24    size      u64  bytes this ring takes, header included
     L+32    consumed  u64  bytes the log writer is done with (only it writes)
@@ -53,7 +53,7 @@ from .fence import fence
 from .segment import KIND_RECORDS, read_u64, write_u64
 
 RECORD_HEADER_BYTES = 64
-_HEAD, _CAPACITY, _WRITER, _SIZE, _CONSUMED, _DROPPED, _REPORTED = 0, 8, 16, 24, 32, 40, 48
+_HEAD, _CAPACITY, _SLOT, _SIZE, _CONSUMED, _DROPPED, _REPORTED = 0, 8, 16, 24, 32, 40, 48
 assert (_HEAD // 8, _CONSUMED // 8) == (0, 4)  # word indices written out in RecordProducer.put
 WRAP = 0xFFFFFFFF
 # Format 2 has no back-references, which makes both ends faster than the
@@ -69,11 +69,11 @@ def record_ring_bytes(capacity: int) -> int:
 _u64, _put64 = read_u64, write_u64
 
 
-def format_record_ring(buf: memoryview, offset: int, capacity: int, writer: int) -> int:
+def format_record_ring(buf: memoryview, offset: int, capacity: int, slot: int) -> int:
     size = record_ring_bytes(capacity)
     buf[offset : offset + RECORD_HEADER_BYTES] = bytes(RECORD_HEADER_BYTES)
     _put64(buf, offset + _CAPACITY, size - RECORD_HEADER_BYTES)
-    buf[offset + _WRITER : offset + _WRITER + 4] = writer.to_bytes(4, "little")
+    buf[offset + _SLOT : offset + _SLOT + 4] = slot.to_bytes(4, "little")
     _put64(buf, offset + _SIZE, size)
     return size
 
@@ -198,7 +198,7 @@ class RecordConsumer:
         self._words = buf[offset : offset + RECORD_HEADER_BYTES].cast("Q")
         self.capacity = self._words[_CAPACITY // 8]
         self._lengths = buf[self._data : self._data + self.capacity].cast("I")
-        self.writer = int.from_bytes(buf[offset + _WRITER : offset + _WRITER + 4], "little")
+        self.slot = int.from_bytes(buf[offset + _SLOT : offset + _SLOT + 4], "little")
         self.cursor = self.committed = self._words[_CONSUMED // 8]
         self.reported = self._words[_REPORTED // 8]
         # The record at position ``_ahead_at``, read but not used yet.
@@ -333,9 +333,9 @@ class RecordRings:
         return list(self._consumers)
 
     def producer(self, slot: int, capacity: int, segment_bytes: int) -> RecordProducer:
-        """The ring of writer ``slot``, created if it has none (lock held)."""
+        """The ring of ``slot``, created if it has none (lock held)."""
         for consumer in self.consumers():
-            if consumer.writer == slot:
+            if consumer.slot == slot:
                 return RecordProducer(consumer.buf, consumer.offset)
 
         def fill(buf: memoryview, offset: int) -> None:

@@ -9,7 +9,7 @@ Layout of a ring at a 64-byte aligned offset ``R`` of a rings segment
 
     R+0     seq       u64  updates published so far; the word that publishes
     R+8     capacity  u64  records retained; the ring has capacity + 1 slots
-    R+16    writer    u32  writer slot in the control segment's writer table
+    R+16    slot      u32  its ring writer's slot in the control segment's slot table
     R+20    key_len   u32  bytes of the key below
     R+24    size      u64  bytes taken by this ring, header included
     R+32    floor     u64  index of the oldest record ever written: 0, except in a
@@ -83,7 +83,7 @@ def ring_bytes(capacity: int) -> int:
     return (raw + ALIGN - 1) // ALIGN * ALIGN
 
 
-def format_ring(buf: memoryview, offset: int, capacity: int, writer: int, key: bytes) -> int:
+def format_ring(buf: memoryview, offset: int, capacity: int, slot: int, key: bytes) -> int:
     """Write an empty ring's header at ``offset``; returns its size in bytes.
 
     Called under the session lock before the ring is published, so no reader
@@ -95,7 +95,7 @@ def format_ring(buf: memoryview, offset: int, capacity: int, writer: int, key: b
     q[_SEQ // 8] = 0
     q[_CAPACITY // 8] = capacity
     u = buf[offset + _WRITER_KEYLEN : offset + _WRITER_KEYLEN + 8].cast("I")
-    u[0] = writer
+    u[0] = slot
     u[1] = len(key)
     u.release()
     q[_SIZE // 8] = size
@@ -114,7 +114,7 @@ def format_ring(buf: memoryview, offset: int, capacity: int, writer: int, key: b
 
 class RingHeader(NamedTuple):
     capacity: int
-    writer: int
+    slot: int
     key: str
     size: int
 
@@ -123,11 +123,11 @@ def read_header(buf: memoryview, offset: int) -> RingHeader:
     """The fixed part of a published ring's header."""
     raw = bytes(buf[offset : offset + HEADER_BYTES])
     capacity = int.from_bytes(raw[_CAPACITY : _CAPACITY + 8], "little")
-    writer = int.from_bytes(raw[16:20], "little")
+    slot = int.from_bytes(raw[16:20], "little")
     key_len = int.from_bytes(raw[20:24], "little")
     size = int.from_bytes(raw[_SIZE : _SIZE + 8], "little")
     key = raw[_KEY : _KEY + key_len].decode("utf-8")
-    return RingHeader(capacity, writer, key, size)
+    return RingHeader(capacity, slot, key, size)
 
 
 class RingWriter:
@@ -240,7 +240,7 @@ class RingReader:
     """Copies consistent snapshots out of one ring, from any process."""
 
     __slots__ = ("_d", "_floor", "_q", "_recs", "_seq", "_slots", "_tot",
-                 "capacity", "key", "offset", "segment", "writer")
+                 "capacity", "key", "offset", "segment", "slot")
 
     def __init__(
         self, buf: memoryview, d: memoryview, q: memoryview, offset: int, segment: int = 0
@@ -250,7 +250,7 @@ class RingReader:
         # Index of the rings segment it lives in (its writer maps the same views).
         self.segment = segment
         self.capacity = header.capacity
-        self.writer = header.writer
+        self.slot = header.slot
         self.key = header.key
         self._slots = header.capacity + 1
         self._d = d
@@ -369,7 +369,7 @@ class RingDirectory:
         raw_key = encode_key(key)
         self.refresh()
         for reader in self._readers.get(key, ()):
-            if reader.writer == slot:
+            if reader.slot == slot:
                 d, q = self._views[reader.segment]
                 return RingWriter(d, q, reader.offset)
         check_capacity(capacity, "ring capacity")

@@ -5,19 +5,21 @@ Segments of session ``S`` of user ``U`` are named ``/shmlog-U-S@<part>``
 ``shmlog.shm.control``), ``@r<i>`` (scalar rings: ``shmlog.shm.scalar_rings``),
 ``@i<i>`` (runtime info: ``shmlog.shm.info``) and ``@l<i>`` (log record
 rings: ``shmlog.shm.record_rings``).  Ring, info and record segments are added as
-they fill up, so there is no fixed limit on keys or writers' rings.  The
+they fill up, so there is no fixed limit on keys or slots' rings.  The
 control segment also holds the log writer's doorbell and election lock
 (``shmlog.shm.doorbell``, ``shmlog.shm.exclusive``): a session has no other
 names in /dev/shm.
 
 This layer moves bytes and numbers.  It knows keys only as strings and
-processes only as (pid, rank, worker, label); what a key means, and how a
-hub name is folded into it, is decided above it.
+processes only as (pid, rank, worker, label); what a key means, how a
+hub name is folded into it and how a process finds its rank are decided
+above it (the rank comes in through the :class:`IdentitySource` given to
+:meth:`SessionSegments.open`).
 
 Fork: a child inherits the mappings (MAP_SHARED) and every Python object,
-including the parent's writer identity.  :meth:`SessionSegments.after_fork_in_child`
-drops the child's copy of that identity and of the ring writers, so the child
-claims its own writer slot and its own rings on its first update and never
+including the parent's threads' slots.  :meth:`SessionSegments.after_fork_in_child`
+drops the child's copy of those slots and of the ring writers, so the child
+claims its own slot and its own rings on its first update and never
 appends to its parent's rings.  It runs from the process's fork hook
 (``shmlog.api.process``) and, as a safety net, whenever a handle notices that
 its process id changed.
@@ -28,8 +30,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Protocol
 
 import posix_ipc
 
@@ -48,18 +50,48 @@ from .slots import Slot
 DEFAULT_CAPACITY = 4096
 DEFAULT_SEGMENT_BYTES = 1 << 20
 
-# (rank, DataLoader worker id, label) of the calling thread's process.
-Identity = Callable[[], tuple[int, int, str]]
 
 
-def _default_identity() -> tuple[int, int, str]:
-    return -1, -1, f"pid{os.getpid()}"
+class SlotOwner(NamedTuple):
+    """What a slot records of the process that claims it."""
+
+    rank: int  # -1: the process has no rank
+    worker: int  # DataLoader worker id, -1 outside workers
+    label: str  # readable, e.g. ``rank1/worker0``
+
+
+class IdentitySource(Protocol):
+    """Who the process is, asked whenever it matters (a rank can be given late).
+
+    The layer above gives one to :meth:`SessionSegments.open`; this layer
+    knows nothing of how a rank is found.
+    """
+
+    def slot_owner(self) -> SlotOwner:
+        """The calling thread's process, as the slot it claims records it."""
+
+    def reader_rank(self) -> int:
+        """The rank whose slots this process's statistics merge; -1: every slot."""
+
+
+class Anonymous:
+    """The identity of a handle that says nothing of itself: no rank, labelled by pid."""
+
+    def slot_owner(self) -> SlotOwner:
+        return SlotOwner(-1, -1, f"pid{os.getpid()}")
+
+    def reader_rank(self) -> int:
+        return -1
+
+
+ANONYMOUS = Anonymous()
 
 
 class SessionSegments:
     """One process's handle on a session's segments."""
 
-    def __init__(self, name: str, control: Control, member: tuple[int, int] | None) -> None:
+    def __init__(self, name: str, control: Control, member: tuple[int, int] | None,
+                 identity: IdentitySource = ANONYMOUS) -> None:
         self.name = name
         self.control = control
         self.generation = control.segment.generation
@@ -69,15 +101,12 @@ class SessionSegments:
         self.closed = False
         # Whether this handle's open() created the session (it was joined otherwise).
         self.created = False
-        self.identity: Identity = _default_identity
-        # The rank whose writers this process's statistics merge (-1: every
-        # writer); the rank of ``identity()``, read more cheaply.
-        self.reader_rank: Callable[[], int] = lambda: -1
+        self._identity = identity
         # Per-process caches of other layers (a hub's key -> RingWriter) that
         # must be emptied in a forked child.
         self._fork_caches: list[dict] = []
         self.doorbell = Doorbell(control.segment.buf)
-        self._claimed = False  # whether this process took a writer slot
+        self._claimed = False  # whether this process took a slot
         self._init_stores()
 
     def _init_stores(self) -> None:
@@ -85,7 +114,7 @@ class SessionSegments:
         self.info = InfoStore(self.name, self.control, self.generation)
         self.records = RecordRings(self.name, self.control, self.generation)
         self._producer: RecordProducer | None = None
-        # Writer identity is per thread: a ring has exactly one writer, and two
+        # Slots are per thread: a ring has exactly one ring writer, and two
         # threads appending to one ring would interleave their stores.
         self._local = threading.local()
 
@@ -105,19 +134,24 @@ class SessionSegments:
         create: bool,
         options: dict[str, Any] | None = None,
         writer_placeholder: bool = False,
+        identity: IdentitySource = ANONYMOUS,
     ) -> SessionSegments:
-        """Create or join ``name`` (see ``shmlog.shm.lifecycle.open_control``)."""
+        """Create or join ``name`` (see ``shmlog.shm.lifecycle.open_control``).
+
+        ``identity`` says who this process is whenever one of its threads
+        claims a slot, and whose slots its statistics merge.
+        """
         control, created, joined = open_control(
             name, member=member, create=create, options=options,
             writer_placeholder=writer_placeholder,
         )
-        session = cls(name, control, joined)
+        session = cls(name, control, joined, identity)
         session.created = created
         return session
 
     @classmethod
     def attach_readonly(cls, name: str) -> SessionSegments:
-        """A handle for reading only: no member, no writer slot, no store, no lock taken."""
+        """A handle for reading only: no member, no slot, no store, no lock taken."""
         return cls(name, attach_control(name), None)
 
     def close(self) -> None:
@@ -172,8 +206,8 @@ class SessionSegments:
                 cache.clear()
             return
         # Mappings stay valid in the child; only the session lock's descriptor
-        # and the writer identity must go, with everything that belongs to
-        # the identity (rings and the record ring).
+        # and the threads' slots must go, with everything that belongs to
+        # them (rings and the record ring).
         self.control.reopen_in_child(fresh)
         self._local = threading.local()
         self._producer = None
@@ -218,13 +252,13 @@ class SessionSegments:
 
     # -- writers -------------------------------------------------------------------
 
-    def writer_slot(self) -> int:
-        """This thread's writer slot, claimed on first use."""
+    def thread_slot(self) -> int:
+        """This thread's slot, claimed on first use."""
         self._check_pid()
         slot = getattr(self._local, "slot", None)
         if slot is None:
             self.check_open()
-            rank, worker, label = self.identity()
+            rank, worker, label = self._identity.slot_owner()
             if threading.current_thread() is not threading.main_thread():
                 label = f"{label}/thread{threading.get_native_id()}"
             pid = os.getpid()
@@ -236,14 +270,18 @@ class SessionSegments:
             self._claimed = True
         return slot
 
+    def reader_rank(self) -> int:
+        """The rank whose slots this process's statistics merge (-1: every slot)."""
+        return self._identity.reader_rank()
+
     def slots(self) -> list[Slot]:
         return self.control.slots()
 
-    def writer_labels(self, writers: list[Slot] | None = None) -> dict[int, str]:
-        """A distinct readable label per writer slot (of ``writers`` when given, read once)."""
+    def slot_labels(self, slots: list[Slot] | None = None) -> dict[int, str]:
+        """A distinct readable label per slot (of ``slots`` when given, read once)."""
         labels: dict[int, str] = {}
         seen: set[str] = set()
-        for w in self.control.slots() if writers is None else writers:
+        for w in self.control.slots() if slots is None else slots:
             label = w.label or f"pid{w.pid}"
             if label in seen:
                 label = f"{label}#{w.slot}"
@@ -259,7 +297,7 @@ class SessionSegments:
         ``capacity`` applies only when the ring is created here.
         """
         with self._lock:
-            slot = self.writer_slot()
+            slot = self.thread_slot()
             with self.control:
                 self.check_open()
                 return self.rings.writer(key, slot, capacity, self._segment_bytes())
@@ -316,7 +354,7 @@ class SessionSegments:
         with self._lock:
             self._check_pid()
             if self._producer is None:
-                slot = self.writer_slot()
+                slot = self.thread_slot()
                 with self.control:
                     self.check_open()
                     self._producer = self.records.producer(slot, capacity, self._segment_bytes())
@@ -362,8 +400,10 @@ class SessionSegments:
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_SEGMENT_BYTES",
+    "IdentitySource",
     "SessionError",
     "SessionSegments",
+    "SlotOwner",
     "attach_control",
     "check_capacity",
     "check_name",

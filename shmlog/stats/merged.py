@@ -136,7 +136,7 @@ class MergedRings:
         split: dict[str, MergedRings] = {}
         labels = self._labels() if self._labels is not None else {}
         for ring in self._every:
-            label = labels.get(ring.writer, f"writer{ring.writer}")
+            label = labels.get(ring.slot, f"writer{ring.slot}")
             split[label] = MergedRings([ring], None, self._labels, self._until)
         return split
 

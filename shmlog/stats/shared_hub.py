@@ -4,7 +4,7 @@ A scalar ``key`` of hub ``name`` lives in rings named ``hub_key(name, key)``
 (``shmlog.wire``), one ring per writing thread.  Runtime info uses the same
 naming for its slots.
 
-Ranks stay apart.  Each writer slot carries the rank of its process (the one
+Ranks stay apart.  Each slot carries the rank of its process (the one
 identity rule of ``shmlog.api.process``; DataLoader workers have their
 rank's), so a hub's scalars as a process reads them (:meth:`SharedHub.get_scalar`,
 :meth:`SharedHub.log_scalars`, hence every LogProcessor line) show what that
@@ -51,7 +51,7 @@ class SharedHub:
         self._prefix = hub_prefix(name)
         self._capacity_of = capacity_of
         self.scope = scope
-        # key -> this thread's ring (see SessionSegments.writer_slot); each thread's
+        # key -> this thread's ring (see SessionSegments.thread_slot); each thread's
         # dict is emptied by the session in a forked child.
         self._local = threading.local()
 
@@ -115,14 +115,14 @@ class SharedHub:
         if rank < 0:
             return rings
         control = self._segments.control
-        return [ring for ring in rings if control.slot(ring.writer).rank == rank]
+        return [ring for ring in rings if control.slot(ring.slot).rank == rank]
 
     def _buffer(self, key: str, rings: list, every: list, until: int | None = None) -> HistoryBuffer:
         storage = MergedRings(
             rings,
             append=None if until is not None else (
                 lambda value, count: self._append(key, value, count)),
-            labels=self._segments.writer_labels,
+            labels=self._segments.slot_labels,
             until=until,
             every=every,
         )

@@ -4,7 +4,7 @@ Inspection attaches to a session's control segment without joining it, so
 listing never keeps a stale session alive nor changes a live one.
 
 A session is *alive* while a member lives, *orphaned* while no member does
-but processes with a writer slot still run (their pids are shown: the
+but processes with a slot still run (their pids are shown: the
 children of members that died), *stale* when none of its processes is left,
 *closing* while its last member removes it, and *broken* when its control
 segment cannot be used.  ``clean`` removes stale and broken sessions only;
@@ -25,7 +25,7 @@ from ..errors import SegmentError
 from ..format.exposition import metrics_url
 from ..shm.control import STATE_CLOSED, Control
 from ..shm.info import InfoStore
-from ..shm.lifecycle import live_writers
+from ..shm.lifecycle import live_slot_pids
 from ..shm.names import SHM_DIR, own_entries, prefix
 from ..shm.scalar_rings import RingDirectory
 from ..shm.session import attach_control, destroy
@@ -84,7 +84,7 @@ def describe(name: str) -> SessionInfo:
         sees = control.sees_members()
         writers = len(control.live_slots())
         keys = _count_keys(name, control)
-        pids = tuple(sorted({pid for _slot, pid, _start in members} | set(live_writers(control))))
+        pids = tuple(sorted({pid for _slot, pid, _start in members} | set(live_slot_pids(control))))
         if state.state == STATE_CLOSED:
             status = "closing"
         elif members and not sees:

@@ -77,8 +77,8 @@ class LogWriter:
         self._routes: dict[tuple[Route, int], LogSink | None] = {}
         self._by_id: dict[tuple[str, int], LogSink | None] = {}  # (route id, rank)
         self._sinks: dict[str, Sink] = {}
-        self._last_route: dict[int, tuple[str, int]] = {}  # writer slot -> (route id, rank)
-        self._line_files: dict[int, tuple] = {}  # writer slot -> see _write_run
+        self._last_route: dict[int, tuple[str, int]] = {}  # slot -> (route id, rank)
+        self._line_files: dict[int, tuple] = {}  # slot -> see _write_run
         self._commits = CommitLog(segments)
         commit = self._commits.load()
         self._seq = 0 if commit is None else commit.seq
@@ -231,7 +231,7 @@ class LogWriter:
         appended.  Anything else takes :meth:`_write`, with the cursor at the
         record, since that may commit (opening a file, rolling one over).
         """
-        slot = consumer.writer
+        slot = consumer.slot
         # The file of the ring's last LogLine: (route id, rank, level, its adder).
         route, rank, level, append = self._line_files.get(slot, _NO_LINE_FILE)
         start = consumer.cursor  # where the record at hand starts
@@ -261,15 +261,15 @@ class LogWriter:
         consumer.cursor = start
 
     def _write(self, item: LogRecordData | LogLine | ProgressMarker,
-               writer_slot: int) -> LogSink | None:
+               slot: int) -> LogSink | None:
         """Write one decoded entry; returns the file it went to (None: a progress marker, or none)."""
         if type(item) is ProgressMarker:
             if self.on_progress is not None:
                 self.on_progress(Progress._make(item.progress), self._segments.control.slot(
-                    writer_slot).rank)
+                    slot).rank)
             return None
         key = (item.route, item.rank)
-        self._last_route[writer_slot] = key
+        self._last_route[slot] = key
         sink = self._by_id.get(key, _UNKNOWN)
         if sink is _UNKNOWN:
             route = self._route(key[0])
@@ -279,11 +279,11 @@ class LogWriter:
             sink.write(item)
         return sink
 
-    def _malformed(self, data: Any, writer_slot: int, exc: Exception) -> None:
+    def _malformed(self, data: Any, slot: int, exc: Exception) -> None:
         """Skip a record that is not a LogRecordData or ProgressMarker; say so once."""
         self._skipped += 1
         if self._skipped == 1:
-            label = self._segments.writer_labels().get(writer_slot, f"writer{writer_slot}")
+            label = self._segments.slot_labels().get(slot, f"writer{slot}")
             print(f"shmlog: a log record from {label} could not be written "
                   f"({type(exc).__name__}: {exc}; {entry_shape(data)}); records like it are "
                   f"skipped and counted", file=sys.stderr, flush=True)
@@ -300,14 +300,14 @@ class LogWriter:
         dropped = consumer.unreported_drops()
         if not dropped:
             return False
-        label = self._segments.writer_labels().get(consumer.writer, f"writer{consumer.writer}")
+        label = self._segments.slot_labels().get(consumer.slot, f"writer{consumer.slot}")
         message = (
             f"shmlog: {dropped} log record(s) from {label} were dropped because its record "
             f"ring stayed full (the log writer could not keep up)"
         )
         # Reported in the file the dropped records were going to, where the
         # gap is (a rank's own file, or rank 0's for its workers).
-        last = self._last_route.get(consumer.writer)
+        last = self._last_route.get(consumer.slot)
         sink = None if last is None else self._by_id.get(last)
         if sink is not None:
             sink.write_record(logging.makeLogRecord({

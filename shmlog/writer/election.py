@@ -4,7 +4,7 @@ Exactly one process writes at a time: the holder of the writer lock, a lock
 on the session's own control segment that the kernel frees when its holder
 dies (``shmlog.shm.exclusive``; no file of its own in /dev/shm, nothing
 another user can hold).  The holder names itself in the control segment
-(pid and start time: ``SessionSegments.writer``).
+(pid and start time: ``SessionSegments.log_writer``).
 
 Processes that would take over (members' standby threads, a sidecar that
 lost the race) wait on the named writer's death, not on a timer: a

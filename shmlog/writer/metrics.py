@@ -4,7 +4,7 @@ An :class:`Endpoint` is prometheus_client's HTTP server (one thread per
 request) over a private registry holding one collector
 (``shmlog.format.exposition``), which samples the session through a
 read-only attach of its own: the endpoint is never a member, never claims a
-writer slot and never stores into the session, and a scrape reads rings
+slot and never stores into the session, and a scrape reads rings
 without the training processes noticing.  The text format is served, and
 OpenMetrics to a client whose ``Accept`` header asks for it.
 
