@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("mmengine")
+pytestmark = [pytest.mark.needs_torch, pytest.mark.timeout(300)]
 
-pytestmark = pytest.mark.timeout(300)
+
+@pytest.fixture(autouse=True)
+def _torch_and_mmengine() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("mmengine")
 
 PROGRAM = Path(__file__).with_name("_device_runner.py")
 

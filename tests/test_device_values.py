@@ -187,6 +187,7 @@ def test_cpu_tensors_keep_the_immediate_path(device) -> None:
     assert device.staged == 0 and DEFERRED.stats()["pending"] == 0
 
 
+@pytest.mark.needs_torch
 def test_torch_cpu_tensors_are_read_at_once_and_torch_is_not_imported_by_shmlog() -> None:
     code = (
         "import sys, shmlog\n"

@@ -11,8 +11,12 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_check.py"
 
-pytest.importorskip("torch")
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.needs_torch, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(autouse=True)
+def _torch() -> None:
+    pytest.importorskip("torch")
 
 
 def _run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:

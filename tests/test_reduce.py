@@ -219,6 +219,7 @@ def test_two_simulated_nodes_keep_their_sessions_apart_and_reduce_over_all_four_
         assert _figure(line, "loss_sum") == pytest.approx(6.2)
 
 
+@pytest.mark.needs_torch
 @pytest.mark.timeout(TIMEOUT)
 def test_a_rank_that_skips_the_first_logging_step_costs_a_bounded_wait_and_a_warning(
     tmp_path: Path,
