@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,33 +19,30 @@ from shmlog.writer.lines import reported_at
 pytestmark = pytest.mark.timeout(120)
 
 
-class _StuckTensorBoard:
-    """A SummaryWriter that takes as long to make as the test says (importing one can take s)."""
-
-    def __init__(self, release: threading.Event, made: list) -> None:
-        release.wait(60)
-        self.steps: list[int] = []
-        made.append(self)
-
-    def add_scalar(self, name: str, value: float, step: int) -> None:
-        self.steps.append(step)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+# Stands in for ``python -m shmlog.writer.tensorboard``: it cannot start writing until
+# the test opens the FIFO (making a SummaryWriter can take seconds), then records the
+# steps it is fed.
+_STUCK_EXPORT = """
+import json, sys
+fifo, steps = sys.argv[1], sys.argv[2]
+open(fifo).close()
+with open(steps, "w") as out:
+    for line in sys.stdin:
+        out.write(str(json.loads(line)[1]) + chr(10))
+"""
 
 
 def test_a_line_is_written_while_tensorboard_is_stuck_and_carries_its_report_time(
     tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    release, made = threading.Event(), []
+    fifo, steps = tmp_path / "release", tmp_path / "steps"
+    os.mkfifo(fifo)
     monkeypatch.setattr(exports, "tensorboard_installed", lambda: True)
-    monkeypatch.setattr(exports, "_tensorboard",
-                        lambda export_dir, wanted: _StuckTensorBoard(release, made))
+    monkeypatch.setattr(exports, "TENSORBOARD_PROGRAM",
+                        (sys.executable, "-c", _STUCK_EXPORT, str(fifo), str(steps)))
     log_file = tmp_path / "run.log"
     hub_name = f"hub-{name}"
+    released = False
     try:
         with shmlog.init(name, log_file=str(log_file), log_processor=dict(window_size=1),
                          log_interval=1, log_writer="thread", tensorboard=True,
@@ -58,10 +57,23 @@ def test_a_line_is_written_while_tensorboard_is_stuck_and_carries_its_report_tim
             assert [line for line in lines if "loss: 1.5000" in line], lines
             line = next(line for line in lines if "loss: 1.5000" in line)
             assert line.startswith(time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(reported)))
-            release.set()
-        assert made and made[0].steps == [1]  # exported all the same, before close returned
+            assert not steps.exists()  # the export is still stuck
+            _release(fifo)
+            released = True
+        # Exported all the same, before close returned.
+        assert steps.read_text().split() == ["1"]
     finally:
-        release.set()
+        if not released:
+            _release(fifo)
+
+
+def _release(fifo: Path) -> None:
+    """Open the FIFO for writing without waiting for a reader (it may be gone)."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        # no reader (yet): open it blocking in a thread that cannot hang the test
+        threading.Thread(target=lambda: open(fifo, "w").close(), daemon=True).start()
 
 
 def test_reported_at_is_the_wall_time_of_the_report() -> None:

@@ -6,8 +6,11 @@ is one of the writer's committed files: every step once, whatever happens to
 the writer.  TensorBoard goes
 through tensorboardX when it is installed, else through PyTorch's writer
 when torch and tensorboard are both installed; neither is needed otherwise.
-It is written by a thread of its own (:class:`TensorBoardThread`): importing
-it, making its event file and flushing it never hold up a log line.
+It is written by a process of its own (:class:`TensorBoardProcess`, running
+``python -m shmlog.writer.tensorboard``): importing tensorboardX holds
+Python's global lock for long stretches (hundreds of milliseconds in C
+extension set-up), so a thread of the log writer's would still hold up its
+lines; a child process cannot.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import os
 import queue
+import subprocess
 import sys
 import threading
 from typing import Any
@@ -37,11 +41,11 @@ def _torch_tensorboard_installed() -> bool:
 
 
 def tensorboard_installed() -> bool:
-    """Whether :func:`_tensorboard` can make a writer (checked without importing one)."""
+    """Whether :func:`summary_writer` can make a writer (checked without importing one)."""
     return bool(importlib.util.find_spec("tensorboardX")) or _torch_tensorboard_installed()
 
 
-def _tensorboard(export_dir: str, wanted: bool | None) -> Any:
+def summary_writer(export_dir: str, wanted: bool | None) -> Any:
     """A SummaryWriter into ``<export_dir>/tensorboard``, or None.
 
     ``wanted`` None means "if installed": tensorboardX, else PyTorch's writer
@@ -76,51 +80,64 @@ def _plain(value: Any) -> Any:
 
 
 
-# How long closing waits for the TensorBoard thread to write what it was given.
+# How long closing waits for the TensorBoard process to write what it was given.
 TENSORBOARD_CLOSE_SECONDS = 60.0
+# The program that writes the event files: steps come as JSON lines on its stdin.
+TENSORBOARD_PROGRAM = (sys.executable, "-m", "shmlog.writer.tensorboard")
 
 
-class TensorBoardThread:
-    """Writes TensorBoard scalars from a thread, so that the log writer never waits for it.
+class TensorBoardProcess:
+    """Writes TensorBoard scalars from a child process, so that the log writer never waits.
 
-    The SummaryWriter is made in the thread (importing tensorboardX takes
-    seconds on a loaded machine); steps queue until it is ready.  An error
-    there is said once on stderr, and the export stops.
+    A thread of the log writer starts the child and feeds it one JSON line
+    per step (``[values, step]``); steps wait in a queue while the child
+    starts, so neither its start nor a full pipe holds up a log line.  The
+    child makes the SummaryWriter, writes and flushes each step, and closes
+    the writer at the end of its input.  An error there is said once on
+    stderr by the child, and the export stops.
     """
 
     def __init__(self, export_dir: str, wanted: bool | None) -> None:
-        self._export_dir = export_dir
-        self._wanted = wanted
+        self._args = [*TENSORBOARD_PROGRAM, export_dir, {None: "auto", True: "on"}[wanted]]
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="shmlog-tensorboard", daemon=True)
+        self._thread = threading.Thread(target=self._feed, name="shmlog-tensorboard", daemon=True)
         self._thread.start()
 
     def add(self, values: dict[str, Any], step: int) -> None:
         self._queue.put((values, step))
 
-    def _run(self) -> None:
-        writer = None
+    def _feed(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "SHMLOG_SESSION"}
         try:
-            writer = _tensorboard(self._export_dir, self._wanted)
+            child = subprocess.Popen(self._args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     env=env, text=True, close_fds=True)
+        except OSError as exc:
+            print(f"shmlog: TensorBoard export not started: {exc}", file=sys.stderr, flush=True)
+            while self._queue.get() is not None:
+                pass
+            return
+        try:
             while True:
                 item = self._queue.get()
                 if item is None:
                     break
-                if writer is None:
-                    continue
-                values, step = item
-                for name, value in values.items():
-                    writer.add_scalar(name, value, step)
-                if self._queue.empty():
-                    writer.flush()
-        except Exception as exc:  # noqa: BLE001 (the export must not take the writer down)
-            print(f"shmlog: TensorBoard export stopped: {type(exc).__name__}: {exc}",
-                  file=sys.stderr, flush=True)
+                child.stdin.write(json.dumps(item) + "\n")
+                child.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the child stopped, and said why
         finally:
-            if writer is not None:
-                writer.close()
+            try:
+                child.stdin.close()
+            except OSError:
+                pass
+            try:
+                child.wait(TENSORBOARD_CLOSE_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
     def close(self, timeout: float = TENSORBOARD_CLOSE_SECONDS) -> None:
+        """Hand over every step given, and wait (up to ``timeout``) until they are written."""
         self._queue.put(None)
         self._thread.join(timeout)
 
@@ -132,9 +149,9 @@ class Exports:
         # ``writer`` is the LogWriter: the JSON lines are one of its files,
         # committed with the batch that holds the step's progress marker.
         self._jsonl = writer.text_sink(os.path.join(export_dir, "scalars.jsonl"))
-        self._tb: TensorBoardThread | None = None
+        self._tb: TensorBoardProcess | None = None
         if tensorboard is not False and (tensorboard or tensorboard_installed()):
-            self._tb = TensorBoardThread(export_dir, tensorboard)
+            self._tb = TensorBoardProcess(export_dir, tensorboard)
 
     def write(self, tag: dict[str, Any], progress: Progress,
               workers: dict[str, float] | None = None) -> None:
