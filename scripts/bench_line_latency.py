@@ -16,6 +16,7 @@ import logging
 import logging.handlers
 import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -128,6 +129,21 @@ def section_d(sizes: dict[str, Any], workdir: str, sessions: list[str]) -> dict[
     steps = sizes["line_steps"]
     variants = [False] + ([True] if tensorboard_installed() else [])
     result: dict[str, Any] = {"steps": steps, "tensorboard_installed": len(variants) == 2}
+    # The writer also echoes each iteration line to the console: not into this report.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+    try:
+        _measure(result, variants, steps, workdir, sessions)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return result
+
+
+def _measure(result: dict[str, Any], variants: list[bool], steps: int, workdir: str,
+             sessions: list[str]) -> None:
     for loaded in (False, True):
         load = "loaded" if loaded else "idle"
         with Load(loaded):
@@ -135,7 +151,6 @@ def section_d(sizes: dict[str, Any], workdir: str, sessions: list[str]) -> dict[
             for tb in variants:
                 tag = f"{load}-{'tb' if tb else 'notb'}"
                 result[tag] = line_latency(workdir, tag, steps, tb, sessions)
-    return result
 
 
 def print_d(d: dict[str, Any]) -> None:
