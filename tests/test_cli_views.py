@@ -33,7 +33,7 @@ import pytest
 from _shared_workers import forked_writer, wait_child
 
 import shmlog
-from shmlog import MessageHub
+from shmlog import LogProcessor, MessageHub
 from shmlog.errors import SessionError
 from shmlog.shm.session import destroy
 from shmlog.tools import cli, plot, tail, top, watch
@@ -170,7 +170,7 @@ def test_top_once_shows_keys_writers_and_progress_and_changes_nothing(name: str)
             frame = done.stdout
             assert "\f" not in frame
             assert f"session {name}" in frame
-            assert "iter 120/1000  epoch 2/10  eta 1:02:03" in frame
+            assert "iter 120/1000  epoch 3/10  eta 1:02:03" in frame
             assert "HUB" not in frame  # one hub: no hub column
             loss = key_row(frame, "train/loss")
             assert loss[1] == top.format_value(0.05)
@@ -246,8 +246,8 @@ def test_top_shows_hub_names_when_there_are_several(name: str) -> None:
         frame = out.getvalue()
         header = next(line for line in frame.splitlines() if line.startswith("HUB"))
         assert header.split()[:3] == ["HUB", "KEY", "CURRENT"]
-        assert "[train_hub] iter 120/1000  epoch 2/10  eta 1:02:03" in frame
-        assert "[val_hub] epoch 3" in frame
+        assert "[train_hub] iter 120/1000  epoch 3/10  eta 1:02:03" in frame
+        assert "[val_hub] epoch 4" in frame  # runner.epoch 3: the 4th epoch
         assert key_row(frame, "val_hub")[1:3] == ["val/acc", "0.75"]
 
 
@@ -261,12 +261,44 @@ def test_top_reads_report_progress_and_computes_the_eta(name: str) -> None:
         assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
         # eta by MMEngine's rule: the average time since the start (0.75 s, not the
         # last 10 updates' 0.5 s) x the 880 iterations left
-        assert "iter 119/1000  epoch 2/10  eta 0:11:00" in out.getvalue()
+        assert "iter 119/1000  epoch 3/10  eta 0:11:00" in out.getvalue()
         hub.update_info("iter", 200)  # the hub's own value is newer than the report
         hub.update_info("eta", 59.9)
         out = io.StringIO()
         assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
-        assert "iter 200/1000  epoch 2/10  eta 0:00:59" in out.getvalue()
+        assert "iter 200/1000  epoch 3/10  eta 0:00:59" in out.getvalue()
+
+
+def test_top_shows_the_epoch_the_log_line_shows(name: str) -> None:
+    """runner.epoch 7 of 12: the train line says [8], so does top; a val line after it, too."""
+    processor = LogProcessor()
+    with shmlog.init(name):
+        hub = MessageHub.get_instance("mmengine")
+        hub.update_scalar("train/loss", 0.5)
+        hub.update_scalar("val/acc", 0.5)
+        shmlog.report_progress("train", 9, iter=99, epoch=7, dataloader_len=10, max_epochs=12)
+        _tag, line = processor.format_iter(hub, "train", 9, iter=99, epoch=7,
+                                           dataloader_len=10, max_epochs=12)
+        assert line.startswith("Epoch(train)  [8][10/10]"), line
+        out, err = io.StringIO(), io.StringIO()
+        assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
+        assert "epoch 8/12" in out.getvalue()
+
+        # Validation after that epoch: runner.epoch has moved on to 8.
+        shmlog.report_progress("val", 4, iter=100, epoch=8, dataloader_len=5, max_epochs=12,
+                               event="epoch_end")
+        _tag, line = processor.format_epoch(hub, "val", 4, iter=100, epoch=8, dataloader_len=5,
+                                            max_epochs=12)
+        assert line.startswith("Epoch(val) [8][5/5]"), line
+        out = io.StringIO()
+        assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
+        assert "epoch 8/12" in out.getvalue()
+
+        # MMEngine's RuntimeInfoHook: the epoch info, runner.epoch at each training epoch.
+        hub.update_info("epoch", 11)
+        out = io.StringIO()
+        assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
+        assert "epoch 12/12" in out.getvalue()
 
 
 def test_top_defaults_to_the_only_live_session(

@@ -139,6 +139,9 @@ class Sample:
     keys: list[KeyStat]
     progress: dict[str, dict[str, Any]]  # hub -> {PROGRESS_INFO_KEYS entry: value}
     writer_states: dict[str, bool] = field(default_factory=dict)  # label -> alive
+    # hub -> the mode its progress "epoch" counts in ('train': runner.epoch during
+    # training, as RuntimeInfoHook's info; else the reported mode): see shown_epoch.
+    epoch_modes: dict[str, str] = field(default_factory=dict)
     log_rings: list[LogRingStat] = field(default_factory=list)
     read_seconds: float = 0.0  # how long reading the session took
 
@@ -276,7 +279,7 @@ class Sampler:
             for ring in session.record_consumers()
         ]
         log_rings.sort(key=lambda r: r.label)
-        progress = self._progress(keys)
+        progress, epoch_modes = self._progress(keys)
         return Sample(
             session=self.name,
             window=self.window,
@@ -288,6 +291,7 @@ class Sampler:
             keys=keys,
             progress=progress,
             writer_states={labels.get(w.slot, f"writer{w.slot}"): alive[w.slot] for w in writers},
+            epoch_modes=epoch_modes,
             log_rings=log_rings,
             read_seconds=time.perf_counter() - started,
         )
@@ -334,8 +338,14 @@ class Sampler:
             return None
         return (len(times) - 1) / ((now - int(times[0])) / 1e9)
 
-    def _progress(self, keys: list[KeyStat]) -> dict[str, dict[str, Any]]:
+    def _progress(
+        self, keys: list[KeyStat]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """PROGRESS_INFO_KEYS values per hub, completed from ``shmlog.report_progress``.
+
+        Also, per hub with an ``epoch``, the mode that epoch counts in
+        (``shmlog.format.progress.shown_epoch``): a hub's own ``epoch`` info
+        is MMEngine's training counter; a reported one counts in its mode.
 
         A hub's own ``iter`` (etc.) info wins over the ``progress`` dict that
         ``report_progress`` stores at each logging step, being more recent.
@@ -358,8 +368,13 @@ class Sampler:
         times = {k.hub: HistoryBuffer.over(MergedRings(self.session.readers(hub_key(k.hub, k.key))))
                  for k in keys if k.key == "train/time" and k.updates}
         progress: dict[str, dict[str, Any]] = {}
+        modes: dict[str, str] = {}
         for hub, values in found.items():
             reported = values.pop(PROGRESS_KEY, None)
+            if "epoch" in values:
+                modes[hub] = "train"
+            elif isinstance(reported, dict) and reported.get("epoch") is not None:
+                modes[hub] = str(reported.get("mode", "train"))
             if isinstance(reported, dict):
                 for name in PROGRESS_INFO_KEYS:
                     if reported.get(name) is not None:
@@ -378,4 +393,4 @@ class Sampler:
                     values["eta"] = eta
             if values:
                 progress[hub] = values
-        return progress
+        return progress, {hub: mode for hub, mode in modes.items() if hub in progress}

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..format.progress import format_eta
+from ..format.progress import format_eta, shown_epoch
 from .watch import Sample
 
 
@@ -62,13 +62,28 @@ def _format_count(value: Any) -> str:
     return str(value)
 
 
-def progress_line(info: dict[str, Any]) -> str:
+def _epoch(info: dict[str, Any], mode: str) -> Any:
+    """The epoch as the log lines show it (``shown_epoch``), or the value as it is."""
+    epoch, total = info["epoch"], info.get("max_epochs")
+    training = total is not None or info.get("max_iters") is not None
+    try:
+        return shown_epoch(mode, int(epoch), training, None if total is None else int(total))
+    except (TypeError, ValueError):
+        return epoch  # not a count: shown as it is
+
+
+def progress_line(info: dict[str, Any], epoch_mode: str = "train") -> str:
+    """``iter I/N  epoch E/M  eta T``; the epoch as the log line shows it (the
+    running one during training, 1-based), ``epoch_mode`` the mode it counts in."""
     parts = []
     for name, total in (("iter", "max_iters"), ("epoch", "max_epochs")):
+        value = info.get(name)
+        if name == "epoch" and name in info:
+            value = _epoch(info, epoch_mode)
         if name in info and total in info:
-            parts.append(f"{name} {_format_count(info[name])}/{_format_count(info[total])}")
+            parts.append(f"{name} {_format_count(value)}/{_format_count(info[total])}")
         elif name in info:
-            parts.append(f"{name} {_format_count(info[name])}")
+            parts.append(f"{name} {_format_count(value)}")
         elif total in info:
             parts.append(f"{total} {_format_count(info[total])}")
     if "eta" in info:
@@ -89,7 +104,7 @@ def render(sample: Sample, show_writers: bool = True) -> Frame:
     )
     lines = [title]
     for hub in sorted(sample.progress):
-        text = progress_line(sample.progress[hub])
+        text = progress_line(sample.progress[hub], sample.epoch_modes.get(hub, "train"))
         if text:
             lines.append(f"[{hub}] {text}" if many_hubs else text)
     lines.append("")
