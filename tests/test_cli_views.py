@@ -18,6 +18,7 @@ import json
 import math
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -36,7 +37,7 @@ import shmlog
 from shmlog import LogProcessor, MessageHub
 from shmlog.errors import SessionError
 from shmlog.shm.session import destroy
-from shmlog.tools import cli, plot, tail, top, watch
+from shmlog.tools import cli, plot, screen, tail, top, watch
 from shmlog.tools.sessions import SessionInfo
 from shmlog.wire import PROGRESS_KEY
 
@@ -299,6 +300,60 @@ def test_top_shows_the_epoch_the_log_line_shows(name: str) -> None:
         out = io.StringIO()
         assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
         assert "epoch 12/12" in out.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_top_title_fits_the_terminal_keeping_the_end_of_a_long_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A torchrun-long name: the title fits the terminal's width, the name's end and figures kept."""
+    long = f"torchrun-{uuid.uuid4().hex}-attempt0-{uuid.uuid4().hex[:8]}"[:64]
+    with shmlog.init(long):
+        populate()
+        for columns in (80, 60, 200):
+            monkeypatch.setenv("COLUMNS", str(columns))
+            out, err = _Terminal(), io.StringIO()
+            assert top.run(long, once=True, out=out, err=err) == 0, err.getvalue()
+            title = out.getvalue().splitlines()[0]
+            assert len(title) <= columns - 1, (columns, title)
+            assert re.search(r"members 1  writers \d+  keys 3  \d\d:\d\d:\d\d$", title), title
+            if columns == 200:
+                assert title.startswith(f"shmlog top  session {long}  members 1"), title
+                continue
+            shown = title.split("  members")[0]
+            if columns == 80:
+                assert shown.startswith("shmlog top  session ..."), title
+                shown = shown.removeprefix("shmlog top  session ")
+            else:  # 60: no room for the prefixes
+                assert shown.startswith("..."), title
+            assert long.endswith(shown[3:]) and len(shown) >= 8, (shown, long)
+        # A pipe gets the whole line, whatever the terminal.
+        out = io.StringIO()
+        assert top.run(long, once=True, out=out, err=err) == 0, err.getvalue()
+        assert out.getvalue().startswith(f"shmlog top  session {long}  members 1")
+
+
+def test_title_line_shortens_only_the_name_then_drops_the_prefix() -> None:
+    rest = "members 2  writers 10  keys 36  12:00:00"
+    name = "a" * 20 + "-tail-1234"
+    assert screen.title_line(name, rest) == f"shmlog top  session {name}  {rest}"
+    full = len(f"shmlog top  session {name}  {rest}")
+    assert screen.title_line(name, rest, full) == f"shmlog top  session {name}  {rest}"
+    line = screen.title_line(name, rest, full - 5)
+    assert line == f"shmlog top  session ...{name[8:]}  {rest}" and len(line) == full - 5
+    # No room for 12 characters of the name with the prefix: the prefix goes first.
+    narrow = len(f"session {name}  {rest}") - 10
+    line = screen.title_line(name, rest, narrow)
+    assert line == f"session ...{name[13:]}  {rest}" and len(line) == narrow
+    # Then the name alone, down to 8 characters.
+    line = screen.title_line(name, rest, len(rest) + 10)
+    assert line == f"...{name[-5:]}  {rest}"
+    # Too narrow for the figures: cut at the width, never wider.
+    assert screen.title_line(name, rest, 30) == f"...{name[-5:]}  {rest}"[:30]
 
 
 def test_top_defaults_to_the_only_live_session(

@@ -91,18 +91,54 @@ def progress_line(info: dict[str, Any], epoch_mode: str = "train") -> str:
     return "  ".join(parts)
 
 
-def render(sample: Sample, show_writers: bool = True) -> Frame:
-    """The lines of one frame: title, progress, then one row per key (and writer)."""
+# The fewest characters of a session name a shortened title keeps.
+_NAME_MIN = 12
+_ELLIPSIS = "..."
+
+
+def shorten(text: str, room: int) -> str:
+    """``text`` in ``room`` characters: its end kept after an ellipsis when it is longer.
+
+    The end of a session name tells runs apart (torchrun's and ``shmlog.init``'s
+    default names end in the run's id), so the start is what goes.
+    """
+    if len(text) <= room:
+        return text
+    if room <= len(_ELLIPSIS):
+        return text[len(text) - max(0, room):] if room > 0 else ""
+    return _ELLIPSIS + text[len(text) - (room - len(_ELLIPSIS)):]
+
+
+def title_line(session: str, rest: str, width: int | None = None) -> str:
+    """``shmlog top  session NAME  <rest>`` in ``width`` columns (None: no limit).
+
+    Too wide, the name is shortened (its end kept, at least 12 characters),
+    then the ``shmlog top`` prefix goes, then ``session``, the name down to
+    8 characters; the figures in ``rest`` stay whole.  Only a terminal too
+    narrow for them and that gets a line cut at ``width``.
+    """
+    for lead, least in (("shmlog top  session ", _NAME_MIN), ("session ", _NAME_MIN), ("", 8)):
+        line = f"{lead}{session}  {rest}"
+        if width is None or len(line) <= width:
+            return line
+        room = width - len(lead) - 2 - len(rest)
+        if room >= min(least, len(session)):
+            return f"{lead}{shorten(session, room)}  {rest}"
+    return f"{shorten(session, 8)}  {rest}"[:width]
+
+
+def render(sample: Sample, show_writers: bool = True, width: int | None = None) -> Frame:
+    """The lines of one frame: title, progress, then one row per key (and writer).
+
+    ``width``: the columns the title must fit in (None: no limit).
+    """
     hubs = sorted({k.hub for k in sample.keys} | set(sample.progress))
     many_hubs = len(hubs) > 1
     clock = time.strftime("%H:%M:%S", time.localtime(sample.wall))
     exited = sample.writers_total - sample.writers_alive
     writers = f"writers {sample.writers_alive}" + (f" (+{exited} exited)" if exited else "")
-    title = (
-        f"shmlog top  session {sample.session}  members {sample.members}  {writers}  "
-        f"keys {len(sample.keys)}  {clock}"
-    )
-    lines = [title]
+    rest = f"members {sample.members}  {writers}  keys {len(sample.keys)}  {clock}"
+    lines = [title_line(sample.session, rest, width)]
     for hub in sorted(sample.progress):
         text = progress_line(sample.progress[hub], sample.epoch_modes.get(hub, "train"))
         if text:
