@@ -36,6 +36,7 @@ from _shared_workers import forked_writer, wait_child
 import shmlog
 from shmlog import LogProcessor, MessageHub
 from shmlog.errors import SessionError
+from shmlog.format.presence import exit_pending
 from shmlog.shm.session import destroy
 from shmlog.tools import cli, plot, screen, tail, top, watch
 from shmlog.tools.sessions import SessionInfo
@@ -354,6 +355,53 @@ def test_title_line_shortens_only_the_name_then_drops_the_prefix() -> None:
     assert line == f"...{name[-5:]}  {rest}"
     # Too narrow for the figures: cut at the width, never wider.
     assert screen.title_line(name, rest, 30) == f"...{name[-5:]}  {rest}"[:30]
+
+
+def test_exit_pending_waits_for_the_label_to_stay_without_a_live_writer() -> None:
+    """The rule with an injected clock: a label re-taken in time never shows as exited."""
+    seconds = 1_000_000_000
+    grace = 5 * seconds
+    last: dict[str, int] = {}
+    w = "rank0/worker1"
+    assert exit_pending([(w, w, True)], last, 0, grace) == frozenset()
+    # The epoch ended: the worker exited, its successor has not started yet.
+    assert exit_pending([(w, w, False)], last, 2 * seconds, grace) == {w}
+    # The successor took another slot under the same label: the old row stays unmarked.
+    both = [(w, w, False), (w, f"{w}#9", True)]
+    assert exit_pending(both, last, 30 * seconds, grace) == {w}
+    # It exits too, and no writer of the label comes back within the grace: exited.
+    gone = [(w, w, False), (w, f"{w}#9", False)]
+    assert exit_pending(gone, last, 34 * seconds, grace) == {w, f"{w}#9"}
+    assert exit_pending(gone, last, 35 * seconds, grace) == frozenset()
+    # A label this reader never saw alive is exited at once; a zero grace marks at once.
+    assert exit_pending([("rank1", "rank1", False)], last, 35 * seconds, grace) == frozenset()
+    assert exit_pending([(w, w, True)], {}, 0, 0) == frozenset()
+    assert exit_pending([(w, w, False)], {w: 0}, 0, 0) == frozenset()
+
+
+def test_top_does_not_mark_a_worker_exited_within_the_grace(name: str) -> None:
+    """A worker that exits between two refreshes is not '(exited)' until the grace is over."""
+    with shmlog.init(name, log_writer="none"):
+        populate()
+        patient = watch.Watcher.open(name, exit_grace=3600.0)
+        prompt = watch.Watcher.open(name, exit_grace=0.0)
+        try:
+            with forked_writer([0.5, 1.5]):
+                for watcher in (patient, prompt):
+                    frame = "\n".join(screen.render(watcher.sample()).lines)
+                    assert "worker7" in frame and "(exited)" not in frame, frame
+            # The worker exited (an epoch's end); within the grace it is not marked.
+            frame = "\n".join(screen.render(patient.sample()).lines)
+            assert "worker7" in frame and "(exited)" not in frame, frame
+            assert " exited)" not in frame.splitlines()[0]
+            frame = "\n".join(screen.render(prompt.sample()).lines)
+            assert "worker7 (exited)" in frame, frame
+            assert "(+1 exited)" in frame.splitlines()[0]
+        finally:
+            patient.close()
+            prompt.close()
+        with pytest.raises(ValueError, match="exit_grace: expected seconds >= 0, got -1"):
+            watch.Watcher.open(name, exit_grace=-1)
 
 
 def test_top_defaults_to_the_only_live_session(

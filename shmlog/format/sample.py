@@ -40,6 +40,7 @@ from ..stats.history_buffer import HistoryBuffer
 from ..stats.merged import MergedRings
 from ..stats.storage import Totals
 from ..wire import PROGRESS_INFO_KEYS, PROGRESS_KEY, hub_key, split_hub_key
+from .presence import EXIT_GRACE, exit_pending
 from .progress import eta_of
 
 # Records per ring used to estimate a rate before a second refresh exists.
@@ -142,6 +143,9 @@ class Sample:
     # hub -> the mode its progress "epoch" counts in ('train': runner.epoch during
     # training, as RuntimeInfoHook's info; else the reported mode): see shown_epoch.
     epoch_modes: dict[str, str] = field(default_factory=dict)
+    # Labels (as shown) of ended writers not yet counted as exited: their label
+    # has a live writer, or had one less than the exit grace ago (exit_pending).
+    exit_pending: frozenset[str] = frozenset()
     log_rings: list[LogRingStat] = field(default_factory=list)
     read_seconds: float = 0.0  # how long reading the session took
 
@@ -192,6 +196,12 @@ def _key_totals(
     return KeyStat(hub, key, merged.updates, current, None, last, None, per_writer, merged)
 
 
+def _check_grace(seconds: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise ValueError(f"exit_grace: expected seconds >= 0, got {seconds!r}")
+    return float(seconds)
+
+
 class Sampler:
     """Reads a session from outside and remembers ring totals between refreshes.
 
@@ -206,20 +216,26 @@ class Sampler:
     """
 
     def __init__(self, session: SessionSegments, window: int = 10,
-                 require_members: bool = True, windows: bool = True) -> None:
+                 require_members: bool = True, windows: bool = True,
+                 exit_grace: float = EXIT_GRACE) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window: expected an int >= 1, got {window!r}")
         self.session = session
         self.window = window
         self.require_members = require_members
         self.windows = windows
+        self.exit_grace = _check_grace(exit_grace)
+        # label -> CLOCK_MONOTONIC time it last had a live writer (exit_pending).
+        self._last_live: dict[str, int] = {}
         # (full key, slot) -> (updates, time) at the previous refresh.
         self._previous: dict[tuple[str, int], tuple[int, int]] = {}
 
     @classmethod
     def open(cls, name: str, window: int = 10, require_members: bool = True,
-             windows: bool = True) -> Sampler:
-        return cls(attach_readonly(name, require_members), window, require_members, windows)
+             windows: bool = True, exit_grace: float = EXIT_GRACE) -> Sampler:
+        _check_grace(exit_grace)  # before attaching
+        return cls(attach_readonly(name, require_members), window, require_members, windows,
+                   exit_grace)
 
     @property
     def name(self) -> str:
@@ -292,6 +308,9 @@ class Sampler:
             progress=progress,
             writer_states={labels.get(w.slot, f"writer{w.slot}"): alive[w.slot] for w in writers},
             epoch_modes=epoch_modes,
+            exit_pending=exit_pending(
+                [(w.label or labels[w.slot], labels[w.slot], alive[w.slot]) for w in writers],
+                self._last_live, now, int(self.exit_grace * 1e9)),
             log_rings=log_rings,
             read_seconds=time.perf_counter() - started,
         )

@@ -135,7 +135,7 @@ def render(sample: Sample, show_writers: bool = True, width: int | None = None) 
     hubs = sorted({k.hub for k in sample.keys} | set(sample.progress))
     many_hubs = len(hubs) > 1
     clock = time.strftime("%H:%M:%S", time.localtime(sample.wall))
-    exited = sample.writers_total - sample.writers_alive
+    exited = sample.writers_total - sample.writers_alive - len(sample.exit_pending)
     writers = f"writers {sample.writers_alive}" + (f" (+{exited} exited)" if exited else "")
     rest = f"members {sample.members}  {writers}  keys {len(sample.keys)}  {clock}"
     lines = [title_line(sample.session, rest, width)]
@@ -158,7 +158,8 @@ def render(sample: Sample, show_writers: bool = True, width: int | None = None) 
             continue
         for w in stat.writers:
             age = None if w.last_ns is None else (sample.taken_ns - w.last_ns) / 1e9
-            label = "  " + w.label + ("" if w.alive else " (exited)")
+            exited = not w.alive and w.label not in sample.exit_pending
+            label = "  " + w.label + (" (exited)" if exited else "")
             row = [""] if many_hubs else []
             row += [label, format_value(w.current), format_value(w.mean),
                     format_rate(w.rate), str(w.updates), format_age(age)]

@@ -18,6 +18,7 @@ import time
 from typing import Any, TextIO
 
 from ..errors import SessionError
+from ..format.presence import EXIT_GRACE
 from . import sample_json
 from .screen import Frame, format_value, render
 from .watch import SessionGone, Watcher, choose_session
@@ -228,7 +229,10 @@ def run(
     err = sys.stderr if err is None else err
     inp = sys.stdin if inp is None else inp
     try:
-        watcher = Watcher.open(choose_session(session), window)
+        # An ended writer shows as exited once its label stayed without a
+        # live writer for a few refreshes (shmlog.format.presence).
+        watcher = Watcher.open(choose_session(session), window,
+                               exit_grace=max(EXIT_GRACE, 2 * interval))
     except (SessionError, ValueError) as exc:
         err.write(f"shmlog top: {exc}\n")
         return 1
