@@ -34,3 +34,10 @@ def exit_pending(
         shown for label, shown, alive in writers
         if not alive and label in last_live and now - last_live[label] < grace_ns
     )
+
+
+def check_grace(seconds: float) -> float:
+    """``seconds`` as an exit grace, else ValueError."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise ValueError(f"exit_grace: expected seconds >= 0, got {seconds!r}")
+    return float(seconds)

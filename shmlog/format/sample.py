@@ -40,7 +40,7 @@ from ..stats.history_buffer import HistoryBuffer
 from ..stats.merged import MergedRings
 from ..stats.storage import Totals
 from ..wire import PROGRESS_INFO_KEYS, PROGRESS_KEY, hub_key, split_hub_key
-from .presence import EXIT_GRACE, exit_pending
+from .presence import EXIT_GRACE, check_grace, exit_pending
 from .progress import eta_of
 
 # Records per ring used to estimate a rate before a second refresh exists.
@@ -196,12 +196,6 @@ def _key_totals(
     return KeyStat(hub, key, merged.updates, current, None, last, None, per_writer, merged)
 
 
-def _check_grace(seconds: float) -> float:
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-        raise ValueError(f"exit_grace: expected seconds >= 0, got {seconds!r}")
-    return float(seconds)
-
-
 class Sampler:
     """Reads a session from outside and remembers ring totals between refreshes.
 
@@ -224,7 +218,7 @@ class Sampler:
         self.window = window
         self.require_members = require_members
         self.windows = windows
-        self.exit_grace = _check_grace(exit_grace)
+        self.exit_grace = check_grace(exit_grace)
         # label -> CLOCK_MONOTONIC time it last had a live writer (exit_pending).
         self._last_live: dict[str, int] = {}
         # (full key, slot) -> (updates, time) at the previous refresh.
@@ -233,7 +227,7 @@ class Sampler:
     @classmethod
     def open(cls, name: str, window: int = 10, require_members: bool = True,
              windows: bool = True, exit_grace: float = EXIT_GRACE) -> Sampler:
-        _check_grace(exit_grace)  # before attaching
+        check_grace(exit_grace)  # before attaching
         return cls(attach_readonly(name, require_members), window, require_members, windows,
                    exit_grace)
 

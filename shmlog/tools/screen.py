@@ -99,8 +99,9 @@ _ELLIPSIS = "..."
 def shorten(text: str, room: int) -> str:
     """``text`` in ``room`` characters: its end kept after an ellipsis when it is longer.
 
-    The end of a session name tells runs apart (torchrun's and ``shmlog.init``'s
-    default names end in the run's id), so the start is what goes.
+    The end of a session name tells runs apart (a default name ends in the
+    launch's port and restart count under torchrun, in a random id
+    otherwise), so the start is what goes.
     """
     if len(text) <= room:
         return text
@@ -115,7 +116,7 @@ def title_line(session: str, rest: str, width: int | None = None) -> str:
     Too wide, the name is shortened (its end kept, at least 12 characters),
     then the ``shmlog top`` prefix goes, then ``session``, the name down to
     8 characters; the figures in ``rest`` stay whole.  Only a terminal too
-    narrow for them and that gets a line cut at ``width``.
+    narrow for the figures themselves gets a line cut at ``width``.
     """
     for lead, least in (("shmlog top  session ", _NAME_MIN), ("session ", _NAME_MIN), ("", 8)):
         line = f"{lead}{session}  {rest}"
