@@ -166,6 +166,57 @@ def test_killed_owner_leaves_a_stale_session_that_clean_removes() -> None:
     assert shm_entries(live) == []
 
 
+def cli(args: list[str]) -> subprocess.CompletedProcess:
+    """``python -m shmlog args...``, whatever its exit status."""
+    return subprocess.run([sys.executable, "-m", "shmlog", *args], capture_output=True,
+                          text=True, env=child_env(), timeout=TIMEOUT, check=False)
+
+
+def test_clean_by_name_and_dry_run() -> None:
+    """``clean NAME`` removes that stale session only; ``-n`` removes nothing; live ones stay."""
+    first, second, live = unique_name("stale1"), unique_name("stale2"), unique_name("live")
+    try:
+        with shmlog.init(live):
+            _killed_owner(first)
+            _killed_owner(second)
+            before = {name: shm_entries(name) for name in (first, second, live)}
+
+            lines = run_cli("clean", "--dry-run").stdout.splitlines()
+            assert f"would remove {first} (stale)" in lines
+            assert f"would remove {second} (stale)" in lines
+            assert not any(live in line for line in lines)
+            assert run_cli("clean", "-n", first).stdout == f"would remove {first} (stale)\n"
+            assert f"would remove {live} (alive)" in run_cli("clean", "-n", "--all").stdout
+            assert {name: shm_entries(name) for name in before} == before
+
+            assert run_cli("clean", first).stdout == f"removed {first}\n"
+            assert shm_entries(first) == []
+            assert shm_entries(second) == before[second]
+
+            refused = cli(["clean", "--force", live, second])
+            assert refused.returncode == 1
+            assert refused.stdout == f"removed {second}\n"
+            assert refused.stderr == (
+                f"shmlog clean: not removing {live}: alive (pids {os.getpid()}): "
+                f"stop its processes first\n"
+            )
+            assert shm_entries(second) == []
+            assert "ctl" in shm_entries(live)
+
+            gone = cli(["clean", first])
+            assert (gone.returncode, gone.stdout) == (1, "")
+            assert f"shmlog clean: no shmlog session named {first!r}" in gone.stderr
+            bad = cli(["clean", "no/such"])
+            assert bad.returncode == 1 and "session name 'no/such': expected" in bad.stderr
+            both = cli(["clean", "--all", live])
+            assert both.returncode == 2 and "name sessions or give --all, not both" in both.stderr
+            MessageHub.get_instance("cli-live").update_scalar("still", 1.0)
+    finally:
+        for name in (first, second):
+            destroy(name)  # a no-op unless something above failed
+    assert shm_entries(live) == []
+
+
 def test_init_replaces_a_stale_session() -> None:
     """``shmlog.init(stale_name)`` starts a fresh session in place of the dead one."""
     name = unique_name("stale")
@@ -249,7 +300,20 @@ def test_orphaned_session_is_spared_by_clean_joined_by_init_removed_by_force(
         row = parse_ls(run_cli("ls").stdout)[name]
         assert row["STATUS"] == f"orphaned (pids {children[0]} {children[1]})"
         assert (row["MEMBERS"], row["WRITERS"]) == ("0", "2")
-        assert "nothing to clean" in run_cli("clean").stdout
+        assert run_cli("clean").stdout.splitlines() == [
+            "nothing to clean",
+            "1 orphaned session left (no member, but processes still write to it; "
+            "'shmlog ls' shows the pids): 'shmlog clean --force' removes it",
+        ]
+        refused = cli(["clean", name])
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr == (
+            f"shmlog clean: not removing {name}: orphaned (pids {children[0]} {children[1]}): "
+            f"processes still write to it; --force removes it and cuts them off\n"
+        )
+        assert run_cli("clean", "--force", "-n", name).stdout == (
+            f"would remove {name} (orphaned (pids {children[0]} {children[1]}))\n"
+        )
         assert "ctl" in shm_entries(name)
         os.write(go[0], b"x")  # the session was spared: new keys still work
         assert member.stdout.readline() == "logged ok\n"
@@ -266,7 +330,7 @@ def test_orphaned_session_is_spared_by_clean_joined_by_init_removed_by_force(
         adopter.wait(TIMEOUT)
 
         assert parse_ls(run_cli("ls").stdout)[name]["STATUS"].startswith("orphaned (pids ")
-        assert f"removed {name}" in run_cli("clean", "--force").stdout.splitlines()
+        assert run_cli("clean", "--force", name).stdout == f"removed {name}\n"
         assert shm_entries(name) == []
         os.write(go[1], b"x")  # what --force means for the children still writing
         assert member.stdout.readline().startswith("logged SessionError: ")

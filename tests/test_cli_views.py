@@ -18,6 +18,7 @@ import json
 import math
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -33,10 +34,11 @@ import pytest
 from _shared_workers import forked_writer, wait_child
 
 import shmlog
-from shmlog import MessageHub
+from shmlog import LogProcessor, MessageHub
 from shmlog.errors import SessionError
+from shmlog.format.presence import exit_pending
 from shmlog.shm.session import destroy
-from shmlog.tools import cli, plot, tail, top, watch
+from shmlog.tools import cli, plot, screen, tail, top, watch
 from shmlog.tools.sessions import SessionInfo
 from shmlog.wire import PROGRESS_KEY
 
@@ -170,7 +172,7 @@ def test_top_once_shows_keys_writers_and_progress_and_changes_nothing(name: str)
             frame = done.stdout
             assert "\f" not in frame
             assert f"session {name}" in frame
-            assert "iter 120/1000  epoch 2/10  eta 1:02:03" in frame
+            assert "iter 120/1000  epoch 3/10  eta 1:02:03" in frame
             assert "HUB" not in frame  # one hub: no hub column
             loss = key_row(frame, "train/loss")
             assert loss[1] == top.format_value(0.05)
@@ -246,8 +248,8 @@ def test_top_shows_hub_names_when_there_are_several(name: str) -> None:
         frame = out.getvalue()
         header = next(line for line in frame.splitlines() if line.startswith("HUB"))
         assert header.split()[:3] == ["HUB", "KEY", "CURRENT"]
-        assert "[train_hub] iter 120/1000  epoch 2/10  eta 1:02:03" in frame
-        assert "[val_hub] epoch 3" in frame
+        assert "[train_hub] iter 120/1000  epoch 3/10  eta 1:02:03" in frame
+        assert "[val_hub] epoch 4" in frame  # runner.epoch 3: the 4th epoch
         assert key_row(frame, "val_hub")[1:3] == ["val/acc", "0.75"]
 
 
@@ -261,12 +263,145 @@ def test_top_reads_report_progress_and_computes_the_eta(name: str) -> None:
         assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
         # eta by MMEngine's rule: the average time since the start (0.75 s, not the
         # last 10 updates' 0.5 s) x the 880 iterations left
-        assert "iter 119/1000  epoch 2/10  eta 0:11:00" in out.getvalue()
+        assert "iter 119/1000  epoch 3/10  eta 0:11:00" in out.getvalue()
         hub.update_info("iter", 200)  # the hub's own value is newer than the report
         hub.update_info("eta", 59.9)
         out = io.StringIO()
         assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
-        assert "iter 200/1000  epoch 2/10  eta 0:00:59" in out.getvalue()
+        assert "iter 200/1000  epoch 3/10  eta 0:00:59" in out.getvalue()
+
+
+def test_top_shows_the_epoch_the_log_line_shows(name: str) -> None:
+    """runner.epoch 7 of 12: the train line says [8], so does top; a val line after it, too."""
+    processor = LogProcessor()
+    with shmlog.init(name):
+        hub = MessageHub.get_instance("mmengine")
+        hub.update_scalar("train/loss", 0.5)
+        hub.update_scalar("val/acc", 0.5)
+        shmlog.report_progress("train", 9, iter=99, epoch=7, dataloader_len=10, max_epochs=12)
+        _tag, line = processor.format_iter(hub, "train", 9, iter=99, epoch=7,
+                                           dataloader_len=10, max_epochs=12)
+        assert line.startswith("Epoch(train)  [8][10/10]"), line
+        out, err = io.StringIO(), io.StringIO()
+        assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
+        assert "epoch 8/12" in out.getvalue()
+
+        # Validation after that epoch: runner.epoch has moved on to 8.
+        shmlog.report_progress("val", 4, iter=100, epoch=8, dataloader_len=5, max_epochs=12,
+                               event="epoch_end")
+        _tag, line = processor.format_epoch(hub, "val", 4, iter=100, epoch=8, dataloader_len=5,
+                                            max_epochs=12)
+        assert line.startswith("Epoch(val) [8][5/5]"), line
+        out = io.StringIO()
+        assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
+        assert "epoch 8/12" in out.getvalue()
+
+        # MMEngine's RuntimeInfoHook: the epoch info, runner.epoch at each training epoch.
+        hub.update_info("epoch", 11)
+        out = io.StringIO()
+        assert top.run(name, once=True, out=out, err=err) == 0, err.getvalue()
+        assert "epoch 12/12" in out.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_top_title_fits_the_terminal_keeping_the_end_of_a_long_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A torchrun-long name: the title fits the terminal's width, the name's end and figures kept."""
+    long = f"torchrun-{uuid.uuid4().hex}-attempt0-{uuid.uuid4().hex[:8]}"[:64]
+    with shmlog.init(long):
+        populate()
+        for columns in (80, 60, 200):
+            monkeypatch.setenv("COLUMNS", str(columns))
+            out, err = _Terminal(), io.StringIO()
+            assert top.run(long, once=True, out=out, err=err) == 0, err.getvalue()
+            title = out.getvalue().splitlines()[0]
+            assert len(title) <= columns - 1, (columns, title)
+            assert re.search(r"members 1  writers \d+  keys 3  \d\d:\d\d:\d\d$", title), title
+            if columns == 200:
+                assert title.startswith(f"shmlog top  session {long}  members 1"), title
+                continue
+            shown = title.split("  members")[0]
+            if columns == 80:
+                assert shown.startswith("shmlog top  session ..."), title
+                shown = shown.removeprefix("shmlog top  session ")
+            else:  # 60: no room for the prefixes
+                assert shown.startswith("..."), title
+            assert long.endswith(shown[3:]) and len(shown) >= 8, (shown, long)
+        # A pipe gets the whole line, whatever the terminal.
+        out = io.StringIO()
+        assert top.run(long, once=True, out=out, err=err) == 0, err.getvalue()
+        assert out.getvalue().startswith(f"shmlog top  session {long}  members 1")
+
+
+def test_title_line_shortens_only_the_name_then_drops_the_prefix() -> None:
+    rest = "members 2  writers 10  keys 36  12:00:00"
+    name = "a" * 20 + "-tail-1234"
+    assert screen.title_line(name, rest) == f"shmlog top  session {name}  {rest}"
+    full = len(f"shmlog top  session {name}  {rest}")
+    assert screen.title_line(name, rest, full) == f"shmlog top  session {name}  {rest}"
+    line = screen.title_line(name, rest, full - 5)
+    assert line == f"shmlog top  session ...{name[8:]}  {rest}" and len(line) == full - 5
+    # No room for 12 characters of the name with the prefix: the prefix goes first.
+    narrow = len(f"session {name}  {rest}") - 10
+    line = screen.title_line(name, rest, narrow)
+    assert line == f"session ...{name[13:]}  {rest}" and len(line) == narrow
+    # Then the name alone, down to 8 characters.
+    line = screen.title_line(name, rest, len(rest) + 10)
+    assert line == f"...{name[-5:]}  {rest}"
+    # Too narrow for the figures: cut at the width, never wider.
+    assert screen.title_line(name, rest, 30) == f"...{name[-5:]}  {rest}"[:30]
+
+
+def test_exit_pending_waits_for_the_label_to_stay_without_a_live_writer() -> None:
+    """The rule with an injected clock: a label re-taken in time never shows as exited."""
+    seconds = 1_000_000_000
+    grace = 5 * seconds
+    last: dict[str, int] = {}
+    w = "rank0/worker1"
+    assert exit_pending([(w, w, True)], last, 0, grace) == frozenset()
+    # The epoch ended: the worker exited, its successor has not started yet.
+    assert exit_pending([(w, w, False)], last, 2 * seconds, grace) == {w}
+    # The successor took another slot under the same label: the old row stays unmarked.
+    both = [(w, w, False), (w, f"{w}#9", True)]
+    assert exit_pending(both, last, 30 * seconds, grace) == {w}
+    # It exits too, and no writer of the label comes back within the grace: exited.
+    gone = [(w, w, False), (w, f"{w}#9", False)]
+    assert exit_pending(gone, last, 34 * seconds, grace) == {w, f"{w}#9"}
+    assert exit_pending(gone, last, 35 * seconds, grace) == frozenset()
+    # A label this reader never saw alive is exited at once; a zero grace marks at once.
+    assert exit_pending([("rank1", "rank1", False)], last, 35 * seconds, grace) == frozenset()
+    assert exit_pending([(w, w, True)], {}, 0, 0) == frozenset()
+    assert exit_pending([(w, w, False)], {w: 0}, 0, 0) == frozenset()
+
+
+def test_top_does_not_mark_a_worker_exited_within_the_grace(name: str) -> None:
+    """A worker that exits between two refreshes is not '(exited)' until the grace is over."""
+    with shmlog.init(name, log_writer="none"):
+        populate()
+        patient = watch.Watcher.open(name, exit_grace=3600.0)
+        prompt = watch.Watcher.open(name, exit_grace=0.0)
+        try:
+            with forked_writer([0.5, 1.5]):
+                for watcher in (patient, prompt):
+                    frame = "\n".join(screen.render(watcher.sample()).lines)
+                    assert "worker7" in frame and "(exited)" not in frame, frame
+            # The worker exited (an epoch's end); within the grace it is not marked.
+            frame = "\n".join(screen.render(patient.sample()).lines)
+            assert "worker7" in frame and "(exited)" not in frame, frame
+            assert " exited)" not in frame.splitlines()[0]
+            frame = "\n".join(screen.render(prompt.sample()).lines)
+            assert "worker7 (exited)" in frame, frame
+            assert "(+1 exited)" in frame.splitlines()[0]
+        finally:
+            patient.close()
+            prompt.close()
+        with pytest.raises(ValueError, match="exit_grace: expected seconds >= 0, got -1"):
+            watch.Watcher.open(name, exit_grace=-1)
 
 
 def test_top_defaults_to_the_only_live_session(

@@ -48,6 +48,10 @@ seen = {}
 [info] = [s for s in list_sessions() if s.name == name]
 seen["status"], seen["members"] = info.status, info.members
 seen["cleaned"] = clean()
+seen["cleaned_by_name"] = clean(names=[name], force=True)
+named = subprocess.run([sys.executable, "-m", "shmlog", "clean", "--force", name],
+                       capture_output=True, text=True, timeout=60)
+seen["clean_name"] = (named.returncode, named.stdout, named.stderr)
 try:
     shmlog.init(name)
     seen["init"] = "joined"
@@ -98,6 +102,10 @@ def test_a_sidecar_in_another_pid_namespace_reads_the_session_and_never_removes_
     assert seen["status"].startswith("alive"), seen
     assert seen["members"] == 1
     assert seen["cleaned"] == []
+    assert seen["cleaned_by_name"] == []  # named, and with --force, still never taken for dead
+    code, stdout, stderr = seen["clean_name"]
+    assert (code, stdout) == (1, ""), seen["clean_name"]
+    assert f"not removing {name}: its members run in another PID namespace" in stderr
     assert "another PID namespace" in seen["init"], seen["init"]
     assert name in seen["ls"] and "stale" not in seen["ls"], seen["ls"]
     # Read-only tools work there.

@@ -35,6 +35,7 @@ from .checks import (
     positive_int,
     required,
 )
+from .progress import shown_epoch as progress_epoch
 from .reduce import JobStatistics, share_of
 from .registered import RegisteredStatistics
 from .runner_methods import RunnerMethods
@@ -156,7 +157,7 @@ class LogProcessor(RunnerMethods, JobStatistics, RegisteredStatistics):
             size = required("dataloader_len", dataloader_len)
             shown_epoch = max_shown = None
             if mode != "test":
-                shown_epoch = _shown_epoch(mode, epoch, training)
+                shown_epoch = progress_epoch(mode, epoch, training, max_epochs)
                 max_shown = max_epochs if training else None
                 tag["epoch"] = shown_epoch
             header = self._header(mode, batch_idx + 1, size, shown_epoch, max_shown)
@@ -195,7 +196,7 @@ class LogProcessor(RunnerMethods, JobStatistics, RegisteredStatistics):
         iter = non_negative_int("iter", iter)
         size = required("dataloader_len", dataloader_len)
         training = max_iters is not None or max_epochs is not None
-        shown_epoch = _shown_epoch(mode, epoch, training) if mode == "val" else None
+        shown_epoch = progress_epoch(mode, epoch, training) if mode == "val" else None
         header = self._epoch_header(mode, size, shown_epoch)
         statistics = list(self._statistics)
         replaced = {_strip(stat.data_src, mode) for stat in statistics}
@@ -381,14 +382,6 @@ def _is_tensor(value: Any) -> bool:
 
 
 # -- formatting helpers -------------------------------------------------------------
-
-
-def _shown_epoch(mode: str, epoch: int, training: bool) -> int:
-    # During training ``epoch`` counts finished epochs; validation runs after
-    # the counter moved on, so it shows ``epoch`` itself.
-    if mode == "train":
-        return epoch + 1
-    return epoch if training else 0
 
 
 def _strip(key: str, mode: str) -> str:

@@ -23,6 +23,22 @@ def progress_due(progress: Progress, interval: int, by_epoch: bool) -> bool:
     return (progress.batch_idx + 1) % interval == 0
 
 
+def shown_epoch(mode: str, epoch: int, training: bool, max_epochs: int | None = None) -> int:
+    """The epoch as MMEngine's lines show it, from ``epoch`` as ``runner.epoch`` counts it.
+
+    During training ``epoch`` counts the epochs finished (MMEngine's
+    ``runner.epoch``, and the ``epoch`` runtime info its RuntimeInfoHook
+    sets before each training epoch), so the line shows the running one,
+    ``epoch + 1``, never beyond ``max_epochs``.  Validation runs after the
+    counter moved on and shows ``epoch`` itself; outside training (a val or
+    test run alone) the epoch is 0.
+    """
+    if mode == "train":
+        shown = int(epoch) + 1
+        return shown if max_epochs is None else min(shown, int(max_epochs))
+    return int(epoch) if training else 0
+
+
 def eta_seconds(mean_iter_seconds: float, iter: int, max_iters: int) -> float:
     """Seconds left after iteration ``iter`` (0-based) of ``max_iters`` at the given pace."""
     return float(mean_iter_seconds) * max(int(max_iters) - int(iter) - 1, 0)

@@ -40,6 +40,7 @@ from ..stats.history_buffer import HistoryBuffer
 from ..stats.merged import MergedRings
 from ..stats.storage import Totals
 from ..wire import PROGRESS_INFO_KEYS, PROGRESS_KEY, hub_key, split_hub_key
+from .presence import EXIT_GRACE, check_grace, exit_pending
 from .progress import eta_of
 
 # Records per ring used to estimate a rate before a second refresh exists.
@@ -139,6 +140,12 @@ class Sample:
     keys: list[KeyStat]
     progress: dict[str, dict[str, Any]]  # hub -> {PROGRESS_INFO_KEYS entry: value}
     writer_states: dict[str, bool] = field(default_factory=dict)  # label -> alive
+    # hub -> the mode its progress "epoch" counts in ('train': runner.epoch during
+    # training, as RuntimeInfoHook's info; else the reported mode): see shown_epoch.
+    epoch_modes: dict[str, str] = field(default_factory=dict)
+    # Labels (as shown) of ended writers not yet counted as exited: their label
+    # has a live writer, or had one less than the exit grace ago (exit_pending).
+    exit_pending: frozenset[str] = frozenset()
     log_rings: list[LogRingStat] = field(default_factory=list)
     read_seconds: float = 0.0  # how long reading the session took
 
@@ -203,20 +210,26 @@ class Sampler:
     """
 
     def __init__(self, session: SessionSegments, window: int = 10,
-                 require_members: bool = True, windows: bool = True) -> None:
+                 require_members: bool = True, windows: bool = True,
+                 exit_grace: float = EXIT_GRACE) -> None:
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window: expected an int >= 1, got {window!r}")
         self.session = session
         self.window = window
         self.require_members = require_members
         self.windows = windows
+        self.exit_grace = check_grace(exit_grace)
+        # label -> CLOCK_MONOTONIC time it last had a live writer (exit_pending).
+        self._last_live: dict[str, int] = {}
         # (full key, slot) -> (updates, time) at the previous refresh.
         self._previous: dict[tuple[str, int], tuple[int, int]] = {}
 
     @classmethod
     def open(cls, name: str, window: int = 10, require_members: bool = True,
-             windows: bool = True) -> Sampler:
-        return cls(attach_readonly(name, require_members), window, require_members, windows)
+             windows: bool = True, exit_grace: float = EXIT_GRACE) -> Sampler:
+        check_grace(exit_grace)  # before attaching
+        return cls(attach_readonly(name, require_members), window, require_members, windows,
+                   exit_grace)
 
     @property
     def name(self) -> str:
@@ -276,7 +289,7 @@ class Sampler:
             for ring in session.record_consumers()
         ]
         log_rings.sort(key=lambda r: r.label)
-        progress = self._progress(keys)
+        progress, epoch_modes = self._progress(keys)
         return Sample(
             session=self.name,
             window=self.window,
@@ -288,6 +301,10 @@ class Sampler:
             keys=keys,
             progress=progress,
             writer_states={labels.get(w.slot, f"writer{w.slot}"): alive[w.slot] for w in writers},
+            epoch_modes=epoch_modes,
+            exit_pending=exit_pending(
+                [(w.label or labels[w.slot], labels[w.slot], alive[w.slot]) for w in writers],
+                self._last_live, now, int(self.exit_grace * 1e9)),
             log_rings=log_rings,
             read_seconds=time.perf_counter() - started,
         )
@@ -334,8 +351,14 @@ class Sampler:
             return None
         return (len(times) - 1) / ((now - int(times[0])) / 1e9)
 
-    def _progress(self, keys: list[KeyStat]) -> dict[str, dict[str, Any]]:
+    def _progress(
+        self, keys: list[KeyStat]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """PROGRESS_INFO_KEYS values per hub, completed from ``shmlog.report_progress``.
+
+        Also, per hub with an ``epoch``, the mode that epoch counts in
+        (``shmlog.format.progress.shown_epoch``): a hub's own ``epoch`` info
+        is MMEngine's training counter; a reported one counts in its mode.
 
         A hub's own ``iter`` (etc.) info wins over the ``progress`` dict that
         ``report_progress`` stores at each logging step, being more recent.
@@ -358,8 +381,13 @@ class Sampler:
         times = {k.hub: HistoryBuffer.over(MergedRings(self.session.readers(hub_key(k.hub, k.key))))
                  for k in keys if k.key == "train/time" and k.updates}
         progress: dict[str, dict[str, Any]] = {}
+        modes: dict[str, str] = {}
         for hub, values in found.items():
             reported = values.pop(PROGRESS_KEY, None)
+            if "epoch" in values:
+                modes[hub] = "train"
+            elif isinstance(reported, dict) and reported.get("epoch") is not None:
+                modes[hub] = str(reported.get("mode", "train"))
             if isinstance(reported, dict):
                 for name in PROGRESS_INFO_KEYS:
                     if reported.get(name) is not None:
@@ -378,4 +406,4 @@ class Sampler:
                     values["eta"] = eta
             if values:
                 progress[hub] = values
-        return progress
+        return progress, {hub: mode for hub, mode in modes.items() if hub in progress}

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from .._version import __version__
 from ..errors import PlotError
 from ..format.exposition import DEFAULT_HOST, check_port
-from .sessions import clean, list_sessions
+from .sessions import list_sessions, plan, remove
 
 
 def _size(n: int) -> str:
@@ -47,11 +47,40 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    removed = clean(everything=args.all, force=args.force)
-    for name in removed:
-        print(f"removed {name}")
-    if not removed:
-        print("nothing to clean" if not args.all else "no sessions")
+    names = args.names or None
+    if names is not None and args.all:
+        print("shmlog clean: --all removes every session; name sessions or give --all, "
+              "not both", file=sys.stderr)
+        return 2
+    try:
+        verdicts = plan(names, everything=args.all, force=args.force)
+    except ValueError as exc:
+        print(f"shmlog clean: {exc}", file=sys.stderr)
+        return 1
+    acted = False
+    for verdict in verdicts:
+        if not verdict.remove:
+            continue
+        if args.dry_run:
+            print(f"would remove {verdict.info.name} ({verdict.info.status})")
+            acted = True
+        elif remove(verdict, force=args.force, everything=args.all):
+            print(f"removed {verdict.info.name}")
+            acted = True
+    kept = [v for v in verdicts if not v.remove]
+    if names is not None:
+        for verdict in kept:
+            print(f"shmlog clean: not removing {verdict.info.name}: {verdict.reason}",
+                  file=sys.stderr)
+        return 1 if kept else 0
+    if not acted:
+        print("no sessions" if args.all else "nothing to clean")
+    orphaned = sum(v.info.status.startswith("orphaned") for v in kept)
+    if orphaned:
+        print(f"{orphaned} orphaned session{'s' if orphaned > 1 else ''} left (no member, but "
+              f"processes still write to {'them' if orphaned > 1 else 'it'}; 'shmlog ls' "
+              f"shows the pids): 'shmlog clean --force' removes "
+              f"{'them' if orphaned > 1 else 'it'}")
     return 0
 
 
@@ -152,12 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list this user's sessions")
     ls.set_defaults(func=cmd_ls)
-    clean = sub.add_parser("clean", help="remove sessions whose processes all exited")
-    clean.add_argument("--all", action="store_true", help="remove every session of this user")
+    clean = sub.add_parser(
+        "clean",
+        help="remove sessions whose processes all exited",
+        description="Remove this user's stale sessions (every process gone) and broken ones. "
+        "Orphaned sessions (no member left, but processes still write to them) go with "
+        "--force; live ones only with --all, and a session whose members run in another PID "
+        "namespace is never taken for dead. Named sessions are removed only when that is "
+        "safe by the same rules; otherwise the command says why and exits with status 1.",
+    )
+    clean.add_argument("names", nargs="*", metavar="NAME",
+                       help="clean only these sessions (default: every session of this user)")
+    clean.add_argument("--all", action="store_true",
+                       help="remove every session of this user, alive or not")
     clean.add_argument(
         "--force", action="store_true",
         help="also remove orphaned sessions: no member left, but processes still write to them",
     )
+    clean.add_argument("-n", "--dry-run", action="store_true",
+                       help="print what would be removed, remove nothing")
     clean.set_defaults(func=cmd_clean)
 
     top = sub.add_parser(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..format.progress import format_eta
+from ..format.progress import format_eta, shown_epoch
 from .watch import Sample
 
 
@@ -62,13 +62,28 @@ def _format_count(value: Any) -> str:
     return str(value)
 
 
-def progress_line(info: dict[str, Any]) -> str:
+def _epoch(info: dict[str, Any], mode: str) -> Any:
+    """The epoch as the log lines show it (``shown_epoch``), or the value as it is."""
+    epoch, total = info["epoch"], info.get("max_epochs")
+    training = total is not None or info.get("max_iters") is not None
+    try:
+        return shown_epoch(mode, int(epoch), training, None if total is None else int(total))
+    except (TypeError, ValueError):
+        return epoch  # not a count: shown as it is
+
+
+def progress_line(info: dict[str, Any], epoch_mode: str = "train") -> str:
+    """``iter I/N  epoch E/M  eta T``; the epoch as the log line shows it (the
+    running one during training, 1-based), ``epoch_mode`` the mode it counts in."""
     parts = []
     for name, total in (("iter", "max_iters"), ("epoch", "max_epochs")):
+        value = info.get(name)
+        if name == "epoch" and name in info:
+            value = _epoch(info, epoch_mode)
         if name in info and total in info:
-            parts.append(f"{name} {_format_count(info[name])}/{_format_count(info[total])}")
+            parts.append(f"{name} {_format_count(value)}/{_format_count(info[total])}")
         elif name in info:
-            parts.append(f"{name} {_format_count(info[name])}")
+            parts.append(f"{name} {_format_count(value)}")
         elif total in info:
             parts.append(f"{total} {_format_count(info[total])}")
     if "eta" in info:
@@ -76,20 +91,57 @@ def progress_line(info: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def render(sample: Sample, show_writers: bool = True) -> Frame:
-    """The lines of one frame: title, progress, then one row per key (and writer)."""
+# The fewest characters of a session name a shortened title keeps.
+_NAME_MIN = 12
+_ELLIPSIS = "..."
+
+
+def shorten(text: str, room: int) -> str:
+    """``text`` in ``room`` characters: its end kept after an ellipsis when it is longer.
+
+    The end of a session name tells runs apart (a default name ends in the
+    launch's port and restart count under torchrun, in a random id
+    otherwise), so the start is what goes.
+    """
+    if len(text) <= room:
+        return text
+    if room <= len(_ELLIPSIS):
+        return text[len(text) - max(0, room):] if room > 0 else ""
+    return _ELLIPSIS + text[len(text) - (room - len(_ELLIPSIS)):]
+
+
+def title_line(session: str, rest: str, width: int | None = None) -> str:
+    """``shmlog top  session NAME  <rest>`` in ``width`` columns (None: no limit).
+
+    Too wide, the name is shortened (its end kept, at least 12 characters),
+    then the ``shmlog top`` prefix goes, then ``session``, the name down to
+    8 characters; the figures in ``rest`` stay whole.  Only a terminal too
+    narrow for the figures themselves gets a line cut at ``width``.
+    """
+    for lead, least in (("shmlog top  session ", _NAME_MIN), ("session ", _NAME_MIN), ("", 8)):
+        line = f"{lead}{session}  {rest}"
+        if width is None or len(line) <= width:
+            return line
+        room = width - len(lead) - 2 - len(rest)
+        if room >= min(least, len(session)):
+            return f"{lead}{shorten(session, room)}  {rest}"
+    return f"{shorten(session, 8)}  {rest}"[:width]
+
+
+def render(sample: Sample, show_writers: bool = True, width: int | None = None) -> Frame:
+    """The lines of one frame: title, progress, then one row per key (and writer).
+
+    ``width``: the columns the title must fit in (None: no limit).
+    """
     hubs = sorted({k.hub for k in sample.keys} | set(sample.progress))
     many_hubs = len(hubs) > 1
     clock = time.strftime("%H:%M:%S", time.localtime(sample.wall))
-    exited = sample.writers_total - sample.writers_alive
+    exited = sample.writers_total - sample.writers_alive - len(sample.exit_pending)
     writers = f"writers {sample.writers_alive}" + (f" (+{exited} exited)" if exited else "")
-    title = (
-        f"shmlog top  session {sample.session}  members {sample.members}  {writers}  "
-        f"keys {len(sample.keys)}  {clock}"
-    )
-    lines = [title]
+    rest = f"members {sample.members}  {writers}  keys {len(sample.keys)}  {clock}"
+    lines = [title_line(sample.session, rest, width)]
     for hub in sorted(sample.progress):
-        text = progress_line(sample.progress[hub])
+        text = progress_line(sample.progress[hub], sample.epoch_modes.get(hub, "train"))
         if text:
             lines.append(f"[{hub}] {text}" if many_hubs else text)
     lines.append("")
@@ -107,7 +159,8 @@ def render(sample: Sample, show_writers: bool = True) -> Frame:
             continue
         for w in stat.writers:
             age = None if w.last_ns is None else (sample.taken_ns - w.last_ns) / 1e9
-            label = "  " + w.label + ("" if w.alive else " (exited)")
+            exited = not w.alive and w.label not in sample.exit_pending
+            label = "  " + w.label + (" (exited)" if exited else "")
             row = [""] if many_hubs else []
             row += [label, format_value(w.current), format_value(w.mean),
                     format_rate(w.rate), str(w.updates), format_age(age)]

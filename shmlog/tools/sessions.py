@@ -8,7 +8,8 @@ but processes with a slot still run (their pids are shown: the
 children of members that died), *stale* when none of its processes is left,
 *closing* while its last member removes it, and *broken* when its control
 segment cannot be used.  ``clean`` removes stale and broken sessions only;
-orphaned ones go with ``force``, live ones only with ``everything``.  Seen
+orphaned ones go with ``force``, live ones only with ``everything`` (never
+when sessions are named); ``plan`` says what it would do.  Seen
 from another PID namespace than its members' (a sidecar container), a
 session with members is taken as alive: pids cannot be checked there
 (``shmlog.shm.liveness``).
@@ -17,6 +18,7 @@ session with members is taken as alive: pids cannot be checked there
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import posix_ipc
@@ -26,7 +28,7 @@ from ..format.exposition import metrics_url
 from ..shm.control import STATE_CLOSED, Control
 from ..shm.info import InfoStore
 from ..shm.lifecycle import live_slot_pids
-from ..shm.names import SHM_DIR, own_entries, prefix
+from ..shm.names import SHM_DIR, check_name, own_entries, prefix
 from ..shm.scalar_rings import RingDirectory
 from ..shm.session import attach_control, destroy
 
@@ -127,17 +129,68 @@ def list_sessions() -> list[SessionInfo]:
     return [describe(name) for name in session_names()]
 
 
-def clean(everything: bool = False, force: bool = False) -> list[str]:
+class Verdict(NamedTuple):
+    """What ``clean`` does with one session: remove it, or why it stays."""
+
+    info: SessionInfo
+    remove: bool
+    reason: str  # why it stays ("" when removed)
+
+
+def judge(info: SessionInfo, everything: bool = False, force: bool = False) -> Verdict:
+    """Whether ``clean`` removes ``info``'s session (see the module docstring)."""
+    status = info.status
+    if everything or status == "stale" or status.startswith("broken"):
+        return Verdict(info, True, "")
+    if status.startswith("orphaned"):
+        if force:
+            return Verdict(info, True, "")
+        return Verdict(info, False, f"{status}: processes still write to it; "
+                                    f"--force removes it and cuts them off")
+    if status == OTHER_NAMESPACE:
+        return Verdict(info, False, "its members run in another PID namespace, where this "
+                                    "process cannot check them: clean it from their namespace")
+    if status == "closing":
+        return Verdict(info, False, "closing: its last member is removing it")
+    pids = " ".join(map(str, info.live_pids))
+    return Verdict(info, False, f"alive (pids {pids}): stop its processes first")
+
+
+def plan(names: Sequence[str] | None = None, everything: bool = False,
+         force: bool = False) -> list[Verdict]:
+    """What ``clean`` would do, session by session; nothing is removed.
+
+    ``names``: these sessions only (ValueError for a name no session of this
+    user has); ``everything`` then does not apply.  None: every session.
+    """
+    if names is None:
+        return [judge(info, everything, force) for info in list_sessions()]
+    known = set(session_names())
+    verdicts = []
+    for name in dict.fromkeys(names):
+        check_name(name)
+        if name not in known:
+            raise ValueError(f"no shmlog session named {name!r} for uid {os.getuid()} "
+                             f"('shmlog ls' lists them)")
+        verdicts.append(judge(describe(name), False, force))
+    return verdicts
+
+
+def remove(verdict: Verdict, force: bool = False, everything: bool = False) -> bool:
+    """Carry out a removing ``verdict``; False when the session changed meanwhile.
+
+    The state is checked again under the session lock: a stale session that
+    ``shmlog.init`` took over since it was judged stays.
+    """
+    return verdict.remove and destroy(verdict.info.name, stale_only=not everything, force=force)
+
+
+def clean(everything: bool = False, force: bool = False,
+          names: Sequence[str] | None = None) -> list[str]:
     """Remove stale and broken sessions of this user (see the module docstring).
 
-    ``force``: orphaned sessions too; ``everything``: every session, alive or not.
+    ``force``: orphaned sessions too; ``everything``: every session, alive or
+    not; ``names``: only these (never a live one).  Returns the names removed.
     """
-    removed = []
-    for info in list_sessions():
-        removable = (
-            everything or info.status == "stale" or info.status.startswith("broken")
-            or (force and info.status.startswith("orphaned"))
-        )
-        if removable and destroy(info.name, stale_only=not everything, force=force):
-            removed.append(info.name)
-    return removed
+    return [v.info.name for v in plan(names, everything and names is None, force)
+            if remove(v, force, everything and names is None)]

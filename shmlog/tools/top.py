@@ -18,6 +18,7 @@ import time
 from typing import Any, TextIO
 
 from ..errors import SessionError
+from ..format.presence import EXIT_GRACE
 from . import sample_json
 from .screen import Frame, format_value, render
 from .watch import SessionGone, Watcher, choose_session
@@ -43,15 +44,24 @@ def _run_plain(
 ) -> None:
     """Plain frames separated by FRAME_SEPARATOR; ``frames`` None means until stopped."""
     shown = 0
+    # On a terminal the title fits its width; a pipe gets whole lines.
+    width = shutil.get_terminal_size().columns - 1 if _isatty(out) else None
     while frames is None or shown < frames:
         if shown:
             time.sleep(interval)
-        frame = render(watcher.sample(), show_writers)
+        frame = render(watcher.sample(), show_writers, width)
         if shown:
             out.write(FRAME_SEPARATOR)
         out.write("\n".join(frame.lines) + "\n")
         out.flush()
         shown += 1
+
+
+def _isatty(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 _HELP = "q quit  w per-writer rows  arrows/PgUp/PgDn scroll"
@@ -98,7 +108,7 @@ def _run_curses(watcher: Watcher, interval: float, show_writers: bool) -> None:
         sample = watcher.sample()
         due = time.monotonic() + interval
         while True:
-            frame = render(sample, writers)
+            frame = render(sample, writers, max(1, screen.getmaxyx()[1] - 1))
             scroll = draw(screen, frame, scroll)
             page = max(1, screen.getmaxyx()[0] - frame.fixed - 1)
             screen.timeout(max(0, int((due - time.monotonic()) * 1000)))
@@ -144,7 +154,9 @@ def _run_ansi(
         due = time.monotonic() + interval
         while True:
             size = shutil.get_terminal_size()
-            lines = render(sample, writers).lines[: max(1, size.lines - 1)]
+            lines = render(sample, writers, max(1, size.columns - 1)).lines[
+                : max(1, size.lines - 1)
+            ]
             out.write("\x1b[H" + "".join(f"{text[: size.columns - 1]}\x1b[K\n" for text in lines)
                       + "\x1b[J")
             out.flush()
@@ -217,7 +229,10 @@ def run(
     err = sys.stderr if err is None else err
     inp = sys.stdin if inp is None else inp
     try:
-        watcher = Watcher.open(choose_session(session), window)
+        # An ended writer shows as exited once its label stayed without a
+        # live writer for a few refreshes (shmlog.format.presence).
+        watcher = Watcher.open(choose_session(session), window,
+                               exit_grace=max(EXIT_GRACE, 2 * interval))
     except (SessionError, ValueError) as exc:
         err.write(f"shmlog top: {exc}\n")
         return 1
