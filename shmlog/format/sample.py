@@ -21,7 +21,6 @@ count, so its rate is estimated from the timestamps of its newest records.
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import time
 import warnings
@@ -33,57 +32,18 @@ import posix_ipc
 
 from ..errors import SegmentError, SessionError, SessionGone
 from ..shm import codec
-from ..shm.control import STATE_CLOSED, Control
 from ..shm.scalar_rings import RingReader
-from ..shm.session import SessionSegments, check_name
+from ..shm.session import SessionSegments
 from ..stats.history_buffer import HistoryBuffer
 from ..stats.merged import MergedRings
 from ..stats.storage import Totals
 from ..wire import PROGRESS_INFO_KEYS, PROGRESS_KEY, hub_key, split_hub_key
 from .presence import EXIT_GRACE, check_grace, exit_pending
 from .progress import eta_of
+from .watching import attach_readonly, watch_problem
 
 # Records per ring used to estimate a rate before a second refresh exists.
 _RATE_RECORDS = 10
-
-
-def _problem(control: Control, name: str, require_members: bool = True) -> str | None:
-    """Why the session can no longer be watched, or None while it is alive.
-
-    Without ``require_members`` a session whose members all left is still
-    watched until it closes (the log writer goes on writing for their
-    children meanwhile).
-    """
-    if control.read_state().state == STATE_CLOSED:
-        return f"shmlog session {name!r} was closed"
-    if require_members and not control.live_members():
-        return (
-            f"shmlog session {name!r} is stale: every process that joined it has exited "
-            f"('shmlog clean' removes it)"
-        )
-    return None
-
-
-def attach_readonly(name: str, require_members: bool = True) -> SessionSegments:
-    """Map session ``name`` for reading only: no member, no slot, no store."""
-    try:
-        segments = SessionSegments.attach_readonly(check_name(name))
-    except posix_ipc.ExistentialError:
-        raise SessionError(
-            f"no shmlog session named {name!r} exists for uid {os.getuid()} (it was "
-            f"closed, or never created); 'shmlog ls' lists the sessions"
-        ) from None
-    except (SegmentError, OSError) as exc:
-        raise SessionError(f"cannot read shmlog session {name!r}: {exc}") from None
-    # A control segment appears whole (see Segment.create): ready or closed.
-    if segments.control.read_state().state == STATE_CLOSED:
-        problem: str | None = f"shmlog session {name!r} is closing"
-    else:
-        problem = _problem(segments.control, name, require_members)
-    if problem is not None:
-        segments.close()
-        raise SessionError(problem)
-    return segments
 
 
 @dataclass
@@ -246,7 +206,7 @@ class Sampler:
 
     def problem(self) -> str | None:
         """Why the session is gone (closed, or every process that joined it exited), or None."""
-        return _problem(self.session.control, self.name, self.require_members)
+        return watch_problem(self.session.control, self.name, self.require_members)
 
     def check(self) -> None:
         """Raise SessionGone when the session is gone (see :meth:`problem`)."""

@@ -15,8 +15,8 @@ from ..format.sample import (
     Sample,
     Sampler,
     WriterStat,
-    attach_readonly,
 )
+from ..format.watching import attach_readonly
 from ..shm.session import check_name
 from .sessions import list_sessions
 
