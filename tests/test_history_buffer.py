@@ -940,7 +940,7 @@ TestHistoryBufferMachine.settings = settings(max_examples=60, stateful_step_coun
 
 
 def test_per_writer_means_takes_the_window_and_the_rank_s_writers() -> None:
-    from shmlog.stats.history_buffer import per_writer_means
+    from shmlog.stats.per_writer import per_writer_means
 
     def buffer_of(values: list[float]) -> HistoryBuffer:
         buffer = HistoryBuffer(max_length=4)

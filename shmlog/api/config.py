@@ -11,7 +11,7 @@ children it starts.
 Who the process is (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``SHMLOG_WORKER_ID``) is not a setting: it has its one rule in
 ``shmlog.api.process``, which reads those.  Read elsewhere, for reasons of
-layering or timing: ``SHMLOG_DEVICE_SLOTS`` by ``shmlog.stats.device_values``
+layering or timing: ``SHMLOG_DEVICE_SLOTS`` by ``shmlog.stats.device_backend``
 when it makes its staging pool (unless ``shmlog.set_device_slots`` said
 first), ``SHMLOG_FENCE`` by ``shmlog.shm.fence``, the colour variables by
 ``shmlog.format.formatter``, torchrun's run id and master port for a default

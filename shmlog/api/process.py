@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import forks
-from ..shm.session import SlotOwner
+from ..shm.slots import SlotOwner
 from .config import ENV_SESSION, ENV_WORKER, env_int
 
 __all__ = [

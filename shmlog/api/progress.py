@@ -17,7 +17,7 @@ from ..errors import InvalidValue
 from ..format.log_processor import LogProcessor
 from ..format.progress import progress_due
 from ..format.reduce import empty, value
-from ..stats.history_buffer import per_writer_means
+from ..stats.per_writer import per_writer_means
 from ..wire import PROGRESS_KEY, Progress
 from .config import Config
 from .device import settle

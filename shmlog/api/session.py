@@ -23,7 +23,6 @@ import warnings
 from typing import Any
 
 from ..format.exposition import DEFAULT_HOST, metrics_url
-from ..shm.liveness import process_start
 from ..shm.session import (
     DEFAULT_CAPACITY,
     DEFAULT_SEGMENT_BYTES,
@@ -36,11 +35,10 @@ from . import options as _options
 from . import retention
 from .device import settle as settle_device_values
 from .job import admit, this_job
+from .log_writing import LogWriting
 from .nesting import NestedSession
 from .process import ENV_SESSION, PROCESS, SessionIdentity
 from .record_handler import wait_drained
-
-FLUSH_SECONDS = 10.0
 
 
 class Session:
@@ -61,8 +59,7 @@ class Session:
         self._options = segments.options()
         # Whether MMLogger's file output goes to the session's writer.
         self.ships_records = self._options.get("log_writer", "sidecar") != "none"
-        self._standby: Any = None
-        self._sidecar: Any = None
+        self._writing = LogWriting()  # this member's standby thread and sidecar
         self._creator_pid = os.getpid()
         # Handles open on this membership: this one and those that nested
         # ``init`` calls returned (see shmlog.api.nesting).
@@ -169,7 +166,7 @@ class Session:
             if self.closed:
                 return
             try:
-                self._leave_writing()
+                self._writing.leave(self, self._member)
                 if self._member and self._creator_pid == os.getpid():
                     retention.carry_out(self)
             finally:
@@ -188,30 +185,6 @@ class Session:
                     PROCESS.install(PROCESS.lazy_resolver if os.environ.get(ENV_SESSION) else None)
                 self._segments.close()
 
-    def _leave_writing(self) -> None:
-        """Flush this process's records, and hand over or finish log writing."""
-        if self._segments.closed or self._segments.pid != os.getpid():
-            return
-        try:
-            last = self._member and self._segments.live_members() <= 1
-            pending = self.ships_records and self._segments.record_consumers()
-            if pending and not wait_drained(self, FLUSH_SECONDS, everyone=last):
-                from ..writer.serve import drain_here
-
-                drain_here(self._segments)
-            if self._standby is not None:
-                self._standby.stop()
-        except (SessionError, ValueError, OSError):
-            pass
-        if self._sidecar is not None:
-            # The sidecar exits once no member is left (now, or after the
-            # members that outlive this one leave); reap it then so it does
-            # not linger as a zombie of this process.
-            sidecar = self._sidecar
-            threading.Thread(
-                target=lambda: sidecar.wait(), name="shmlog-reap-sidecar", daemon=True
-            ).start()
-
     def after_fork_in_child(self) -> None:
         """A forked child is never a member, whatever its parent was.
 
@@ -219,8 +192,7 @@ class Session:
         """
         self._member = False
         self._hubs_lock = threading.Lock()
-        self._sidecar = None
-        self._standby = None
+        self._writing.after_fork_in_child()
         self._segments.after_fork_in_child()
 
     def __enter__(self) -> Session:  # noqa: PYI034 (typing.Self needs 3.11)
@@ -345,15 +317,7 @@ def init(
         PROCESS.tell_multiprocessing(name)
         _activate(session)
         retention.carry_in(session)
-        mode = stored.get("log_writer", "sidecar")
-        if mode != "none":
-            # Only members load the log writer: a DataLoader worker never does.
-            from ..writer import serve
-
-            if mode == "sidecar" and segments.created:
-                me = (os.getpid(), process_start(os.getpid()) or 0)
-                session._sidecar = serve.start_sidecar(segments, placeholder=me)
-            session._standby = serve.Standby(segments)
+        session._writing.start(segments, stored.get("log_writer", "sidecar"))
         return session
 
 

@@ -47,7 +47,7 @@ from ..api.reduce import JobReducer
 from ..api.session import current_session, init
 from ..errors import InvalidType, InvalidValue
 from ..format.reduce import JobStatistics
-from ..stats.history_buffer import per_writer_means
+from ..stats.per_writer import per_writer_means
 from . import logs
 from .hub import share, unshare
 from .workers import track_runner_loaders

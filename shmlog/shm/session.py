@@ -13,8 +13,8 @@ names in /dev/shm.
 This layer moves bytes and numbers.  It knows keys only as strings and
 processes only as (pid, rank, worker, label); what a key means, how a
 hub name is folded into it and how a process finds its rank are decided
-above it (the rank comes in through the :class:`IdentitySource` given to
-:meth:`SessionSegments.open`).
+above it (the rank comes in through the ``IdentitySource`` of
+``shmlog.shm.slots`` given to :meth:`SessionSegments.open`).
 
 Fork: a child inherits the mappings (MAP_SHARED) and every Python object,
 including the parent's threads' slots.  :meth:`SessionSegments.after_fork_in_child`
@@ -31,7 +31,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import posix_ipc
 
@@ -45,46 +45,10 @@ from .names import check_capacity, check_name, prefix
 from .record_rings import RecordConsumer, RecordProducer, RecordRings
 from .scalar_rings import RingDirectory, RingReader, RingWriter
 from .segment import KIND_CONTROL, Segment
-from .slots import Slot
+from .slots import ANONYMOUS, IdentitySource, Slot
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_SEGMENT_BYTES = 1 << 20
-
-
-
-class SlotOwner(NamedTuple):
-    """What a slot records of the process that claims it."""
-
-    rank: int  # -1: the process has no rank
-    worker: int  # DataLoader worker id, -1 outside workers
-    label: str  # readable, e.g. ``rank1/worker0``
-
-
-class IdentitySource(Protocol):
-    """Who the process is, asked whenever it matters (a rank can be given late).
-
-    The layer above gives one to :meth:`SessionSegments.open`; this layer
-    knows nothing of how a rank is found.
-    """
-
-    def slot_owner(self) -> SlotOwner:
-        """The calling thread's process, as the slot it claims records it."""
-
-    def reader_rank(self) -> int:
-        """The rank whose slots this process's statistics merge; -1: every slot."""
-
-
-class Anonymous:
-    """The identity of a handle that says nothing of itself: no rank, labelled by pid."""
-
-    def slot_owner(self) -> SlotOwner:
-        return SlotOwner(-1, -1, f"pid{os.getpid()}")
-
-    def reader_rank(self) -> int:
-        return -1
-
-
-ANONYMOUS = Anonymous()
 
 
 class SessionSegments:
@@ -400,10 +364,8 @@ class SessionSegments:
 __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_SEGMENT_BYTES",
-    "IdentitySource",
     "SessionError",
     "SessionSegments",
-    "SlotOwner",
     "attach_control",
     "check_capacity",
     "check_name",

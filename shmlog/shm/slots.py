@@ -24,14 +24,19 @@ history of every thread that wrote it (``shmlog top`` and ``per_writer``
 show those under the label of the thread that continues them).
 
 Slots change only under the session lock (``shmlog.shm.control``).
+
+What a thread's slot records of its process comes from the layer above, as a
+:class:`SlotOwner` that an :class:`IdentitySource` gives whenever a thread
+claims a slot (``shmlog.shm.session``); this layer never finds a rank itself.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from .liveness import thread_alive
 from .segment import Segment
@@ -70,6 +75,41 @@ class Slot(NamedTuple):
     def alive(self) -> bool:
         """Whether the writing thread still runs (a slot is per thread)."""
         return thread_alive(self.pid, self.start, self.tid)
+
+
+class SlotOwner(NamedTuple):
+    """What a slot records of the process that claims it."""
+
+    rank: int  # -1: the process has no rank
+    worker: int  # DataLoader worker id, -1 outside workers
+    label: str  # readable, e.g. ``rank1/worker0``
+
+
+class IdentitySource(Protocol):
+    """Who the process is, asked whenever it matters (a rank can be given late).
+
+    The layer above gives one to ``SessionSegments.open``
+    (``shmlog.shm.session``); this layer knows nothing of how a rank is found.
+    """
+
+    def slot_owner(self) -> SlotOwner:
+        """The calling thread's process, as the slot it claims records it."""
+
+    def reader_rank(self) -> int:
+        """The rank whose slots this process's statistics merge; -1: every slot."""
+
+
+class Anonymous:
+    """The identity of a handle that says nothing of itself: no rank, labelled by pid."""
+
+    def slot_owner(self) -> SlotOwner:
+        return SlotOwner(-1, -1, f"pid{os.getpid()}")
+
+    def reader_rank(self) -> int:
+        return -1
+
+
+ANONYMOUS = Anonymous()
 
 
 def choose_slot(table: Iterable[Slot], label: str) -> tuple[int | None, int | None]:

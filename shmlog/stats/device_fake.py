@@ -77,7 +77,7 @@ class FakeTensor:
 
 
 class FakeDevice:
-    """The deferral's backend for FakeTensors (``shmlog.stats.device_values.Backend``)."""
+    """The deferral's backend for FakeTensors (``shmlog.stats.device_backend.Backend``)."""
 
     def __init__(self) -> None:
         self.waits: list[FakeEvent] = []

@@ -16,14 +16,15 @@ key's storage (ring, totals, min and max) like any float.
 * :meth:`Deferred.settle` is the reader's wait: it lands everything logged
   before the call, waiting (once, on the newest event: a stream runs its
   work in order) only for values logged before it.
-* The pool is bounded (:data:`DEFAULT_SLOTS`, ``SHMLOG_DEVICE_SLOTS``): when
-  it is full, the oldest staged value is waited for, which is counted and
-  reported once.
+* The pool is bounded (``SHMLOG_DEVICE_SLOTS``, read by
+  ``shmlog.stats.device_backend``): when it is full, the oldest staged value
+  is waited for, which is counted and reported once.
 * A count given as a device tensor is staged too; a count that turns out not
   to be finite and >= 0 cannot be refused any more, so that update is
   dropped, counted and reported once.
 
-Device access goes through a small :class:`Backend` interface:
+Device access goes through a small interface
+(:class:`~shmlog.stats.device_backend.Backend`):
 ``shmlog.stats.device_torch.TorchCuda`` for PyTorch's CUDA tensors, and
 ``shmlog.stats.device_fake`` for tests without a GPU.  torch is never
 imported here: a value can only be a CUDA tensor when the program has
@@ -37,60 +38,15 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import os
 import threading
 import warnings
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import InvalidValue
+from .device_backend import ENV_SLOTS, slots_from_env
 from .device_torch import TorchCuda
 from .values import to_count, to_float
-
-DEFAULT_SLOTS = 4096
-ENV_SLOTS = "SHMLOG_DEVICE_SLOTS"
-
-
-def slots_from_env() -> int:
-    """The staging pool's size: ``SHMLOG_DEVICE_SLOTS`` or :data:`DEFAULT_SLOTS`."""
-    raw = os.environ.get(ENV_SLOTS, "").strip()
-    if not raw:
-        return DEFAULT_SLOTS
-    try:
-        slots = int(raw)
-    except ValueError:
-        slots = 0
-    if slots < 2:
-        raise InvalidValue(f"environment variable {ENV_SLOTS}={raw!r}: expected an integer >= 2")
-    return slots
-
-
-class Backend(Protocol):
-    """What the deferral needs from one kind of device value."""
-
-    def owns(self, value: Any) -> bool:
-        """Whether ``value`` is a device value whose reading would block."""
-
-    def check(self, value: Any, key: str | None, what: str) -> None:
-        """Refuse a value that is not one number (the errors of ``to_float``)."""
-
-    def allocate(self, slots: int) -> Any:
-        """A staging pool of ``slots`` host slots."""
-
-    def stage(self, pool: Any, slot: int, value: Any) -> Any:
-        """Start copying ``value`` into ``slot``; return what tells its completion."""
-
-    def ready(self, event: Any) -> bool:
-        """Whether the copy behind ``event`` has completed; never blocks."""
-
-    def wait(self, event: Any) -> None:
-        """Block until the copy behind ``event`` (and its stream's earlier work) completed."""
-
-    def read(self, pool: Any, slot: int) -> float:
-        """The value in ``slot``, as ``to_float(value.item())`` would give it."""
-
-    def abandon(self, pool: Any) -> None:
-        """After a fork: keep ``pool`` alive for good without touching the device."""
 
 
 class Staged:

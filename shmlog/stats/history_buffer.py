@@ -366,26 +366,6 @@ def history_array(data: Any, what: str) -> np.ndarray:
     return np.array([to_float(item, what=f"{what} value") for item in items], dtype=np.float64)
 
 
-def per_writer_means(buffer: HistoryBuffer, window: int | None, rank: int = -1) -> dict[str, float]:
-    """The mean of the last ``window`` updates of each writer of ``buffer`` that has any.
-
-    By label, sorted; ``rank``: only that rank's writers (``rank<r>`` and
-    ``rank<r>/...``), -1: every writer.  A window longer than a writer's ring
-    retains is computed on what it retains, without a warning (nor using up
-    the key's one warning).
-    """
-    mine = f"rank{rank}" if rank >= 0 else None
-    means = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for label, writer in sorted(buffer.per_writer().items()):
-            if mine is not None and label.split("/")[0] != mine:
-                continue
-            if writer.storage.totals().updates:
-                means[label] = float(HistoryBuffer.over(writer.storage, None).mean(window))
-    return means
-
-
 def _flatten(data: Any) -> Any:
     for item in data:
         if isinstance(item, (list, tuple, np.ndarray)):
