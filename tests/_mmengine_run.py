@@ -144,9 +144,11 @@ def main() -> None:
     # Without shmlog the workers' updates never reach the Runner's hub.
     items = hub.log_scalars.get("train/item_loss")
     count, mean = (0, "none") if items is None else (len(items.data[0]), float(items.mean()))
-    print("scalars", runner.rank, len(hub.get_scalar("train/loss").data[0]), count, mean,
-          flush=True)
-    print("done", flush=True)
+    # One write per report: both ranks print into one pipe, and print() writes each
+    # argument on its own when the stream is unbuffered.
+    sys.stdout.write(f"scalars {runner.rank} {len(hub.get_scalar('train/loss').data[0])} "
+                     f"{count} {mean}\ndone\n")
+    sys.stdout.flush()
     if args.launcher == "pytorch":
         torch.distributed.destroy_process_group()
 

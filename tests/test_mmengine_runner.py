@@ -183,7 +183,8 @@ def test_its_checkpoint_loads_where_shmlog_cannot_be_imported(single: dict) -> N
 def test_shmlog_top_shows_the_running_runner(single: dict) -> None:
     top = single["top"]
     assert f"session {single['session']}" in top
-    assert re.search(r"^iter 12/20  epoch 1/2  eta \d:\d\d:\d\d$", top, re.M), top
+    # In the second epoch (iter 12 of 2 x 10): the epoch its train lines show, [2].
+    assert re.search(r"^iter 12/20  epoch 2/2  eta \d:\d\d:\d\d$", top, re.M), top
     rows = {line.split()[0]: line for line in top.splitlines() if line.strip()}
     for key in ("train/worker_data_time", "train/item_loss", "train/loss", "train/data_time"):
         assert key in rows, top
