@@ -23,7 +23,7 @@ import shmlog
 from shmlog import HistoryBuffer, MessageHub, MMLogger
 from shmlog.api.config import ENV_RECORD_RING_BYTES as ENV_RING_BYTES
 from shmlog.api.config import RECORD_RING_BYTES as RING_BYTES
-from shmlog.api.shipping import ring_bytes
+from shmlog.api.config import record_ring_bytes
 from shmlog.shm.record_rings import longest_text
 from shmlog.shm.session import destroy
 
@@ -293,4 +293,4 @@ def test_a_bad_record_ring_size_is_refused_naming_the_variable(
 ) -> None:
     monkeypatch.setenv(ENV_RING_BYTES, "1k")
     with pytest.raises(ValueError, match="SHMLOG_RECORD_RING_BYTES='1k'"):
-        ring_bytes()
+        record_ring_bytes()

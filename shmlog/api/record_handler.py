@@ -32,8 +32,9 @@ from ..format.formatter import DuplicateWarningFilter, FileLines, formats_file_l
 from ..shm import codec
 from ..shm.liveness import is_alive
 from ..wire import Progress, Route, encode_line, encode_progress, encode_record, route_id, route_key
+from .config import record_ring_bytes
 from .process import PROCESS, identity
-from .shipping import put_into, ring_bytes
+from .shipping import put_into
 
 # Put into this process's record ring (tests replace it to see what crosses).
 _put_into = put_into
@@ -293,7 +294,7 @@ def _put(shared: Any, data: tuple[Any, ...]) -> bool:
 
 def _ring_of(shared: Any) -> tuple[Any, Any]:
     """(this process's record producer, the doorbell) of session segments ``shared``."""
-    return shared.record_producer(ring_bytes()), shared.doorbell
+    return shared.record_producer(record_ring_bytes()), shared.doorbell
 
 
 def _append_only(handler: logging.Handler) -> None:

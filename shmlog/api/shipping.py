@@ -1,4 +1,6 @@
-"""Putting records into this process's record ring: its size, its lock, signal handlers.
+"""Putting records into this process's record ring: its lock, signal handlers.
+
+The ring's size is a setting (``shmlog.api.config.record_ring_bytes``).
 
 A full ring waits at most ``BLOCK_SECONDS`` for the log writer to make
 room, then drops the record, counting it (``shmlog.api.record_handler``
@@ -12,18 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import record_ring_bytes
 from .process import PROCESS
 
 BLOCK_SECONDS = 0.2
 # Records signal handlers may leave for one interrupted put (beyond them,
 # dropped and counted as a full ring's are).
 _LATER_MAX = 1024
-
-
-def ring_bytes() -> int:
-    """The size of this process's record ring (``shmlog.api.config.record_ring_bytes``)."""
-    return record_ring_bytes()
 
 
 def put_into(ring: tuple[Any, Any], data: tuple[Any, ...]) -> bool:
